@@ -1,0 +1,1 @@
+//! WebTransport over HTTP/3 on quinn and tokio.
