@@ -1,7 +1,12 @@
 //! Sans-IO HTTP/3 and WebTransport protocol core.
 #![warn(missing_docs)]
 
+pub mod capsule;
+pub mod datagram;
 pub mod error;
+pub mod frame;
+pub mod settings;
+pub mod stream_header;
 pub mod varint;
 
 pub use error::Code;

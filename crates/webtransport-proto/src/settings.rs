@@ -1,0 +1,404 @@
+//! HTTP/3 SETTINGS (RFC 9114 §7.2.4) and the WebTransport draft they announce.
+
+use bytes::BufMut;
+
+use crate::error::{is_grease_id, Code};
+use crate::varint;
+
+/// Setting identifiers this crate knows.
+pub mod id {
+    /// QPACK_MAX_TABLE_CAPACITY (RFC 9204 §5).
+    pub const QPACK_MAX_TABLE_CAPACITY: u64 = 0x01;
+    /// MAX_FIELD_SECTION_SIZE (RFC 9114 §7.2.4.1).
+    pub const MAX_FIELD_SECTION_SIZE: u64 = 0x06;
+    /// QPACK_BLOCKED_STREAMS (RFC 9204 §5).
+    pub const QPACK_BLOCKED_STREAMS: u64 = 0x07;
+    /// ENABLE_CONNECT_PROTOCOL (RFC 9220 §3).
+    pub const ENABLE_CONNECT_PROTOCOL: u64 = 0x08;
+    /// H3_DATAGRAM (RFC 9297 §2.1.1).
+    pub const H3_DATAGRAM: u64 = 0x33;
+    /// H3_DATAGRAM of draft-ietf-masque-h3-datagram-04, still sent by browsers.
+    pub const H3_DATAGRAM_DRAFT04: u64 = 0xffd277;
+    /// ENABLE_WEBTRANSPORT (draft-02).
+    pub const ENABLE_WEBTRANSPORT: u64 = 0x2b603742;
+    /// WEBTRANSPORT_MAX_SESSIONS (draft-07 to draft-12).
+    pub const WEBTRANSPORT_MAX_SESSIONS_DRAFT07: u64 = 0xc671706a;
+    /// WT_MAX_SESSIONS (draft-13/14).
+    pub const WT_MAX_SESSIONS: u64 = 0x14e9cd29;
+    /// WT_ENABLED (draft-15/16).
+    pub const WT_ENABLED: u64 = 0x2c7cf000;
+    /// WT_INITIAL_MAX_DATA (draft-12+).
+    pub const WT_INITIAL_MAX_DATA: u64 = 0x2b61;
+    /// WT_INITIAL_MAX_STREAMS_UNI (draft-12+).
+    pub const WT_INITIAL_MAX_STREAMS_UNI: u64 = 0x2b64;
+    /// WT_INITIAL_MAX_STREAMS_BIDI (draft-12+).
+    pub const WT_INITIAL_MAX_STREAMS_BIDI: u64 = 0x2b65;
+
+    /// Identifiers that were HTTP/2 settings and must not appear (RFC 9114 §7.2.4.1,
+    /// §11.2.2): 0x00 and 0x02-0x05.
+    pub const fn is_http2_only(id: u64) -> bool {
+        matches!(id, 0x00 | 0x02 | 0x03 | 0x04 | 0x05)
+    }
+
+    /// A readable name for a known identifier.
+    pub fn name(id: u64) -> Option<&'static str> {
+        Some(match id {
+            QPACK_MAX_TABLE_CAPACITY => "QPACK_MAX_TABLE_CAPACITY",
+            MAX_FIELD_SECTION_SIZE => "MAX_FIELD_SECTION_SIZE",
+            QPACK_BLOCKED_STREAMS => "QPACK_BLOCKED_STREAMS",
+            ENABLE_CONNECT_PROTOCOL => "ENABLE_CONNECT_PROTOCOL",
+            H3_DATAGRAM => "H3_DATAGRAM",
+            H3_DATAGRAM_DRAFT04 => "H3_DATAGRAM_DRAFT04",
+            ENABLE_WEBTRANSPORT => "ENABLE_WEBTRANSPORT",
+            WEBTRANSPORT_MAX_SESSIONS_DRAFT07 => "WEBTRANSPORT_MAX_SESSIONS",
+            WT_MAX_SESSIONS => "WT_MAX_SESSIONS",
+            WT_ENABLED => "WT_ENABLED",
+            WT_INITIAL_MAX_DATA => "WT_INITIAL_MAX_DATA",
+            WT_INITIAL_MAX_STREAMS_UNI => "WT_INITIAL_MAX_STREAMS_UNI",
+            WT_INITIAL_MAX_STREAMS_BIDI => "WT_INITIAL_MAX_STREAMS_BIDI",
+            _ => return None,
+        })
+    }
+}
+
+/// Why a SETTINGS frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// The payload ended inside an identifier or value.
+    #[error("SETTINGS payload truncated")]
+    Truncated,
+    /// The same identifier appeared twice.
+    #[error("duplicate setting {0:#x}")]
+    Duplicate(u64),
+    /// An HTTP/2 setting identifier.
+    #[error("HTTP/2 setting {0:#x} is not allowed in HTTP/3")]
+    Http2Setting(u64),
+    /// A boolean setting with a value other than 0 or 1.
+    #[error("setting {id:#x} must be 0 or 1, got {value}")]
+    NotBoolean {
+        /// Identifier.
+        id: u64,
+        /// Value received.
+        value: u64,
+    },
+}
+
+impl SettingsError {
+    /// The connection error code for this failure.
+    pub fn code(&self) -> Code {
+        match self {
+            // RFC 9114 §7.1: a frame payload that ends inside a field is H3_FRAME_ERROR.
+            SettingsError::Truncated => Code::H3_FRAME_ERROR,
+            _ => Code::H3_SETTINGS_ERROR,
+        }
+    }
+}
+
+/// The settings of one endpoint, in the order they were sent; GREASE entries are dropped
+/// on decode.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    entries: Vec<(u64, u64)>,
+}
+
+/// The WebTransport draft family announced in SETTINGS, oldest first so that `Ord` picks
+/// the newest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum WtDraft {
+    /// draft-02: `ENABLE_WEBTRANSPORT = 1` (what browsers ship).
+    Draft02,
+    /// draft-07..12: `WEBTRANSPORT_MAX_SESSIONS > 0`.
+    Draft07,
+    /// draft-13/14: `WT_MAX_SESSIONS > 0`.
+    Draft13,
+    /// draft-15/16: `WT_ENABLED = 1`; upgrade token `webtransport-h3`.
+    Draft15,
+}
+
+impl WtDraft {
+    /// A short name for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            WtDraft::Draft02 => "draft-02",
+            WtDraft::Draft07 => "draft-07",
+            WtDraft::Draft13 => "draft-13",
+            WtDraft::Draft15 => "draft-15",
+        }
+    }
+}
+
+impl std::fmt::Display for WtDraft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Settings {
+    /// No settings.
+    pub fn new() -> Self {
+        Settings::default()
+    }
+
+    /// Sets `id` to `value`, replacing an earlier value.
+    ///
+    /// # Panics
+    /// If `id` or `value` exceeds 2^62 - 1.
+    pub fn set(&mut self, id: u64, value: u64) {
+        assert!(
+            id < 1 << 62 && value < 1 << 62,
+            "setting out of varint range"
+        );
+        match self.entries.iter_mut().find(|(i, _)| *i == id) {
+            Some(e) => e.1 = value,
+            None => self.entries.push((id, value)),
+        }
+    }
+
+    /// The value of `id`, if sent.
+    pub fn get(&self, id: u64) -> Option<u64> {
+        self.entries.iter().find(|(i, _)| *i == id).map(|(_, v)| *v)
+    }
+
+    /// All entries in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.entries.iter().copied()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Parses a SETTINGS frame payload.
+    pub fn decode(mut payload: &[u8]) -> Result<Settings, SettingsError> {
+        let mut s = Settings::new();
+        let mut seen_grease = Vec::new();
+        while !payload.is_empty() {
+            let (id, a) = varint::decode(payload).ok_or(SettingsError::Truncated)?;
+            let (value, b) = varint::decode(&payload[a..]).ok_or(SettingsError::Truncated)?;
+            payload = &payload[a + b..];
+            // RFC 9114 §7.2.4: "The same setting identifier MUST NOT occur more than once
+            // in the SETTINGS frame. A receiver MAY treat the presence of duplicate
+            // setting identifiers as a connection error of type H3_SETTINGS_ERROR."
+            if s.get(id).is_some() || seen_grease.contains(&id) {
+                return Err(SettingsError::Duplicate(id));
+            }
+            // RFC 9114 §7.2.4.1: "Setting identifiers that were defined in [HTTP/2] where
+            // there is no corresponding HTTP/3 setting have also been reserved. These
+            // reserved settings MUST NOT be sent, and their receipt MUST be treated as a
+            // connection error of type H3_SETTINGS_ERROR."
+            if id::is_http2_only(id) {
+                return Err(SettingsError::Http2Setting(id));
+            }
+            // RFC 9220 §3 and RFC 9297 §2.1.1: these take only 0 or 1.
+            if matches!(id, id::ENABLE_CONNECT_PROTOCOL | id::H3_DATAGRAM) && value > 1 {
+                return Err(SettingsError::NotBoolean { id, value });
+            }
+            if is_grease_id(id) {
+                // RFC 9114 §7.2.4.1: reserved identifiers are ignored by receivers; they
+                // are remembered only to catch duplicates.
+                seen_grease.push(id);
+                continue;
+            }
+            s.entries.push((id, value));
+        }
+        Ok(s)
+    }
+
+    /// Writes the SETTINGS payload (no frame header).
+    pub fn encode<B: BufMut>(&self, out: &mut B) {
+        for &(id, v) in &self.entries {
+            varint::encode(id, out);
+            varint::encode(v, out);
+        }
+    }
+
+    /// Bytes [`Settings::encode`] writes.
+    pub fn encoded_len(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|&(i, v)| varint::encoded_len(i) + varint::encoded_len(v))
+            .sum()
+    }
+
+    /// Whether the peer supports HTTP datagrams (RFC 9297 or the draft-04 codepoint that
+    /// browsers still send).
+    pub fn datagrams_enabled(&self) -> bool {
+        self.get(id::H3_DATAGRAM) == Some(1) || self.get(id::H3_DATAGRAM_DRAFT04) == Some(1)
+    }
+
+    /// Whether a server accepts extended CONNECT (RFC 9220 §3).
+    pub fn connect_protocol_enabled(&self) -> bool {
+        self.get(id::ENABLE_CONNECT_PROTOCOL) == Some(1)
+    }
+
+    /// The newest WebTransport draft these settings announce, if any.
+    pub fn wt_draft(&self) -> Option<WtDraft> {
+        if self.get(id::WT_ENABLED).is_some_and(|v| v >= 1) {
+            Some(WtDraft::Draft15)
+        } else if self.get(id::WT_MAX_SESSIONS).is_some_and(|v| v >= 1) {
+            Some(WtDraft::Draft13)
+        } else if self
+            .get(id::WEBTRANSPORT_MAX_SESSIONS_DRAFT07)
+            .is_some_and(|v| v >= 1)
+        {
+            Some(WtDraft::Draft07)
+        } else if self.get(id::ENABLE_WEBTRANSPORT) == Some(1) {
+            Some(WtDraft::Draft02)
+        } else {
+            None
+        }
+    }
+
+    /// The maximum number of concurrent sessions the peer announced, where its draft has
+    /// such a setting (draft-02 has none: one session per connection is all it promises,
+    /// but browsers and servers open several in practice, so `None` means "not limited by
+    /// a setting").
+    pub fn wt_max_sessions(&self) -> Option<u64> {
+        self.get(id::WT_MAX_SESSIONS)
+            .or_else(|| self.get(id::WEBTRANSPORT_MAX_SESSIONS_DRAFT07))
+    }
+
+    /// The settings we send: the superset every known client and server accepts
+    /// (docs/protocol.md, "What a server must send to reach every client").
+    ///
+    /// `server` adds ENABLE_CONNECT_PROTOCOL (RFC 9220 §3: only servers send it).
+    pub fn local(server: bool, max_sessions: u64, max_field_section_size: u64) -> Settings {
+        let mut s = Settings::new();
+        s.set(id::QPACK_MAX_TABLE_CAPACITY, 0);
+        s.set(id::MAX_FIELD_SECTION_SIZE, max_field_section_size);
+        s.set(id::QPACK_BLOCKED_STREAMS, 0);
+        if server {
+            s.set(id::ENABLE_CONNECT_PROTOCOL, 1);
+        }
+        s.set(id::H3_DATAGRAM, 1);
+        s.set(id::H3_DATAGRAM_DRAFT04, 1);
+        s.set(id::ENABLE_WEBTRANSPORT, 1);
+        s.set(id::WEBTRANSPORT_MAX_SESSIONS_DRAFT07, max_sessions);
+        s.set(id::WT_MAX_SESSIONS, max_sessions);
+        s.set(id::WT_ENABLED, 1);
+        // Session-level flow control is not enforced yet, so announce limits large enough
+        // that no WT_MAX_DATA / WT_MAX_STREAMS capsule is ever needed (protocol.md).
+        s.set(id::WT_INITIAL_MAX_DATA, (1 << 62) - 1);
+        s.set(id::WT_INITIAL_MAX_STREAMS_UNI, (1 << 60) - 1);
+        s.set(id::WT_INITIAL_MAX_STREAMS_BIDI, (1 << 60) - 1);
+        s
+    }
+}
+
+impl std::fmt::Display for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        for (i, v) in self.iter() {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            match id::name(i) {
+                Some(n) => write!(f, "{n}({i:#x})={v}")?,
+                None => write!(f, "{i:#x}={v}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn chromium_settings_decode() {
+        // vectors.json "settings_payload": the GREASE pair 0x4457a6c63 is dropped.
+        let s = Settings::decode(&hex(
+            "01800100000680004000074064330180ffd27701ab60374201c0000004457a6c63c000000092a03aaf",
+        ))
+        .unwrap();
+        let got: Vec<_> = s.iter().collect();
+        assert_eq!(
+            got,
+            [
+                (0x1, 65536),
+                (0x6, 16384),
+                (0x7, 100),
+                (0x33, 1),
+                (0xffd277, 1),
+                (0x2b603742, 1)
+            ]
+        );
+        assert!(is_grease_id(0x4457a6c63));
+        assert_eq!(s.wt_draft(), Some(WtDraft::Draft02));
+        assert!(s.datagrams_enabled());
+        assert!(!s.connect_protocol_enabled());
+    }
+
+    #[test]
+    fn chromium_draft07_flag() {
+        let s = Settings::decode(&hex(
+            "01800100000680004000074064330180ffd27701ab60374201c0000000c671706a10c000000e0f9da158c0000000a6f45039",
+        ))
+        .unwrap();
+        assert_eq!(s.get(id::WEBTRANSPORT_MAX_SESSIONS_DRAFT07), Some(16));
+        assert_eq!(s.wt_draft(), Some(WtDraft::Draft07));
+        assert_eq!(s.wt_max_sessions(), Some(16));
+        assert_eq!(s.len(), 7);
+    }
+
+    #[test]
+    fn local_settings_round_trip() {
+        for server in [true, false] {
+            let s = Settings::local(server, 16, 16384);
+            let mut out = Vec::new();
+            s.encode(&mut out);
+            assert_eq!(out.len(), s.encoded_len());
+            let d = Settings::decode(&out).unwrap();
+            assert_eq!(d, s);
+            assert_eq!(d.wt_draft(), Some(WtDraft::Draft15));
+            assert_eq!(d.connect_protocol_enabled(), server);
+        }
+    }
+
+    #[test]
+    fn malformed_settings() {
+        let cases: &[(&[u8], Code)] = &[
+            (&[0x33, 0x01, 0x33, 0x01], Code::H3_SETTINGS_ERROR), // duplicate
+            (&[0x21, 0x01, 0x21, 0x02], Code::H3_SETTINGS_ERROR), // duplicate GREASE
+            (&[0x02, 0x00], Code::H3_SETTINGS_ERROR),             // HTTP/2 ENABLE_PUSH
+            (&[0x00, 0x00], Code::H3_SETTINGS_ERROR),             // reserved 0x00
+            (&[0x05, 0x10], Code::H3_SETTINGS_ERROR),             // HTTP/2 MAX_FRAME_SIZE
+            (&[0x08, 0x02], Code::H3_SETTINGS_ERROR),             // CONNECT protocol = 2
+            (&[0x33, 0x07], Code::H3_SETTINGS_ERROR),             // H3_DATAGRAM = 7
+            (&[0x33], Code::H3_FRAME_ERROR),                      // value missing
+            (&[0x40], Code::H3_FRAME_ERROR),                      // id truncated
+        ];
+        for (bytes, code) in cases {
+            let e = Settings::decode(bytes).expect_err(&format!("{bytes:02x?}"));
+            assert_eq!(e.code(), *code, "{bytes:02x?}");
+        }
+    }
+
+    #[test]
+    fn draft_ordering_picks_newest() {
+        let mut s = Settings::new();
+        s.set(id::ENABLE_WEBTRANSPORT, 1);
+        s.set(id::WEBTRANSPORT_MAX_SESSIONS_DRAFT07, 4);
+        assert_eq!(s.wt_draft(), Some(WtDraft::Draft07));
+        s.set(id::WT_ENABLED, 1);
+        assert_eq!(s.wt_draft(), Some(WtDraft::Draft15));
+        assert_eq!(Settings::new().wt_draft(), None);
+    }
+}

@@ -1,0 +1,247 @@
+//! Stream preambles: the type byte of HTTP/3 unidirectional streams (RFC 9114 §6.2) and
+//! the WebTransport stream headers (draft-ietf-webtrans-http3 §4.2-4.3).
+
+use bytes::BufMut;
+
+use crate::error::{is_grease_id, Code};
+use crate::frame;
+use crate::varint;
+
+/// Unidirectional stream type codepoints.
+pub mod uni {
+    /// Control stream (RFC 9114 §6.2.1).
+    pub const CONTROL: u64 = 0x00;
+    /// Push stream (RFC 9114 §6.2.2).
+    pub const PUSH: u64 = 0x01;
+    /// QPACK encoder stream (RFC 9204 §4.2).
+    pub const QPACK_ENCODER: u64 = 0x02;
+    /// QPACK decoder stream (RFC 9204 §4.2).
+    pub const QPACK_DECODER: u64 = 0x03;
+    /// WebTransport unidirectional stream.
+    pub const WEBTRANSPORT: u64 = 0x54;
+}
+
+/// A WebTransport session id: the QUIC stream id of the session's CONNECT stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(u64);
+
+impl SessionId {
+    /// The session of the CONNECT request on `stream_id`. Session ids must be
+    /// client-initiated bidirectional stream ids (`id % 4 == 0`).
+    pub fn from_stream_id(stream_id: u64) -> Result<SessionId, HeaderError> {
+        if stream_id % 4 != 0 || stream_id >= 1 << 62 {
+            return Err(HeaderError::InvalidSessionId(stream_id));
+        }
+        Ok(SessionId(stream_id))
+    }
+
+    /// The CONNECT stream id.
+    pub fn stream_id(self) -> u64 {
+        self.0
+    }
+
+    /// The quarter stream id carried in HTTP datagrams (RFC 9297 §2.1).
+    pub fn quarter(self) -> u64 {
+        self.0 / 4
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What the first bytes of a peer-initiated unidirectional stream say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UniStreamHeader {
+    /// HTTP/3 control stream.
+    Control,
+    /// Push stream (never allowed: we send no MAX_PUSH_ID).
+    Push,
+    /// QPACK encoder stream.
+    QpackEncoder,
+    /// QPACK decoder stream.
+    QpackDecoder,
+    /// WebTransport stream of a session.
+    WebTransport(SessionId),
+    /// An unknown or GREASE type, which the receiver aborts (RFC 9114 §6.2).
+    Unknown(u64),
+}
+
+/// What the first bytes of a peer-initiated bidirectional stream say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BidiStreamHeader {
+    /// A WebTransport stream (signal 0x41) of a session.
+    WebTransport(SessionId),
+    /// An HTTP/3 request stream: the first frame's type, which the frame parser must see
+    /// again, so nothing is consumed.
+    Request,
+}
+
+/// A stream preamble that cannot be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// A session id that is not a client-initiated bidirectional stream id.
+    #[error("{0} is not a client-initiated bidirectional stream id")]
+    InvalidSessionId(u64),
+}
+
+impl HeaderError {
+    /// The connection error: RFC 9114 §8.1 H3_ID_ERROR for a stream id used wrongly.
+    pub fn code(&self) -> Code {
+        Code::H3_ID_ERROR
+    }
+}
+
+impl UniStreamHeader {
+    /// Parses the preamble; `Ok(None)` means more bytes are needed. On success also gives
+    /// the bytes consumed.
+    pub fn decode(buf: &[u8]) -> Result<Option<(UniStreamHeader, usize)>, HeaderError> {
+        let Some((t, n)) = varint::decode(buf) else {
+            return Ok(None);
+        };
+        Ok(Some(match t {
+            uni::CONTROL => (UniStreamHeader::Control, n),
+            uni::PUSH => (UniStreamHeader::Push, n),
+            uni::QPACK_ENCODER => (UniStreamHeader::QpackEncoder, n),
+            uni::QPACK_DECODER => (UniStreamHeader::QpackDecoder, n),
+            uni::WEBTRANSPORT => {
+                let Some((sid, m)) = varint::decode(&buf[n..]) else {
+                    return Ok(None);
+                };
+                (
+                    UniStreamHeader::WebTransport(SessionId::from_stream_id(sid)?),
+                    n + m,
+                )
+            }
+            other => (UniStreamHeader::Unknown(other), n),
+        }))
+    }
+
+    /// Writes the preamble.
+    pub fn encode<B: BufMut>(&self, out: &mut B) {
+        match self {
+            UniStreamHeader::Control => varint::encode(uni::CONTROL, out),
+            UniStreamHeader::Push => varint::encode(uni::PUSH, out),
+            UniStreamHeader::QpackEncoder => varint::encode(uni::QPACK_ENCODER, out),
+            UniStreamHeader::QpackDecoder => varint::encode(uni::QPACK_DECODER, out),
+            UniStreamHeader::WebTransport(s) => {
+                varint::encode(uni::WEBTRANSPORT, out);
+                varint::encode(s.0, out);
+            }
+            UniStreamHeader::Unknown(t) => varint::encode(*t, out),
+        }
+    }
+
+    /// Bytes [`UniStreamHeader::encode`] writes.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            UniStreamHeader::Control
+            | UniStreamHeader::Push
+            | UniStreamHeader::QpackEncoder
+            | UniStreamHeader::QpackDecoder => 1,
+            UniStreamHeader::WebTransport(s) => {
+                varint::encoded_len(uni::WEBTRANSPORT) + varint::encoded_len(s.0)
+            }
+            UniStreamHeader::Unknown(t) => varint::encoded_len(*t),
+        }
+    }
+
+    /// Whether an unknown type is a reserved GREASE type (RFC 9114 §6.2.3).
+    pub fn is_grease(&self) -> bool {
+        matches!(self, UniStreamHeader::Unknown(t) if is_grease_id(*t))
+    }
+}
+
+impl BidiStreamHeader {
+    /// Parses the start of a peer-initiated bidirectional stream.
+    pub fn decode(buf: &[u8]) -> Result<Option<(BidiStreamHeader, usize)>, HeaderError> {
+        let Some((t, n)) = varint::decode(buf) else {
+            return Ok(None);
+        };
+        if t != frame::ty::WEBTRANSPORT_STREAM {
+            return Ok(Some((BidiStreamHeader::Request, 0)));
+        }
+        let Some((sid, m)) = varint::decode(&buf[n..]) else {
+            return Ok(None);
+        };
+        Ok(Some((
+            BidiStreamHeader::WebTransport(SessionId::from_stream_id(sid)?),
+            n + m,
+        )))
+    }
+
+    /// Writes the WebTransport bidi preamble for `session`.
+    pub fn encode_webtransport<B: BufMut>(session: SessionId, out: &mut B) {
+        varint::encode(frame::ty::WEBTRANSPORT_STREAM, out);
+        varint::encode(session.0, out);
+    }
+
+    /// Bytes of the WebTransport bidi preamble for `session`.
+    pub fn webtransport_len(session: SessionId) -> usize {
+        varint::encoded_len(frame::ty::WEBTRANSPORT_STREAM) + varint::encoded_len(session.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uni_round_trip() {
+        let s = SessionId::from_stream_id(400).unwrap();
+        for h in [
+            UniStreamHeader::Control,
+            UniStreamHeader::Push,
+            UniStreamHeader::QpackEncoder,
+            UniStreamHeader::QpackDecoder,
+            UniStreamHeader::WebTransport(s),
+            UniStreamHeader::Unknown(0x21 + 0x1f * 3),
+        ] {
+            let mut out = Vec::new();
+            h.encode(&mut out);
+            assert_eq!(out.len(), h.encoded_len());
+            assert_eq!(UniStreamHeader::decode(&out), Ok(Some((h, out.len()))));
+            for cut in 0..out.len() {
+                assert_eq!(UniStreamHeader::decode(&out[..cut]), Ok(None));
+            }
+        }
+        assert!(UniStreamHeader::Unknown(0x21).is_grease());
+    }
+
+    #[test]
+    fn bidi_round_trip_and_request() {
+        let s = SessionId::from_stream_id(0).unwrap();
+        let mut out = Vec::new();
+        BidiStreamHeader::encode_webtransport(s, &mut out);
+        out.extend_from_slice(b"payload");
+        assert_eq!(out.len() - 7, BidiStreamHeader::webtransport_len(s));
+        assert_eq!(
+            BidiStreamHeader::decode(&out),
+            Ok(Some((BidiStreamHeader::WebTransport(s), 3)))
+        );
+        assert_eq!(
+            BidiStreamHeader::decode(&[0x01, 0x05]),
+            Ok(Some((BidiStreamHeader::Request, 0)))
+        );
+        assert_eq!(BidiStreamHeader::decode(&[0x41]), Ok(None));
+    }
+
+    #[test]
+    fn bad_session_ids() {
+        for sid in [1u64, 2, 3, 5, 4 * 1000 + 2] {
+            let mut out = vec![0x40, 0x54];
+            varint::encode(sid, &mut out);
+            let e = UniStreamHeader::decode(&out).unwrap_err();
+            assert_eq!(e.code(), Code::H3_ID_ERROR);
+            let mut out = vec![0x40, 0x41];
+            varint::encode(sid, &mut out);
+            assert_eq!(
+                BidiStreamHeader::decode(&out).unwrap_err().code(),
+                Code::H3_ID_ERROR
+            );
+        }
+    }
+}
