@@ -5,6 +5,8 @@ pub mod capsule;
 pub mod datagram;
 pub mod error;
 pub mod frame;
+pub mod headers;
+pub mod qpack;
 pub mod settings;
 pub mod stream_header;
 pub mod varint;
