@@ -293,6 +293,13 @@ pub enum FrameEvent {
     DataStart(u64),
     /// Part of a DATA frame's payload.
     DataChunk(Bytes),
+    /// A whole frame of a type registered with [`FrameReader::buffer_type`].
+    Raw {
+        /// Frame type.
+        ty: u64,
+        /// Payload.
+        payload: Bytes,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -300,6 +307,7 @@ enum ReadState {
     Header,
     Data { remaining: u64 },
     Buffer { ty: u64, len: u64 },
+    Raw { ty: u64, len: u64 },
     Skip { ty: u64, len: u64, remaining: u64 },
 }
 
@@ -312,6 +320,7 @@ pub struct FrameReader {
     buf: BytesMut,
     state: ReadState,
     limits: FrameLimits,
+    raw_types: Vec<u64>,
 }
 
 impl FrameReader {
@@ -321,7 +330,14 @@ impl FrameReader {
             buf: BytesMut::new(),
             state: ReadState::Header,
             limits,
+            raw_types: Vec::new(),
         }
+    }
+
+    /// Buffers frames of the otherwise unknown type `ty` (up to the control-frame cap)
+    /// and yields them as [`FrameEvent::Raw`] instead of skipping them.
+    pub fn buffer_type(&mut self, ty: u64) {
+        self.raw_types.push(ty);
     }
 
     /// Appends received bytes.
@@ -371,6 +387,16 @@ impl FrameReader {
                             ty: h.ty,
                             len: h.len,
                         },
+                        t if self.raw_types.contains(&t) => {
+                            if h.len > self.limits.max_control {
+                                return Err(FrameError::TooLarge {
+                                    ty: t,
+                                    len: h.len,
+                                    max: self.limits.max_control,
+                                });
+                            }
+                            ReadState::Raw { ty: t, len: h.len }
+                        }
                         t => ReadState::Skip {
                             ty: t,
                             len: h.len,
@@ -403,6 +429,14 @@ impl FrameReader {
                     let payload = self.buf.split_to(len as usize).freeze();
                     self.state = ReadState::Header;
                     return Frame::from_payload(ty, payload).map(|f| Some(FrameEvent::Frame(f)));
+                }
+                ReadState::Raw { ty, len } => {
+                    if (self.buf.len() as u64) < len {
+                        return Ok(None);
+                    }
+                    let payload = self.buf.split_to(len as usize).freeze();
+                    self.state = ReadState::Header;
+                    return Ok(Some(FrameEvent::Raw { ty, payload }));
                 }
                 ReadState::Skip { ty, len, remaining } => {
                     let n = (self.buf.len() as u64).min(remaining);

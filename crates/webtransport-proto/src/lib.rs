@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod capsule;
+pub mod connection;
 pub mod datagram;
 pub mod error;
 pub mod frame;
