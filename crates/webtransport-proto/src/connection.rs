@@ -851,6 +851,19 @@ impl Connection {
         id
     }
 
+    /// Writes a reserved (GREASE) frame on our control stream. The peer ignores it
+    /// (RFC 9114 §7.2.8) but its QUIC stack acknowledges the packet, which makes it a
+    /// liveness probe.
+    pub fn send_grease(&mut self) {
+        let mut out = Vec::new();
+        Frame::Unknown {
+            ty: 0x21 + 0x1f * 7,
+            len: 0,
+        }
+        .encode(&mut out);
+        self.write(self.local.control, out.into(), false);
+    }
+
     /// Closes the connection with an application error (for example when the caller's
     /// own limits are exceeded); pending sessions are failed.
     pub fn close(&mut self, code: Code, reason: impl Into<String>) {

@@ -1,0 +1,687 @@
+//! The per-connection driver: runs the protocol core of `webtransport-proto` on a quinn
+//! connection.
+//!
+//! One task per connection accepts QUIC streams, writes what the core asks for on the
+//! HTTP/3 streams it owns (control, QPACK, CONNECT), and re-arms the core's timer. A
+//! small task per incoming stream reads its preamble (and, for the HTTP/3 streams, all
+//! of it) into the core; a WebTransport stream is handed to its session as soon as the
+//! core recognises it, and its payload never passes through the core again. Datagrams
+//! are read by their own task.
+//!
+//! State shared with the application handles lives in [`Inner`] behind one mutex, which
+//! is never held across an `.await`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
+use tracing::{debug, info, trace};
+use webtransport_proto::connection::{self as core, Action, Event, Feed, LocalStreams, Role};
+use webtransport_proto::headers::{ConnectRequest, ConnectResponse};
+use webtransport_proto::stream_header::SessionId;
+use webtransport_proto::Code;
+
+use crate::config::SessionLimits;
+use crate::connection::{Connection, ConnectionEvent, ConnectionState};
+use crate::error::{ConnectError, ConnectionError};
+use crate::server::SessionRequest;
+use crate::session::SessionStats;
+use crate::stream::{self, RecvCell, RecvStream, SendCell, SendStream};
+
+/// Closed sessions whose outcome is remembered for `closed()` and `get_session_info`.
+const CLOSED_SESSIONS_KEPT: usize = 64;
+
+pub(crate) fn quinn_code(code: Code) -> quinn::VarInt {
+    quinn::VarInt::from_u64(code.0).unwrap_or(quinn::VarInt::MAX)
+}
+
+/// What the driver task does on the streams it owns.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    Register(u64, quinn::SendStream),
+    Write { stream: u64, data: Bytes, fin: bool },
+    Reset { stream: u64, code: Code },
+}
+
+/// How a session stands.
+#[derive(Debug, Clone)]
+pub(crate) enum SessionStatus {
+    /// Requested, not answered yet.
+    Pending,
+    /// Open.
+    Established,
+    /// Closed with this code and reason.
+    Closed {
+        code: u32,
+        reason: String,
+        remote: bool,
+    },
+    /// Never opened.
+    Failed(ConnectError),
+    /// The connection under it ended.
+    Lost(ConnectionError),
+}
+
+/// Wake-ups for one session's waiters.
+#[derive(Debug, Default)]
+pub(crate) struct SessionNotify {
+    pub state: Notify,
+    pub bi: Notify,
+    pub uni: Notify,
+    pub datagram: Notify,
+}
+
+impl SessionNotify {
+    fn all(&self) {
+        self.state.notify_waiters();
+        self.bi.notify_waiters();
+        self.uni.notify_waiters();
+        self.datagram.notify_waiters();
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct SessionSlot {
+    pub status: SessionStatus,
+    pub notify: Arc<SessionNotify>,
+    pub guard: Weak<crate::session::SessionGuard>,
+    pub incoming_bi: VecDeque<(SendStream, RecvStream)>,
+    pub incoming_uni: VecDeque<RecvStream>,
+    pub datagrams: VecDeque<Bytes>,
+    pub draining: bool,
+    pub sends: Vec<Weak<Mutex<stream::SendInner>>>,
+    pub recvs: Vec<Weak<Mutex<stream::RecvInner>>>,
+    pub request: Option<ConnectRequest>,
+    pub response: Option<ConnectResponse>,
+    pub stats: SessionStats,
+    pub created_at: SystemTime,
+    pub established_at: Option<SystemTime>,
+    pub closed_at: Option<SystemTime>,
+}
+
+impl SessionSlot {
+    pub(crate) fn new(request: Option<ConnectRequest>) -> Self {
+        SessionSlot {
+            status: SessionStatus::Pending,
+            notify: Arc::default(),
+            guard: Weak::new(),
+            incoming_bi: VecDeque::new(),
+            incoming_uni: VecDeque::new(),
+            datagrams: VecDeque::new(),
+            draining: false,
+            sends: Vec::new(),
+            recvs: Vec::new(),
+            request,
+            response: None,
+            stats: SessionStats::default(),
+            created_at: SystemTime::now(),
+            established_at: None,
+            closed_at: None,
+        }
+    }
+
+    pub(crate) fn register_send(&mut self, cell: &SendCell) {
+        if self.sends.len() >= 64 && self.sends.len().is_power_of_two() {
+            self.sends.retain(|w| w.strong_count() > 0);
+        }
+        self.sends.push(Arc::downgrade(cell));
+    }
+
+    pub(crate) fn register_recv(&mut self, cell: &RecvCell) {
+        if self.recvs.len() >= 64 && self.recvs.len().is_power_of_two() {
+            self.recvs.retain(|w| w.strong_count() > 0);
+        }
+        self.recvs.push(Arc::downgrade(cell));
+    }
+
+    /// Ends every stream of the session still open (WT_SESSION_GONE) and wakes waiters.
+    fn end(&mut self, status: SessionStatus) {
+        self.status = status;
+        self.closed_at = Some(SystemTime::now());
+        for w in self.sends.drain(..) {
+            if let Some(cell) = w.upgrade() {
+                stream::send_gone(&cell);
+            }
+        }
+        for w in self.recvs.drain(..) {
+            if let Some(cell) = w.upgrade() {
+                stream::recv_gone(&cell);
+            }
+        }
+        self.incoming_bi.clear();
+        self.incoming_uni.clear();
+        self.datagrams.clear();
+        self.notify.all();
+    }
+
+    pub(crate) fn is_established(&self) -> bool {
+        matches!(self.status, SessionStatus::Established)
+    }
+}
+
+/// Mutable state of one connection.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub core: core::Connection,
+    pub sessions: HashMap<SessionId, SessionSlot>,
+    closed_order: VecDeque<SessionId>,
+    /// WebTransport streams the core recognised, waiting for their session (or refusal).
+    detached: HashMap<u64, (quinn::RecvStream, Option<quinn::SendStream>)>,
+    /// Core-read streams that may be stopped later.
+    stop_signals: HashMap<u64, oneshot::Sender<Code>>,
+    /// A STOP_SENDING for the stream being fed right now.
+    feeding_stop: Option<(u64, Code)>,
+    pub requests: Option<mpsc::UnboundedSender<SessionRequest>>,
+    pub error: Option<ConnectionError>,
+    pub established_at: Option<SystemTime>,
+    pub closed_at: Option<SystemTime>,
+    pub last_activity: SystemTime,
+    pub error_count: u64,
+    pub datagrams_dropped: u64,
+}
+
+/// Everything one connection's handles and tasks share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub quic: quinn::Connection,
+    /// The client's own endpoint, kept alive with the connection.
+    pub endpoint: Option<quinn::Endpoint>,
+    pub role: Role,
+    pub id: String,
+    pub inner: Mutex<Inner>,
+    pub cmd: mpsc::UnboundedSender<Cmd>,
+    pub timer: Notify,
+    pub state: watch::Sender<ConnectionState>,
+    pub events: broadcast::Sender<ConnectionEvent>,
+    pub limits: SessionLimits,
+    pub open_timeout: std::time::Duration,
+    pub config: crate::connection::ConfigRef,
+}
+
+pub(crate) fn proto_config(limits: &SessionLimits) -> core::Config {
+    core::Config {
+        max_sessions: limits.max_sessions,
+        max_field_section_size: limits.max_field_section_size,
+        max_capsule_size: limits.max_capsule_size,
+        max_pending_streams: limits.max_pending_streams,
+        max_pending_datagrams: limits.max_pending_datagrams,
+        ..core::Config::default()
+    }
+}
+
+impl Shared {
+    /// Opens our three HTTP/3 streams, builds the core and starts the driver.
+    pub(crate) async fn start(
+        quic: quinn::Connection,
+        endpoint: Option<quinn::Endpoint>,
+        role: Role,
+        limits: SessionLimits,
+        open_timeout: std::time::Duration,
+        config: crate::connection::ConfigRef,
+        requests: Option<mpsc::UnboundedSender<SessionRequest>>,
+    ) -> Result<Arc<Shared>, ConnectionError> {
+        let lost = |e: quinn::ConnectionError| ConnectionError::from_quinn(&e);
+        let control = quic.open_uni().await.map_err(lost)?;
+        let encoder = quic.open_uni().await.map_err(lost)?;
+        let decoder = quic.open_uni().await.map_err(lost)?;
+        let local = LocalStreams {
+            control: control.id().into(),
+            encoder: encoder.id().into(),
+            decoder: decoder.id().into(),
+        };
+        let core = core::Connection::new(role, proto_config(&limits), local);
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (state, _) = watch::channel(ConnectionState::Connected);
+        let (events, _) = broadcast::channel(256);
+        let now = SystemTime::now();
+        let shared = Arc::new(Shared {
+            id: format!("{}-{:x}", role_tag(role), quic.stable_id()),
+            quic,
+            endpoint,
+            role,
+            inner: Mutex::new(Inner {
+                core,
+                sessions: HashMap::new(),
+                closed_order: VecDeque::new(),
+                detached: HashMap::new(),
+                stop_signals: HashMap::new(),
+                feeding_stop: None,
+                requests,
+                error: None,
+                established_at: Some(now),
+                closed_at: None,
+                last_activity: now,
+                error_count: 0,
+                datagrams_dropped: 0,
+            }),
+            cmd: cmd_tx,
+            timer: Notify::new(),
+            state,
+            events,
+            limits,
+            open_timeout,
+            config,
+        });
+        let mut sends = HashMap::new();
+        for s in [control, encoder, decoder] {
+            sends.insert(u64::from(s.id()), s);
+        }
+        {
+            let mut inner = shared.lock();
+            shared.pump(&mut inner);
+        }
+        let _ = shared.events.send(ConnectionEvent::Established);
+        tokio::spawn(run(shared.clone(), cmd_rx, sends));
+        tokio::spawn(read_datagrams(shared.clone()));
+        Ok(shared)
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Carries out the core's actions and delivers its events. Call after every input or
+    /// command given to the core.
+    pub(crate) fn pump(self: &Arc<Self>, inner: &mut Inner) {
+        while let Some(a) = inner.core.poll_action() {
+            match a {
+                Action::Write { stream, data, fin } => {
+                    let _ = self.cmd.send(Cmd::Write { stream, data, fin });
+                }
+                Action::Reset { stream, code } => {
+                    if let Some((_, send)) = inner.detached.get_mut(&stream) {
+                        if let Some(s) = send.as_mut() {
+                            let _ = s.reset(quinn_code(code));
+                        }
+                        inner.detached.remove(&stream);
+                    } else {
+                        let _ = self.cmd.send(Cmd::Reset { stream, code });
+                    }
+                }
+                Action::StopSending { stream, code } => {
+                    if let Some((recv, send)) = inner.detached.get_mut(&stream) {
+                        let _ = recv.stop(quinn_code(code));
+                        if send.is_none() {
+                            inner.detached.remove(&stream);
+                        }
+                    } else if let Some(tx) = inner.stop_signals.remove(&stream) {
+                        let _ = tx.send(code);
+                    } else {
+                        inner.feeding_stop = Some((stream, code));
+                    }
+                }
+                Action::CloseConnection { code, reason } => {
+                    debug!(conn = %self.id, %code, %reason, "closing connection on protocol error");
+                    self.quic.close(quinn_code(code), reason.as_bytes());
+                    inner.error_count += 1;
+                    inner.error.get_or_insert(ConnectionError::Protocol {
+                        code,
+                        reason,
+                        remote: false,
+                    });
+                }
+            }
+        }
+        while let Some(e) = inner.core.poll_event() {
+            self.on_event(inner, e);
+        }
+        self.timer.notify_one();
+    }
+
+    fn on_event(self: &Arc<Self>, inner: &mut Inner, event: Event) {
+        match event {
+            Event::PeerSettings { settings, draft } => {
+                info!(conn = %self.id, role = ?self.role, %settings, draft = ?draft.map(|d| d.name()), "peer SETTINGS; WebTransport draft chosen");
+                let _ = self
+                    .events
+                    .send(ConnectionEvent::SettingsReceived { draft });
+            }
+            Event::SessionRequested { session, request } => {
+                debug!(conn = %self.id, %session, path = %request.path, "session requested");
+                inner
+                    .sessions
+                    .insert(session, SessionSlot::new(Some(request.clone())));
+                let req = SessionRequest::new(
+                    Connection::from_shared(self.clone(), false),
+                    session,
+                    request,
+                );
+                match &inner.requests {
+                    Some(tx) => {
+                        if let Err(mpsc::error::SendError(req)) = tx.send(req) {
+                            // Nobody accepts sessions any more (server shut down).
+                            req.refuse_locked(inner, 503);
+                        }
+                    }
+                    None => req.refuse_locked(inner, 404),
+                }
+            }
+            Event::SessionEstablished { session, response } => {
+                let slot = inner
+                    .sessions
+                    .entry(session)
+                    .or_insert_with(|| SessionSlot::new(None));
+                slot.status = SessionStatus::Established;
+                slot.response = Some(response);
+                slot.established_at = Some(SystemTime::now());
+                slot.notify.state.notify_waiters();
+                let _ = self.events.send(ConnectionEvent::SessionReady { session });
+            }
+            Event::SessionRejected {
+                session, reason, ..
+            } => {
+                debug!(conn = %self.id, %session, ?reason, "session rejected");
+                if let Some(slot) = inner.sessions.get_mut(&session) {
+                    slot.end(SessionStatus::Failed(ConnectError::from_reject(reason)));
+                }
+                self.retire(inner, session);
+            }
+            Event::IncomingStream {
+                session,
+                stream,
+                bidi,
+                prefix,
+            } => {
+                let Some((recv, send)) = inner.detached.remove(&stream) else {
+                    return;
+                };
+                let Some(slot) = inner.sessions.get_mut(&session) else {
+                    return;
+                };
+                let (recv, rcell) = RecvStream::new(recv, prefix, session);
+                slot.register_recv(&rcell);
+                if bidi {
+                    let Some(send) = send else { return };
+                    let (send, scell) = SendStream::new(send, session);
+                    slot.register_send(&scell);
+                    slot.incoming_bi.push_back((send, recv));
+                    slot.stats.streams_accepted_bi += 1;
+                    slot.notify.bi.notify_waiters();
+                } else {
+                    slot.incoming_uni.push_back(recv);
+                    slot.stats.streams_accepted_uni += 1;
+                    slot.notify.uni.notify_waiters();
+                }
+                let _ = self.events.send(ConnectionEvent::StreamOpened {
+                    session,
+                    bidi,
+                    incoming: true,
+                });
+            }
+            Event::Datagram { session, payload } => {
+                if let Some(slot) = inner.sessions.get_mut(&session) {
+                    if slot.datagrams.len() >= self.limits.incoming_datagram_queue.max(1) {
+                        // The application is not keeping up: drop the oldest.
+                        slot.datagrams.pop_front();
+                        slot.stats.datagrams_dropped += 1;
+                        inner.datagrams_dropped += 1;
+                    }
+                    slot.stats.datagrams_received += 1;
+                    slot.datagrams.push_back(payload);
+                    slot.notify.datagram.notify_waiters();
+                }
+            }
+            Event::SessionDraining { session } => {
+                if let Some(slot) = inner.sessions.get_mut(&session) {
+                    slot.draining = true;
+                    slot.notify.state.notify_waiters();
+                }
+                let _ = self
+                    .events
+                    .send(ConnectionEvent::SessionDraining { session });
+            }
+            Event::SessionClosed {
+                session,
+                code,
+                reason,
+                remote,
+            } => {
+                debug!(conn = %self.id, %session, code, %reason, remote, "session closed");
+                if let Some(slot) = inner.sessions.get_mut(&session) {
+                    slot.end(SessionStatus::Closed {
+                        code,
+                        reason: reason.clone(),
+                        remote,
+                    });
+                }
+                self.retire(inner, session);
+                let _ = self.events.send(ConnectionEvent::SessionClosed {
+                    session,
+                    code,
+                    reason,
+                    remote,
+                });
+            }
+            Event::GoAway { id } => {
+                debug!(conn = %self.id, id, "GOAWAY received");
+                self.state.send_replace(ConnectionState::Draining);
+                let _ = self.events.send(ConnectionEvent::GoAway { id });
+            }
+            Event::ConnectionError { code, reason } => {
+                let _ = self.events.send(ConnectionEvent::Error { code, reason });
+            }
+            _ => {}
+        }
+    }
+
+    /// Remembers a finished session for a while, forgetting the oldest.
+    fn retire(&self, inner: &mut Inner, session: SessionId) {
+        inner.closed_order.push_back(session);
+        while inner.closed_order.len() > CLOSED_SESSIONS_KEPT {
+            if let Some(old) = inner.closed_order.pop_front() {
+                inner.sessions.remove(&old);
+            }
+        }
+    }
+
+    /// The QUIC connection ended: fail everything still waiting.
+    fn on_closed(self: &Arc<Self>, err: &quinn::ConnectionError) {
+        let mut inner = self.lock();
+        let mapped = match (&inner.error, ConnectionError::from_quinn(err)) {
+            (Some(local), _) => local.clone(),
+            (None, ConnectionError::ApplicationClosed { code, reason })
+                if code != Code::H3_NO_ERROR =>
+            {
+                ConnectionError::Protocol {
+                    code,
+                    reason,
+                    remote: true,
+                }
+            }
+            (None, e) => e,
+        };
+        debug!(conn = %self.id, error = %mapped, "connection closed");
+        inner.error = Some(mapped.clone());
+        inner.closed_at = Some(SystemTime::now());
+        let ids: Vec<SessionId> = inner.sessions.keys().copied().collect();
+        for id in ids {
+            if let Some(slot) = inner.sessions.get_mut(&id) {
+                if matches!(
+                    slot.status,
+                    SessionStatus::Pending | SessionStatus::Established
+                ) {
+                    slot.end(SessionStatus::Lost(mapped.clone()));
+                }
+            }
+        }
+        inner.detached.clear();
+        inner.stop_signals.clear();
+        let failed = matches!(
+            mapped,
+            ConnectionError::Protocol { .. }
+                | ConnectionError::Transport(_)
+                | ConnectionError::TimedOut
+                | ConnectionError::Reset
+        );
+        self.state.send_replace(if failed {
+            ConnectionState::Failed
+        } else {
+            ConnectionState::Closed
+        });
+        let _ = self.events.send(ConnectionEvent::Closed { error: mapped });
+    }
+}
+
+fn role_tag(role: Role) -> &'static str {
+    match role {
+        Role::Client => "c",
+        Role::Server => "s",
+    }
+}
+
+/// The driver task.
+async fn run(
+    shared: Arc<Shared>,
+    mut cmd_rx: mpsc::UnboundedReceiver<Cmd>,
+    mut sends: HashMap<u64, quinn::SendStream>,
+) {
+    loop {
+        let deadline = shared.lock().core.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(cmd) = cmd_rx.recv() => match cmd {
+                Cmd::Register(id, s) => {
+                    sends.insert(id, s);
+                }
+                Cmd::Write { stream, data, fin } => {
+                    let Some(s) = sends.get_mut(&stream) else {
+                        trace!(stream, "write for a stream no longer open");
+                        continue;
+                    };
+                    if !data.is_empty() {
+                        if let Err(e) = s.write_all(&data).await {
+                            debug!(conn = %shared.id, stream, error = %e, "write on an HTTP/3 stream failed");
+                            sends.remove(&stream);
+                            continue;
+                        }
+                    }
+                    if fin {
+                        let _ = s.finish();
+                        sends.remove(&stream);
+                    }
+                }
+                Cmd::Reset { stream, code } => {
+                    if let Some(mut s) = sends.remove(&stream) {
+                        let _ = s.reset(quinn_code(code));
+                    }
+                }
+            },
+            r = shared.quic.accept_uni() => match r {
+                Ok(recv) => {
+                    tokio::spawn(read_stream(shared.clone(), recv, None));
+                }
+                Err(e) => {
+                    shared.on_closed(&e);
+                    break;
+                }
+            },
+            r = shared.quic.accept_bi() => match r {
+                Ok((send, recv)) => {
+                    tokio::spawn(read_stream(shared.clone(), recv, Some(send)));
+                }
+                Err(e) => {
+                    shared.on_closed(&e);
+                    break;
+                }
+            },
+            _ = sleep => {
+                let mut inner = shared.lock();
+                inner.core.handle_timeout(Instant::now());
+                shared.pump(&mut inner);
+            }
+            _ = shared.timer.notified() => {}
+        }
+    }
+}
+
+async fn read_datagrams(shared: Arc<Shared>) {
+    while let Ok(d) = shared.quic.read_datagram().await {
+        let mut inner = shared.lock();
+        inner.core.handle_datagram(Instant::now(), d);
+        shared.pump(&mut inner);
+    }
+}
+
+/// Reads one incoming stream into the core until the core is done with it or hands it
+/// to a session.
+pub(crate) async fn read_stream(
+    shared: Arc<Shared>,
+    mut recv: quinn::RecvStream,
+    mut send: Option<quinn::SendStream>,
+) {
+    let id: u64 = recv.id().into();
+    let mut stop_rx: Option<oneshot::Receiver<Code>> = None;
+    loop {
+        let chunk = match stop_rx.as_mut() {
+            Some(rx) => tokio::select! {
+                c = recv.read_chunk(usize::MAX, true) => c,
+                code = rx => {
+                    if let Ok(code) = code {
+                        let _ = recv.stop(quinn_code(code));
+                    }
+                    return;
+                }
+            },
+            None => recv.read_chunk(usize::MAX, true).await,
+        };
+        let (data, fin) = match chunk {
+            Ok(Some(c)) => (c.bytes, false),
+            Ok(None) => (Bytes::new(), true),
+            Err(quinn::ReadError::Reset(code)) => {
+                let mut inner = shared.lock();
+                inner.stop_signals.remove(&id);
+                inner.core.handle_stream_reset(id, Code(code.into_inner()));
+                shared.pump(&mut inner);
+                return;
+            }
+            Err(_) => return,
+        };
+        let mut inner = shared.lock();
+        inner.feeding_stop = None;
+        let feed = inner
+            .core
+            .handle_stream_data(Instant::now(), id, &data, fin);
+        match feed {
+            Feed::Detach => {
+                inner.detached.insert(id, (recv, send));
+                shared.pump(&mut inner);
+                return;
+            }
+            Feed::Continue => {
+                if let Some(s) = send.take() {
+                    let _ = shared.cmd.send(Cmd::Register(id, s));
+                }
+                if stop_rx.is_none() && !fin {
+                    let (tx, rx) = oneshot::channel();
+                    inner.stop_signals.insert(id, tx);
+                    stop_rx = Some(rx);
+                }
+                shared.pump(&mut inner);
+                if fin {
+                    inner.stop_signals.remove(&id);
+                    return;
+                }
+            }
+            Feed::Done => {
+                if let Some(s) = send.take() {
+                    let _ = shared.cmd.send(Cmd::Register(id, s));
+                }
+                inner.stop_signals.remove(&id);
+                shared.pump(&mut inner);
+                if let Some((stream, code)) = inner.feeding_stop.take() {
+                    if stream == id {
+                        let _ = recv.stop(quinn_code(code));
+                    }
+                }
+                return;
+            }
+        }
+    }
+}

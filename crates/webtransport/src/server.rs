@@ -1,0 +1,348 @@
+//! The server side: [`Server`] accepts QUIC connections and hands out each session
+//! request as a [`SessionRequest`] to inspect and then accept or reject.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::debug;
+use webtransport_proto::connection::Role;
+use webtransport_proto::headers::{ConnectRequest, ConnectResponse};
+use webtransport_proto::qpack::HeaderField;
+use webtransport_proto::stream_header::SessionId;
+use webtransport_proto::Code;
+
+use crate::config::ServerConfig;
+use crate::connection::{ConfigRef, Connection};
+use crate::driver::{Inner, Shared};
+use crate::error::{ConnectError, SessionError};
+use crate::session::Session;
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Invalid configuration.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// TLS setup failed.
+    #[error("TLS setup: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// A socket could not be bound.
+    #[error("could not bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A client's request for a session, waiting for the application's answer.
+///
+/// Dropping it unanswered rejects the session with 404.
+#[derive(Debug)]
+pub struct SessionRequest {
+    conn: Connection,
+    session: SessionId,
+    request: ConnectRequest,
+    answered: bool,
+}
+
+impl SessionRequest {
+    pub(crate) fn new(conn: Connection, session: SessionId, request: ConnectRequest) -> Self {
+        SessionRequest {
+            conn,
+            session,
+            request,
+            answered: false,
+        }
+    }
+
+    /// Rejects from inside the driver (lock already held).
+    pub(crate) fn refuse_locked(mut self, inner: &mut Inner, status: u16) {
+        self.answered = true;
+        let _ = inner.core.reject_session(self.session, status);
+        inner.sessions.remove(&self.session);
+    }
+
+    /// The request path (with query).
+    pub fn path(&self) -> &str {
+        &self.request.path
+    }
+
+    /// The `:authority`.
+    pub fn authority(&self) -> &str {
+        &self.request.authority
+    }
+
+    /// The `origin` header, if sent.
+    pub fn origin(&self) -> Option<&str> {
+        self.request.origin.as_deref()
+    }
+
+    /// The subprotocols offered (`wt-available-protocols`).
+    pub fn protocols(&self) -> &[String] {
+        &self.request.available_protocols
+    }
+
+    /// The other request headers.
+    pub fn headers(&self) -> &[HeaderField] {
+        &self.request.headers
+    }
+
+    /// The whole request.
+    pub fn request(&self) -> &ConnectRequest {
+        &self.request
+    }
+
+    /// The session id it would get.
+    pub fn session_id(&self) -> SessionId {
+        self.session
+    }
+
+    /// The connection it came on.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Accepts with a plain 200.
+    pub fn accept(self) -> Result<Session, SessionError> {
+        self.accept_with(None, Vec::new())
+    }
+
+    /// Accepts, choosing a subprotocol (sent as `wt-protocol`) and adding headers.
+    pub fn accept_with(
+        mut self,
+        protocol: Option<String>,
+        headers: Vec<(String, String)>,
+    ) -> Result<Session, SessionError> {
+        self.answered = true;
+        let shared = self.conn.shared().clone();
+        let mut inner = shared.lock();
+        let response = ConnectResponse {
+            status: 200,
+            protocol,
+            draft02: self.request.draft02,
+            headers: headers
+                .into_iter()
+                .map(|(k, v)| HeaderField::new(k.into_bytes(), v.into_bytes()))
+                .collect(),
+        };
+        let r = inner.core.accept_session(self.session, response);
+        shared.pump(&mut inner);
+        r.map_err(|_| SessionError::NotEstablished)?;
+        let slot = inner
+            .sessions
+            .get_mut(&self.session)
+            .ok_or(SessionError::NotEstablished)?;
+        Ok(Session::attach(self.conn.clone(), self.session, slot))
+    }
+
+    /// Rejects with an HTTP status (a 2xx is turned into 400).
+    pub fn reject(mut self, status: u16) {
+        self.answered = true;
+        self.do_reject(status);
+    }
+
+    fn do_reject(&self, status: u16) {
+        let shared = self.conn.shared();
+        let mut inner = shared.lock();
+        let _ = inner.core.reject_session(self.session, status);
+        inner.sessions.remove(&self.session);
+        shared.pump(&mut inner);
+    }
+}
+
+impl Drop for SessionRequest {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.do_reject(404);
+        }
+    }
+}
+
+/// A WebTransport server on one or more UDP sockets.
+#[derive(Debug)]
+pub struct Server {
+    endpoints: Vec<quinn::Endpoint>,
+    addrs: Vec<SocketAddr>,
+    requests: tokio::sync::Mutex<mpsc::UnboundedReceiver<SessionRequest>>,
+    connections: Arc<Mutex<Vec<Weak<Shared>>>>,
+    cert_sha256: Option<[u8; 32]>,
+    tasks: Mutex<JoinSet<()>>,
+    config: Arc<ServerConfig>,
+}
+
+impl Server {
+    /// Binds every address of `config.bind` and starts accepting connections.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        config.validate()?;
+        let (quinn_config, cert_sha256) = crate::tls::quinn_server_config(&config)?;
+        let config = Arc::new(config);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let connections: Arc<Mutex<Vec<Weak<Shared>>>> = Arc::default();
+        let mut endpoints = Vec::new();
+        let mut addrs = Vec::new();
+        let mut tasks = JoinSet::new();
+        for addr in &config.bind {
+            let ep = quinn::Endpoint::server(quinn_config.clone(), *addr).map_err(|source| {
+                ServerError::Bind {
+                    addr: *addr,
+                    source,
+                }
+            })?;
+            addrs.push(ep.local_addr().map_err(|source| ServerError::Bind {
+                addr: *addr,
+                source,
+            })?);
+            tasks.spawn(accept_loop(
+                ep.clone(),
+                config.clone(),
+                tx.clone(),
+                connections.clone(),
+            ));
+            endpoints.push(ep);
+        }
+        Ok(Server {
+            endpoints,
+            addrs,
+            requests: tokio::sync::Mutex::new(rx),
+            connections,
+            cert_sha256,
+            tasks: Mutex::new(tasks),
+            config,
+        })
+    }
+
+    /// The bound addresses (with the ports chosen for port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// SHA-256 of the certificate, when a browser could pin it with
+    /// `serverCertificateHashes`.
+    pub fn certificate_sha256(&self) -> Option<[u8; 32]> {
+        self.cert_sha256
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The next session request from any connection; `None` once shut down.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn accept(&self) -> Option<SessionRequest> {
+        self.requests.lock().await.recv().await
+    }
+
+    /// The connections alive now.
+    pub fn connections(&self) -> Vec<Connection> {
+        let mut list = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|w| w.strong_count() > 0);
+        list.iter()
+            .filter_map(Weak::upgrade)
+            .map(|s| Connection::from_shared(s, false))
+            .collect()
+    }
+
+    /// Graceful shutdown: refuses new connections, sends GOAWAY and DRAIN to every
+    /// session, waits up to `timeout` for sessions to end, then closes what is left and
+    /// waits for the endpoints to go idle.
+    pub async fn shutdown(&self, timeout: Duration) {
+        for ep in &self.endpoints {
+            ep.set_server_config(None);
+        }
+        let conns = self.connections();
+        for c in &conns {
+            c.goaway();
+            for id in c.get_all_sessions().into_iter().map(|s| s.session_id) {
+                if let Some(s) = c.session(id) {
+                    let _ = s.drain();
+                }
+            }
+        }
+        let all_done = async {
+            for c in &conns {
+                loop {
+                    if c.is_closed() || c.get_ready_session_id().is_none() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(timeout, all_done).await;
+        for c in &conns {
+            c.close(Code::H3_NO_ERROR, "server shutting down");
+        }
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .abort_all();
+        self.requests.lock().await.close();
+        for ep in &self.endpoints {
+            let _ = tokio::time::timeout(Duration::from_secs(1), ep.wait_idle()).await;
+        }
+    }
+}
+
+async fn accept_loop(
+    ep: quinn::Endpoint,
+    config: Arc<ServerConfig>,
+    tx: mpsc::UnboundedSender<SessionRequest>,
+    connections: Arc<Mutex<Vec<Weak<Shared>>>>,
+) {
+    while let Some(incoming) = ep.accept().await {
+        let live = {
+            let mut list = connections.lock().unwrap_or_else(|e| e.into_inner());
+            list.retain(|w| w.upgrade().is_some_and(|s| s.quic.close_reason().is_none()));
+            list.len()
+        };
+        if live >= config.max_connections {
+            debug!(remote = %incoming.remote_address(), live, "connection limit reached: refused");
+            incoming.refuse();
+            continue;
+        }
+        let config = config.clone();
+        let tx = tx.clone();
+        let connections = connections.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let setup = async {
+                let quic = incoming
+                    .accept()
+                    .map_err(|e| ConnectError::Handshake(e.to_string()))?
+                    .await
+                    .map_err(|e| ConnectError::Handshake(e.to_string()))?;
+                Shared::start(
+                    quic,
+                    None,
+                    Role::Server,
+                    config.limits.clone(),
+                    config.stream_creation_timeout,
+                    ConfigRef::Server(config.clone()),
+                    Some(tx),
+                )
+                .await
+                .map_err(ConnectError::from)
+            };
+            match tokio::time::timeout(config.handshake_timeout, setup).await {
+                Ok(Ok(shared)) => {
+                    debug!(conn = %shared.id, %remote, "connection accepted");
+                    connections
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(Arc::downgrade(&shared));
+                }
+                Ok(Err(e)) => debug!(%remote, error = %e, "connection setup failed"),
+                Err(_) => debug!(%remote, "connection setup timed out"),
+            }
+        });
+    }
+}

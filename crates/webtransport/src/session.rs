@@ -1,0 +1,550 @@
+//! [`Session`]: one WebTransport session — streams, datagrams, close and drain.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde::Serialize;
+use webtransport_proto::headers::{ConnectRequest, ConnectResponse};
+use webtransport_proto::stream_header::SessionId;
+
+use crate::connection::Connection;
+use crate::driver::{SessionNotify, SessionSlot, SessionStatus};
+use crate::error::{DatagramError, OpenStreamError, SessionError};
+use crate::stream::{RecvStream, SendStream};
+
+/// Counters of one session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SessionStats {
+    /// Bidirectional streams we opened.
+    pub streams_opened_bi: u64,
+    /// Unidirectional streams we opened.
+    pub streams_opened_uni: u64,
+    /// Bidirectional streams the peer opened.
+    pub streams_accepted_bi: u64,
+    /// Unidirectional streams the peer opened.
+    pub streams_accepted_uni: u64,
+    /// Datagrams sent.
+    pub datagrams_sent: u64,
+    /// Datagrams received.
+    pub datagrams_received: u64,
+    /// Datagrams dropped because the application did not read them in time.
+    pub datagrams_dropped: u64,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CloseInfo {
+    /// Application code (0 for a close without a capsule).
+    pub code: u32,
+    /// Reason.
+    pub reason: String,
+    /// Whether the peer closed it.
+    pub remote: bool,
+}
+
+/// A summary of a session (pywebtransport's `WebTransportSessionInfo`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionInfo {
+    /// The session id (its CONNECT stream id).
+    #[serde(serialize_with = "ser_sid")]
+    pub session_id: SessionId,
+    /// `pending`, `established`, `closed`, `failed` or `lost`.
+    pub state: &'static str,
+    /// Request path.
+    pub path: Option<String>,
+    /// Negotiated subprotocol.
+    pub protocol: Option<String>,
+    /// Whether the peer asked to drain.
+    pub draining: bool,
+    /// When the request was made or seen.
+    pub created_at: SystemTime,
+    /// When it was established.
+    pub established_at: Option<SystemTime>,
+    /// When it closed.
+    pub closed_at: Option<SystemTime>,
+    /// How it closed.
+    pub close: Option<CloseInfo>,
+    /// Counters.
+    pub stats: SessionStats,
+}
+
+fn ser_sid<S: serde::Serializer>(s: &SessionId, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_u64(s.stream_id())
+}
+
+impl SessionInfo {
+    pub(crate) fn from_slot(id: SessionId, s: &SessionSlot) -> Self {
+        let (state, close) = match &s.status {
+            SessionStatus::Pending => ("pending", None),
+            SessionStatus::Established => ("established", None),
+            SessionStatus::Closed {
+                code,
+                reason,
+                remote,
+            } => (
+                "closed",
+                Some(CloseInfo {
+                    code: *code,
+                    reason: reason.clone(),
+                    remote: *remote,
+                }),
+            ),
+            SessionStatus::Failed(_) => ("failed", None),
+            SessionStatus::Lost(_) => ("lost", None),
+        };
+        SessionInfo {
+            session_id: id,
+            state,
+            path: s.request.as_ref().map(|r| r.path.clone()),
+            protocol: s.response.as_ref().and_then(|r| r.protocol.clone()),
+            draining: s.draining,
+            created_at: s.created_at,
+            established_at: s.established_at,
+            closed_at: s.closed_at,
+            close,
+            stats: s.stats,
+        }
+    }
+}
+
+/// Closes the session when the last [`Session`] handle goes.
+#[derive(Debug)]
+pub(crate) struct SessionGuard {
+    conn: Connection,
+    id: SessionId,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let shared = self.conn.shared();
+        let mut inner = shared.lock();
+        if inner
+            .sessions
+            .get(&self.id)
+            .is_some_and(SessionSlot::is_established)
+        {
+            let _ = inner.core.close_session(self.id, 0, "");
+            shared.pump(&mut inner);
+        }
+    }
+}
+
+/// A WebTransport session. Cheap to clone; the session is closed with code 0 when the
+/// last handle is dropped.
+#[derive(Debug, Clone)]
+pub struct Session {
+    conn: Connection,
+    id: SessionId,
+    notify: Arc<SessionNotify>,
+    _guard: Arc<SessionGuard>,
+}
+
+impl Session {
+    pub(crate) fn attach(conn: Connection, id: SessionId, slot: &mut SessionSlot) -> Session {
+        let guard = match slot.guard.upgrade() {
+            Some(g) => g,
+            None => {
+                let g = Arc::new(SessionGuard {
+                    conn: conn.clone(),
+                    id,
+                });
+                slot.guard = Arc::downgrade(&g);
+                g
+            }
+        };
+        Session {
+            notify: slot.notify.clone(),
+            conn,
+            id,
+            _guard: guard,
+        }
+    }
+
+    /// The session id (its CONNECT stream id).
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The connection carrying it.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn with_slot<R>(&self, f: impl FnOnce(&mut SessionSlot) -> R) -> Option<R> {
+        let mut inner = self.conn.shared().lock();
+        inner.sessions.get_mut(&self.id).map(f)
+    }
+
+    fn status_error(status: &SessionStatus) -> SessionError {
+        match status {
+            SessionStatus::Closed {
+                code,
+                reason,
+                remote,
+            } => SessionError::Closed {
+                code: *code,
+                reason: reason.clone(),
+                remote: *remote,
+            },
+            SessionStatus::Lost(e) => SessionError::Connection(e.clone()),
+            SessionStatus::Failed(e) => {
+                SessionError::Connection(crate::error::ConnectionError::Transport(e.to_string()))
+            }
+            SessionStatus::Pending | SessionStatus::Established => SessionError::NotEstablished,
+        }
+    }
+
+    fn check_open(&self) -> Result<(), SessionError> {
+        match self.conn.slot_status(self.id) {
+            Some(SessionStatus::Established) => Ok(()),
+            Some(other) => Err(Self::status_error(&other)),
+            None => Err(SessionError::Closed {
+                code: 0,
+                reason: "session forgotten".into(),
+                remote: false,
+            }),
+        }
+    }
+
+    /// The request that opened the session (path, authority, origin, headers).
+    pub fn request(&self) -> Option<ConnectRequest> {
+        self.with_slot(|s| s.request.clone()).flatten()
+    }
+
+    /// The response that accepted it.
+    pub fn response(&self) -> Option<ConnectResponse> {
+        self.with_slot(|s| s.response.clone()).flatten()
+    }
+
+    /// The request path.
+    pub fn path(&self) -> Option<String> {
+        self.request().map(|r| r.path)
+    }
+
+    /// The negotiated subprotocol (`wt-protocol`), if any.
+    pub fn protocol(&self) -> Option<String> {
+        self.response().and_then(|r| r.protocol)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SessionStats {
+        self.with_slot(|s| s.stats).unwrap_or_default()
+    }
+
+    /// A summary.
+    pub fn info(&self) -> Option<SessionInfo> {
+        self.conn.get_session_info(self.id)
+    }
+
+    /// Whether the peer asked to drain the session.
+    pub fn is_draining(&self) -> bool {
+        self.with_slot(|s| s.draining).unwrap_or(false)
+    }
+
+    /// Whether the session is over.
+    pub fn is_closed(&self) -> bool {
+        !matches!(
+            self.conn.slot_status(self.id),
+            Some(SessionStatus::Established | SessionStatus::Pending)
+        )
+    }
+
+    async fn open(
+        &self,
+        bidi: bool,
+    ) -> Result<(quinn::SendStream, Option<quinn::RecvStream>), OpenStreamError> {
+        self.check_open()?;
+        let shared = self.conn.shared();
+        let timeout = shared.open_timeout;
+        let opened = async {
+            if bidi {
+                shared.quic.open_bi().await.map(|(s, r)| (s, Some(r)))
+            } else {
+                shared.quic.open_uni().await.map(|s| (s, None))
+            }
+        };
+        let (mut send, recv) = tokio::select! {
+            r = tokio::time::timeout(timeout, opened) => match r {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => return Err(SessionError::Connection(crate::error::ConnectionError::from_quinn(&e)).into()),
+                Err(_) => return Err(OpenStreamError::Timeout(timeout)),
+            },
+            e = self.closed() => return Err(match e {
+                Ok(c) => SessionError::Closed { code: c.code, reason: c.reason, remote: c.remote },
+                Err(e) => e,
+            }.into()),
+        };
+        let preamble = {
+            let inner = shared.lock();
+            inner.core.open_stream(self.id, bidi)
+        };
+        let preamble = preamble.map_err(|_| {
+            self.check_open()
+                .err()
+                .unwrap_or(SessionError::NotEstablished)
+        })?;
+        send.write_all(&preamble).await.map_err(|e| {
+            SessionError::Connection(crate::error::ConnectionError::Transport(e.to_string()))
+        })?;
+        Ok((send, recv))
+    }
+
+    fn wrap_send(&self, send: quinn::SendStream, bidi: bool) -> SendStream {
+        let (s, cell) = SendStream::new(send, self.id);
+        self.with_slot(|slot| {
+            slot.register_send(&cell);
+            if bidi {
+                slot.stats.streams_opened_bi += 1;
+            } else {
+                slot.stats.streams_opened_uni += 1;
+            }
+        });
+        s
+    }
+
+    /// Opens a bidirectional stream. Waits for stream credit from the peer up to the
+    /// config's stream creation timeout.
+    ///
+    /// # Cancel safety
+    /// Cancel safe until the stream is open; a stream opened and then cancelled is
+    /// finished at once.
+    pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), OpenStreamError> {
+        let (send, recv) = self.open(true).await?;
+        let send = self.wrap_send(send, true);
+        let recv = recv.expect("bidi stream has a receive half");
+        let (recv, cell) = RecvStream::new(recv, Bytes::new(), self.id);
+        self.with_slot(|slot| slot.register_recv(&cell));
+        Ok((send, recv))
+    }
+
+    /// Opens a unidirectional stream.
+    ///
+    /// # Cancel safety
+    /// As [`Session::open_bi`].
+    pub async fn open_uni(&self) -> Result<SendStream, OpenStreamError> {
+        let (send, _) = self.open(false).await?;
+        Ok(self.wrap_send(send, false))
+    }
+
+    /// Waits for the peer's next bidirectional stream.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a stream is taken only when returned.
+    pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), SessionError> {
+        loop {
+            let notified = self.notify.bi.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut inner = self.conn.shared().lock();
+                let slot = inner
+                    .sessions
+                    .get_mut(&self.id)
+                    .ok_or(SessionError::NotEstablished)?;
+                if let Some(s) = slot.incoming_bi.pop_front() {
+                    return Ok(s);
+                }
+                if !matches!(
+                    slot.status,
+                    SessionStatus::Established | SessionStatus::Pending
+                ) {
+                    return Err(Self::status_error(&slot.status));
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits for the peer's next unidirectional stream.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn accept_uni(&self) -> Result<RecvStream, SessionError> {
+        loop {
+            let notified = self.notify.uni.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut inner = self.conn.shared().lock();
+                let slot = inner
+                    .sessions
+                    .get_mut(&self.id)
+                    .ok_or(SessionError::NotEstablished)?;
+                if let Some(s) = slot.incoming_uni.pop_front() {
+                    return Ok(s);
+                }
+                if !matches!(
+                    slot.status,
+                    SessionStatus::Established | SessionStatus::Pending
+                ) {
+                    return Err(Self::status_error(&slot.status));
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// The largest datagram payload that can be sent now (the QUIC limit minus the
+    /// quarter stream id); `None` if the peer does not accept datagrams.
+    pub fn max_datagram_size(&self) -> Option<usize> {
+        let max = self.conn.shared().quic.max_datagram_size()?;
+        Some(max.saturating_sub(webtransport_proto::datagram::header_len(self.id)))
+    }
+
+    /// Sends a datagram. Unreliable: it may be lost, and it is dropped locally when the
+    /// send buffer is full.
+    pub fn send_datagram(&self, payload: &[u8]) -> Result<(), DatagramError> {
+        let Some(max) = self.max_datagram_size() else {
+            return Err(DatagramError::Unsupported);
+        };
+        if payload.len() > max {
+            return Err(DatagramError::TooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        let shared = self.conn.shared();
+        let datagram = {
+            let mut inner = shared.lock();
+            let d = inner.core.encode_datagram(self.id, payload);
+            match d {
+                Ok(d) => {
+                    if let Some(slot) = inner.sessions.get_mut(&self.id) {
+                        slot.stats.datagrams_sent += 1;
+                    }
+                    d
+                }
+                Err(webtransport_proto::connection::SessionError::DatagramsDisabled) => {
+                    return Err(DatagramError::Unsupported)
+                }
+                Err(_) => {
+                    drop(inner);
+                    return Err(self
+                        .check_open()
+                        .err()
+                        .unwrap_or(SessionError::NotEstablished)
+                        .into());
+                }
+            }
+        };
+        match shared.quic.send_datagram(datagram) {
+            Ok(()) => Ok(()),
+            Err(quinn::SendDatagramError::TooLarge) => Err(DatagramError::TooLarge {
+                size: payload.len(),
+                max: self.max_datagram_size().unwrap_or(0),
+            }),
+            Err(quinn::SendDatagramError::ConnectionLost(e)) => {
+                Err(SessionError::Connection(crate::error::ConnectionError::from_quinn(&e)).into())
+            }
+            Err(_) => Err(DatagramError::Unsupported),
+        }
+    }
+
+    /// Waits for the next datagram.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn read_datagram(&self) -> Result<Bytes, SessionError> {
+        loop {
+            let notified = self.notify.datagram.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut inner = self.conn.shared().lock();
+                let slot = inner
+                    .sessions
+                    .get_mut(&self.id)
+                    .ok_or(SessionError::NotEstablished)?;
+                if let Some(d) = slot.datagrams.pop_front() {
+                    return Ok(d);
+                }
+                if !matches!(
+                    slot.status,
+                    SessionStatus::Established | SessionStatus::Pending
+                ) {
+                    return Err(Self::status_error(&slot.status));
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Closes the session with an application `code` and `reason` (at most 1024 bytes).
+    /// Its streams are reset with WT_SESSION_GONE.
+    pub fn close(&self, code: u32, reason: &str) -> Result<(), SessionError> {
+        if reason.len() > webtransport_proto::capsule::MAX_CLOSE_REASON {
+            return Err(SessionError::ReasonTooLong);
+        }
+        let shared = self.conn.shared();
+        let mut inner = shared.lock();
+        let r = inner.core.close_session(self.id, code, reason);
+        shared.pump(&mut inner);
+        match r {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                drop(inner);
+                self.check_open()
+            }
+        }
+    }
+
+    /// Asks the peer to wind the session down (DRAIN_WEBTRANSPORT_SESSION).
+    pub fn drain(&self) -> Result<(), SessionError> {
+        let shared = self.conn.shared();
+        let mut inner = shared.lock();
+        let r = inner.core.drain_session(self.id);
+        shared.pump(&mut inner);
+        r.map_err(|_| SessionError::NotEstablished)
+    }
+
+    /// Waits until the session closes. `Ok` with the code and reason of a close by
+    /// either side; `Err` if the connection ended or the session never opened.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn closed(&self) -> Result<CloseInfo, SessionError> {
+        loop {
+            let notified = self.notify.state.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.conn.slot_status(self.id) {
+                Some(SessionStatus::Closed {
+                    code,
+                    reason,
+                    remote,
+                }) => {
+                    return Ok(CloseInfo {
+                        code,
+                        reason,
+                        remote,
+                    })
+                }
+                Some(SessionStatus::Pending | SessionStatus::Established) => {}
+                Some(other) => return Err(Self::status_error(&other)),
+                None => return Err(SessionError::NotEstablished),
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits until the session is established (client side, right after the request).
+    pub(crate) async fn ready(&self) -> Result<(), SessionStatus> {
+        loop {
+            let notified = self.notify.state.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.conn.slot_status(self.id) {
+                Some(SessionStatus::Established) => return Ok(()),
+                Some(SessionStatus::Pending) => {}
+                Some(other) => return Err(other),
+                None => {
+                    return Err(SessionStatus::Lost(
+                        crate::error::ConnectionError::LocallyClosed,
+                    ))
+                }
+            }
+            notified.await;
+        }
+    }
+}
