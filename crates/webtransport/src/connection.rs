@@ -251,6 +251,9 @@ pub enum ConfigRef {
 struct Handle {
     shared: Arc<Shared>,
     close_on_drop: bool,
+    /// The session `Connection::connect` opened: it lives as long as the connection
+    /// handles do, as in pywebtransport's `create_client`.
+    initial: std::sync::Mutex<Option<Arc<crate::session::SessionGuard>>>,
 }
 
 impl Drop for Handle {
@@ -297,6 +300,7 @@ impl Connection {
             handle: Arc::new(Handle {
                 shared,
                 close_on_drop,
+                initial: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -320,7 +324,13 @@ impl Connection {
             path: path.to_owned(),
             ..ConnectOptions::default()
         };
-        Self::connect_with(config, opts).await.map(|(c, _)| c)
+        let (conn, session) = Self::connect_with(config, opts).await?;
+        *conn
+            .handle
+            .initial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(session.guard());
+        Ok(conn)
     }
 
     /// Connects with all options and returns the connection and its first session.
@@ -377,19 +387,15 @@ impl Connection {
         )
     }
 
-    /// The local address (the port of the UDP socket and, when known, the IP).
+    /// The local address: the UDP socket's, with the IP the peer's packets were sent to
+    /// where the platform tells it.
     pub fn local_address(&self) -> Option<SocketAddr> {
         let shared = self.shared();
-        let ip = shared.quic.local_ip();
-        let port = shared
-            .endpoint
-            .as_ref()
-            .and_then(|e| e.local_addr().ok())
-            .map(|a| a.port());
-        match (ip, port) {
-            (Some(ip), Some(port)) => Some(SocketAddr::new(ip, port)),
-            _ => None,
-        }
+        let addr = shared.local_addr?;
+        Some(match shared.quic.local_ip() {
+            Some(ip) => SocketAddr::new(ip, addr.port()),
+            None => addr,
+        })
     }
 
     /// The peer's address.

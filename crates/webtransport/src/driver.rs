@@ -136,10 +136,18 @@ impl SessionSlot {
         self.recvs.push(Arc::downgrade(cell));
     }
 
-    /// Ends every stream of the session still open (WT_SESSION_GONE) and wakes waiters.
+    /// Ends the session and wakes its waiters. When the session closed (rather than its
+    /// connection), every stream of it still open is reset or stopped with
+    /// WT_SESSION_GONE (draft-ietf-webtrans-http3 §6); when the connection went, the
+    /// streams fail with the connection's error on their own.
     fn end(&mut self, status: SessionStatus) {
+        let session_closed = matches!(status, SessionStatus::Closed { .. });
         self.status = status;
         self.closed_at = Some(SystemTime::now());
+        if !session_closed {
+            self.sends.clear();
+            self.recvs.clear();
+        }
         for w in self.sends.drain(..) {
             if let Some(cell) = w.upgrade() {
                 stream::send_gone(&cell);
@@ -186,8 +194,10 @@ pub(crate) struct Inner {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub quic: quinn::Connection,
-    /// The client's own endpoint, kept alive with the connection.
-    pub endpoint: Option<quinn::Endpoint>,
+    /// The endpoint: a client's own one is kept alive with the connection.
+    pub _endpoint: Option<quinn::Endpoint>,
+    /// The local UDP address.
+    pub local_addr: Option<std::net::SocketAddr>,
     pub role: Role,
     pub id: String,
     pub inner: Mutex<Inner>,
@@ -238,8 +248,9 @@ impl Shared {
         let now = SystemTime::now();
         let shared = Arc::new(Shared {
             id: format!("{}-{:x}", role_tag(role), quic.stable_id()),
+            local_addr: endpoint.as_ref().and_then(|e| e.local_addr().ok()),
             quic,
-            endpoint,
+            _endpoint: endpoint,
             role,
             inner: Mutex::new(Inner {
                 core,

@@ -156,6 +156,21 @@ impl SessionRequest {
     }
 }
 
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .abort_all();
+        for ep in &self.endpoints {
+            ep.close(
+                crate::driver::quinn_code(Code::H3_NO_ERROR),
+                b"server dropped",
+            );
+        }
+    }
+}
+
 impl Drop for SessionRequest {
     fn drop(&mut self) {
         if !self.answered {
@@ -174,6 +189,7 @@ pub struct Server {
     cert_sha256: Option<[u8; 32]>,
     tasks: Mutex<JoinSet<()>>,
     config: Arc<ServerConfig>,
+    shut_down: tokio::sync::watch::Sender<bool>,
 }
 
 impl Server {
@@ -183,6 +199,7 @@ impl Server {
         let (quinn_config, cert_sha256) = crate::tls::quinn_server_config(&config)?;
         let config = Arc::new(config);
         let (tx, rx) = mpsc::unbounded_channel();
+        let shut_down = tokio::sync::watch::channel(false).0;
         let connections: Arc<Mutex<Vec<Weak<Shared>>>> = Arc::default();
         let mut endpoints = Vec::new();
         let mut addrs = Vec::new();
@@ -203,6 +220,7 @@ impl Server {
                 config.clone(),
                 tx.clone(),
                 connections.clone(),
+                shut_down.subscribe(),
             ));
             endpoints.push(ep);
         }
@@ -214,6 +232,7 @@ impl Server {
             cert_sha256,
             tasks: Mutex::new(tasks),
             config,
+            shut_down,
         })
     }
 
@@ -238,7 +257,11 @@ impl Server {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn accept(&self) -> Option<SessionRequest> {
-        self.requests.lock().await.recv().await
+        let mut shut_down = self.shut_down.subscribe();
+        tokio::select! {
+            r = async { self.requests.lock().await.recv().await } => r,
+            _ = shut_down.wait_for(|s| *s) => None,
+        }
     }
 
     /// The connections alive now.
@@ -255,11 +278,13 @@ impl Server {
     /// session, waits up to `timeout` for sessions to end, then closes what is left and
     /// waits for the endpoints to go idle.
     pub async fn shutdown(&self, timeout: Duration) {
-        for ep in &self.endpoints {
-            ep.set_server_config(None);
-        }
+        // The accept loops refuse new connections from now on (CONNECTION_REFUSED, so
+        // clients fail at once instead of timing out).
+        self.shut_down.send_replace(true);
         let conns = self.connections();
         for c in &conns {
+            // Requests still in flight get 503 from now on.
+            c.shared().lock().requests = None;
             c.goaway();
             for id in c.get_all_sessions().into_iter().map(|s| s.session_id) {
                 if let Some(s) = c.session(id) {
@@ -281,11 +306,6 @@ impl Server {
         for c in &conns {
             c.close(Code::H3_NO_ERROR, "server shutting down");
         }
-        self.tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .abort_all();
-        self.requests.lock().await.close();
         for ep in &self.endpoints {
             let _ = tokio::time::timeout(Duration::from_secs(1), ep.wait_idle()).await;
         }
@@ -297,8 +317,13 @@ async fn accept_loop(
     config: Arc<ServerConfig>,
     tx: mpsc::UnboundedSender<SessionRequest>,
     connections: Arc<Mutex<Vec<Weak<Shared>>>>,
+    shut_down: tokio::sync::watch::Receiver<bool>,
 ) {
     while let Some(incoming) = ep.accept().await {
+        if *shut_down.borrow() {
+            incoming.refuse();
+            continue;
+        }
         let live = {
             let mut list = connections.lock().unwrap_or_else(|e| e.into_inner());
             list.retain(|w| w.upgrade().is_some_and(|s| s.quic.close_reason().is_none()));
@@ -310,6 +335,7 @@ async fn accept_loop(
             continue;
         }
         let config = config.clone();
+        let ep = ep.clone();
         let tx = tx.clone();
         let connections = connections.clone();
         tokio::spawn(async move {
@@ -322,7 +348,7 @@ async fn accept_loop(
                     .map_err(|e| ConnectError::Handshake(e.to_string()))?;
                 Shared::start(
                     quic,
-                    None,
+                    Some(ep),
                     Role::Server,
                     config.limits.clone(),
                     config.stream_creation_timeout,

@@ -111,13 +111,13 @@ impl SessionInfo {
 /// Closes the session when the last [`Session`] handle goes.
 #[derive(Debug)]
 pub(crate) struct SessionGuard {
-    conn: Connection,
+    shared: Arc<crate::driver::Shared>,
     id: SessionId,
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        let shared = self.conn.shared();
+        let shared = &self.shared;
         let mut inner = shared.lock();
         if inner
             .sessions
@@ -146,7 +146,7 @@ impl Session {
             Some(g) => g,
             None => {
                 let g = Arc::new(SessionGuard {
-                    conn: conn.clone(),
+                    shared: conn.shared().clone(),
                     id,
                 });
                 slot.guard = Arc::downgrade(&g);
@@ -528,16 +528,23 @@ impl Session {
         }
     }
 
+    pub(crate) fn guard(&self) -> Arc<SessionGuard> {
+        self._guard.clone()
+    }
+
     /// Waits until the session is established (client side, right after the request).
+    /// A session that was established and closed at once still counts as established:
+    /// its close is then what the application sees.
     pub(crate) async fn ready(&self) -> Result<(), SessionStatus> {
         loop {
             let notified = self.notify.state.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.conn.slot_status(self.id) {
-                Some(SessionStatus::Established) => return Ok(()),
-                Some(SessionStatus::Pending) => {}
-                Some(other) => return Err(other),
+            let state = self.with_slot(|s| (s.status.clone(), s.established_at.is_some()));
+            match state {
+                Some((SessionStatus::Pending, _)) => {}
+                Some((SessionStatus::Established, _)) | Some((_, true)) => return Ok(()),
+                Some((other, false)) => return Err(other),
                 None => {
                     return Err(SessionStatus::Lost(
                         crate::error::ConnectionError::LocallyClosed,

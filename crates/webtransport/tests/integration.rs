@@ -1,0 +1,773 @@
+//! Integration tests on real UDP sockets (127.0.0.1:0): a `Server` and `Client`s of this
+//! crate talking through quinn.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use webtransport::*;
+
+const T: Duration = Duration::from_secs(10);
+
+fn init_log() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+struct Fixture {
+    server: Arc<Server>,
+    addr: SocketAddr,
+    hash: [u8; 32],
+}
+
+fn server_config(cert: &SelfSignedCertificate) -> ServerConfig {
+    ServerConfig {
+        bind: vec!["127.0.0.1:0".parse().unwrap()],
+        certificate: cert.to_certificate_source(),
+        ..ServerConfig::default()
+    }
+}
+
+async fn fixture_with(f: impl FnOnce(&mut ServerConfig)) -> Fixture {
+    init_log();
+    let cert = generate_self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    let mut cfg = server_config(&cert);
+    f(&mut cfg);
+    let server = Arc::new(Server::bind(cfg).await.unwrap());
+    let addr = server.local_addrs()[0];
+    Fixture {
+        server,
+        addr,
+        hash: cert.sha256,
+    }
+}
+
+async fn fixture() -> Fixture {
+    fixture_with(|_| {}).await
+}
+
+impl Fixture {
+    fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            verification: CertVerification::ServerCertificateHashes(vec![self.hash]),
+            ..ClientConfig::default()
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    async fn connect(&self, path: &str) -> Result<Session, ConnectError> {
+        let client = Client::new(self.client_config()).unwrap();
+        tokio::time::timeout(T, client.connect(&self.url(path)))
+            .await
+            .expect("connect timed out")
+    }
+
+    /// Serves `/echo` like `wt serve` does, every other path 404, for every session.
+    fn spawn_echo(&self) -> tokio::task::JoinHandle<()> {
+        let server = self.server.clone();
+        tokio::spawn(async move {
+            while let Some(req) = server.accept().await {
+                if req.path() != "/echo" {
+                    req.reject(404);
+                    continue;
+                }
+                let proto = req.protocols().first().cloned();
+                let Ok(session) = req.accept_with(proto, vec![]) else {
+                    continue;
+                };
+                tokio::spawn(echo(session));
+            }
+        })
+    }
+}
+
+async fn echo(session: Session) {
+    let s1 = session.clone();
+    let bi = tokio::spawn(async move {
+        while let Ok((mut send, mut recv)) = s1.accept_bi().await {
+            tokio::spawn(async move {
+                while let Ok(Some(chunk)) = recv.read_chunk(64 * 1024).await {
+                    if send.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = send.finish();
+            });
+        }
+    });
+    let s2 = session.clone();
+    let uni = tokio::spawn(async move {
+        while let Ok(mut recv) = s2.accept_uni().await {
+            let s = s2.clone();
+            tokio::spawn(async move {
+                let Ok(data) = recv.read_to_end(64 << 20).await else {
+                    return;
+                };
+                if let Ok(mut send) = s.open_uni().await {
+                    let _ = send.write_all(&data).await;
+                    let _ = send.finish();
+                }
+            });
+        }
+    });
+    let s3 = session.clone();
+    let dg = tokio::spawn(async move {
+        while let Ok(d) = s3.read_datagram().await {
+            let _ = s3.send_datagram(&d);
+        }
+    });
+    let _ = session.closed().await;
+    bi.abort();
+    uni.abort();
+    dg.abort();
+}
+
+fn pattern(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn checksum(data: &[u8]) -> u64 {
+    // FNV-1a: enough to tell a reordered or corrupted byte.
+    data.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+async fn bidi_echo(session: &Session, data: &[u8]) -> Vec<u8> {
+    let (mut send, mut recv) = session.open_bi().await.unwrap();
+    let payload = data.to_vec();
+    let writer = tokio::spawn(async move {
+        send.write_all(&payload).await.unwrap();
+        send.finish().unwrap();
+    });
+    let back = recv.read_to_end(64 << 20).await.unwrap();
+    writer.await.unwrap();
+    back
+}
+
+#[tokio::test]
+async fn bidi_uni_and_datagram_echo() {
+    let fx = fixture().await;
+    let _echo = fx.spawn_echo();
+    let s = fx.connect("/echo").await.unwrap();
+    assert_eq!(bidi_echo(&s, b"hello").await, b"hello");
+
+    let mut u = s.open_uni().await.unwrap();
+    u.write_all(b"uni payload").await.unwrap();
+    u.finish().unwrap();
+    let mut back = tokio::time::timeout(T, s.accept_uni())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.read_to_end(1024).await.unwrap(), b"uni payload");
+
+    let max = s.max_datagram_size().unwrap();
+    assert!(max >= 1000, "max datagram {max}");
+    let mut got = None;
+    for _ in 0..20 {
+        s.send_datagram(b"dgram").unwrap();
+        if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_millis(200), s.read_datagram()).await
+        {
+            got = Some(d);
+            break;
+        }
+    }
+    assert_eq!(got.as_deref(), Some(&b"dgram"[..]));
+    assert!(s.stats().datagrams_sent >= 1 && s.stats().datagrams_received >= 1);
+}
+
+#[tokio::test]
+async fn sixteen_mib_with_checksum() {
+    let fx = fixture().await;
+    let _echo = fx.spawn_echo();
+    let s = fx.connect("/echo").await.unwrap();
+    let data = pattern(16 << 20, 7);
+    let back = bidi_echo(&s, &data).await;
+    assert_eq!(back.len(), data.len());
+    assert_eq!(checksum(&back), checksum(&data));
+}
+
+#[tokio::test]
+async fn thousand_streams_on_one_session() {
+    let fx = fixture().await;
+    let _echo = fx.spawn_echo();
+    let s = fx.connect("/echo").await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..1000u32 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let msg = format!("stream {i}");
+            let back = bidi_echo(&s, msg.as_bytes()).await;
+            assert_eq!(back, msg.as_bytes());
+        });
+        // Keep at most ~64 in flight, well under the server's stream limit.
+        if tasks.len() >= 64 {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    assert_eq!(s.stats().streams_opened_bi, 1000);
+}
+
+#[tokio::test]
+async fn hundred_concurrent_connections() {
+    let fx = fixture().await;
+    let _echo = fx.spawn_echo();
+    let fx = Arc::new(fx);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100u32 {
+        let fx = fx.clone();
+        tasks.spawn(async move {
+            let s = fx.connect("/echo").await.unwrap();
+            let msg = format!("conn {i}");
+            assert_eq!(bidi_echo(&s, msg.as_bytes()).await, msg.as_bytes());
+            s
+        });
+    }
+    let mut sessions = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        sessions.push(r.unwrap());
+    }
+    assert_eq!(sessions.len(), 100);
+    assert!(fx.server.connections().len() >= 100);
+}
+
+#[tokio::test]
+async fn close_code_and_reason_both_directions() {
+    // Client closes: the server sees the code and reason.
+    let fx = fixture().await;
+    let server = fx.server.clone();
+    let srv = tokio::spawn(async move {
+        let s = server.accept().await.unwrap().accept().unwrap();
+        s.closed().await
+    });
+    let c = fx.connect("/x").await.unwrap();
+    c.close(4242, "client says bye").unwrap();
+    let seen = tokio::time::timeout(T, srv)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        seen,
+        CloseInfo {
+            code: 4242,
+            reason: "client says bye".into(),
+            remote: true
+        }
+    );
+    assert_eq!(
+        c.closed().await.unwrap(),
+        CloseInfo {
+            code: 4242,
+            reason: "client says bye".into(),
+            remote: false
+        }
+    );
+
+    // Server closes: the client sees them.
+    let server = fx.server.clone();
+    tokio::spawn(async move {
+        let s = server.accept().await.unwrap().accept().unwrap();
+        s.close(7, "server says bye").unwrap();
+        // Keep the handle until the close is out.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    let c = fx.connect("/y").await.unwrap();
+    let seen = tokio::time::timeout(T, c.closed()).await.unwrap().unwrap();
+    assert_eq!(
+        seen,
+        CloseInfo {
+            code: 7,
+            reason: "server says bye".into(),
+            remote: true
+        }
+    );
+    // After close, operations fail with the close info.
+    match c.open_bi().await {
+        Err(OpenStreamError::Session(SessionError::Closed { code: 7, .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        c.send_datagram(b"x"),
+        Err(DatagramError::Session(SessionError::Closed { .. }))
+    ));
+    // The connection itself stays up.
+    assert!(c.connection().is_connected());
+}
+
+#[tokio::test]
+async fn reject_statuses_seen_by_client() {
+    let fx = fixture().await;
+    let server = fx.server.clone();
+    tokio::spawn(async move {
+        while let Some(req) = server.accept().await {
+            match req.path() {
+                "/forbidden" => req.reject(403),
+                _ => req.reject(404),
+            }
+        }
+    });
+    for (path, status) in [("/forbidden", 403), ("/missing", 404)] {
+        match fx.connect(path).await {
+            Err(ConnectError::Rejected(s)) => assert_eq!(s, status),
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+    assert!(!ConnectError::Rejected(404).is_retriable());
+    assert!(ConnectError::Rejected(503).is_retriable());
+}
+
+#[tokio::test]
+async fn datagram_too_large_is_refused_clearly() {
+    let fx = fixture().await;
+    let _echo = fx.spawn_echo();
+    let s = fx.connect("/echo").await.unwrap();
+    let max = s.max_datagram_size().unwrap();
+    let err = s.send_datagram(&vec![0u8; max + 1]).unwrap_err();
+    assert_eq!(err, DatagramError::TooLarge { size: max + 1, max });
+    assert!(err.to_string().contains("exceeds the maximum"), "{err}");
+    s.send_datagram(&vec![0u8; max]).unwrap();
+}
+
+#[tokio::test]
+async fn idle_timeout_closes_the_connection() {
+    let fx = fixture_with(|c| {
+        c.transport.max_idle_timeout = Duration::from_millis(300);
+        c.transport.keep_alive_interval = None;
+    })
+    .await;
+    let server = fx.server.clone();
+    tokio::spawn(async move {
+        let s = server.accept().await.unwrap().accept().unwrap();
+        let _ = s.closed().await;
+    });
+    let mut cfg = fx.client_config();
+    cfg.transport.max_idle_timeout = Duration::from_millis(300);
+    cfg.transport.keep_alive_interval = None;
+    let client = Client::new(cfg).unwrap();
+    let s = client.connect(&fx.url("/idle")).await.unwrap();
+    let err = tokio::time::timeout(T, s.closed())
+        .await
+        .expect("idle timeout fired")
+        .unwrap_err();
+    assert_eq!(err, SessionError::Connection(ConnectionError::TimedOut));
+    assert!(s.connection().is_closed());
+}
+
+#[tokio::test]
+async fn server_going_away_gives_client_an_error_not_a_hang() {
+    let fx = fixture().await;
+    let _echo = fx.spawn_echo();
+    let s = fx.connect("/echo").await.unwrap();
+    let (mut send, mut recv) = s.open_bi().await.unwrap();
+    send.write_all(b"partial").await.unwrap();
+    // The server side vanishes: every connection is closed at once.
+    for c in fx.server.connections() {
+        c.close(Code::H3_INTERNAL_ERROR, "server crashed");
+    }
+    let read = tokio::time::timeout(T, recv.read_to_end(1 << 20))
+        .await
+        .expect("read must not hang");
+    assert!(matches!(read, Err(ReadError::Connection(_))), "{read:?}");
+    let closed = tokio::time::timeout(T, s.closed()).await.unwrap();
+    match closed {
+        Err(SessionError::Connection(ConnectionError::Protocol {
+            code, remote: true, ..
+        })) => {
+            assert_eq!(code, Code::H3_INTERNAL_ERROR)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn pinned_hash_mismatch_is_refused() {
+    let fx = fixture().await;
+    let mut cfg = fx.client_config();
+    cfg.verification = CertVerification::ServerCertificateHashes(vec![[0xab; 32]]);
+    let client = Client::new(cfg).unwrap();
+    let err = client.connect(&fx.url("/echo")).await.unwrap_err();
+    match &err {
+        ConnectError::Handshake(msg) => assert!(
+            msg.contains("certificate") || msg.contains("Certificate"),
+            "{msg}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.is_retriable());
+}
+
+#[test]
+fn validate_names_the_bad_field() {
+    let mut c = ClientConfig::default();
+    c.transport.stream_receive_window = 0;
+    let e = c.validate().unwrap_err();
+    assert_eq!(e.field(), Some("transport.stream_receive_window"));
+    let mut s = ServerConfig::default();
+    s.limits.max_sessions = 0;
+    assert_eq!(
+        s.validate().unwrap_err().field(),
+        Some("limits.max_sessions")
+    );
+    // Client::new refuses an invalid config with the field in the message.
+    let err = Client::new(c).unwrap_err();
+    assert!(err.to_string().contains("stream_receive_window"), "{err}");
+}
+
+#[tokio::test]
+async fn subprotocol_headers_and_request_inspection() {
+    let fx = fixture().await;
+    let server = fx.server.clone();
+    let port = fx.addr.port();
+    let srv = tokio::spawn(async move {
+        let req = server.accept().await.unwrap();
+        assert_eq!(req.path(), "/chat?room=1");
+        assert_eq!(req.authority(), format!("127.0.0.1:{port}"));
+        assert_eq!(req.origin(), Some("https://app.example"));
+        assert_eq!(req.protocols(), ["v2", "v1"]);
+        assert!(req
+            .headers()
+            .iter()
+            .any(|h| &h.name[..] == b"x-token" && &h.value[..] == b"abc"));
+        let s = req
+            .accept_with(Some("v1".into()), vec![("x-server".into(), "yes".into())])
+            .unwrap();
+        let _ = s.closed().await;
+    });
+    let client = Client::new(fx.client_config()).unwrap();
+    let opts = ConnectOptions {
+        protocols: vec!["v2".into(), "v1".into()],
+        headers: vec![("x-token".into(), "abc".into())],
+        origin: Some("https://app.example".into()),
+        ..ConnectOptions::default()
+    };
+    let s = client
+        .connect_with(&fx.url("/chat?room=1"), opts)
+        .await
+        .unwrap();
+    assert_eq!(s.protocol().as_deref(), Some("v1"));
+    let resp = s.response().unwrap();
+    assert!(resp.headers.iter().any(|h| &h.name[..] == b"x-server"));
+    s.close(0, "").unwrap();
+    tokio::time::timeout(T, srv).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn reset_and_stop_codes_both_ways() {
+    let fx = fixture().await;
+    let server = fx.server.clone();
+    let srv = tokio::spawn(async move {
+        let s = server.accept().await.unwrap().accept().unwrap();
+        // 1. The client resets its send side with 11: the server's read sees 11. The
+        // server acknowledges the first bytes first: a RESET_STREAM that overtakes the
+        // stream's preamble lets QUIC discard it, and then no session can claim the
+        // stream (draft-15's RESET_STREAM_AT fixes that; quinn lacks it).
+        let (mut send, mut recv) = s.accept_bi().await.unwrap();
+        let mut first = [0u8; 3];
+        recv.read_exact(&mut first).await.unwrap();
+        send.write_all(b"k").await.unwrap();
+        let r = recv.read_to_end(1 << 20).await;
+        assert_eq!(r.unwrap_err(), ReadError::Reset(Some(11)));
+        // 2. The server stops the client's stream with 12.
+        let (_send, mut recv) = s.accept_bi().await.unwrap();
+        recv.stop(12).unwrap();
+        // 3. The server resets a stream it opened with 13.
+        let (mut send, mut recv) = s.open_bi().await.unwrap();
+        send.write_all(b"x").await.unwrap();
+        let mut ack = [0u8; 1];
+        recv.read_exact(&mut ack).await.unwrap();
+        send.reset(13).unwrap();
+        // 4. The client stops a server uni stream with 14: the server's write sees it.
+        let mut send = s.open_uni().await.unwrap();
+        send.write_all(b"y").await.unwrap();
+        let code = send.stopped().await.unwrap();
+        assert_eq!(code, Some(14));
+        s.closed().await
+    });
+    let s = fx.connect("/codes").await.unwrap();
+    let (mut send, mut recv) = s.open_bi().await.unwrap();
+    send.write_all(b"abc").await.unwrap();
+    let mut ack = [0u8; 1];
+    recv.read_exact(&mut ack).await.unwrap();
+    send.reset(11).unwrap();
+    let (mut send, _recv2) = s.open_bi().await.unwrap();
+    send.write_all(b"abc").await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(T, send.stopped())
+            .await
+            .unwrap()
+            .unwrap(),
+        Some(12)
+    );
+    let (mut send, mut recv) = tokio::time::timeout(T, s.accept_bi())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut x = [0u8; 1];
+    recv.read_exact(&mut x).await.unwrap();
+    send.write_all(b"k").await.unwrap();
+    assert_eq!(
+        recv.read_to_end(1024).await.unwrap_err(),
+        ReadError::Reset(Some(13))
+    );
+    let mut recv = tokio::time::timeout(T, s.accept_uni())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut b = [0u8; 1];
+    recv.read_exact(&mut b).await.unwrap();
+    recv.stop(14).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.close(0, "done").unwrap();
+    tokio::time::timeout(T, srv)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn server_initiated_bidi_and_session_close_resets_streams() {
+    let fx = fixture().await;
+    let server = fx.server.clone();
+    let srv = tokio::spawn(async move {
+        let s = server.accept().await.unwrap().accept().unwrap();
+        let (mut send, mut recv) = s.open_bi().await.unwrap();
+        send.write_all(b"from server").await.unwrap();
+        send.finish().unwrap();
+        let reply = recv.read_to_end(100).await.unwrap();
+        assert_eq!(reply, b"reply");
+        // A stream left open when the session closes is reset with WT_SESSION_GONE.
+        let (mut open_send, _r) = s.open_bi().await.unwrap();
+        open_send.write_all(b"pending").await.unwrap();
+        s.close(9, "closing with open streams").unwrap();
+        assert_eq!(
+            open_send.write_all(b"more").await.unwrap_err(),
+            WriteError::SessionGone
+        );
+    });
+    let s = fx.connect("/srv").await.unwrap();
+    let (mut send, mut recv) = tokio::time::timeout(T, s.accept_bi())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recv.read_to_end(100).await.unwrap(), b"from server");
+    send.write_all(b"reply").await.unwrap();
+    send.finish().unwrap();
+    // The second stream is either reset with WT_SESSION_GONE (not a WebTransport app
+    // code: None), stopped locally when our side saw the close first, or never handed
+    // out because the close came before we accepted it.
+    match tokio::time::timeout(T, s.accept_bi()).await.unwrap() {
+        Ok((_send2, mut recv2)) => {
+            let r = tokio::time::timeout(T, recv2.read_to_end(100))
+                .await
+                .unwrap();
+            assert!(
+                matches!(r, Err(ReadError::Reset(None)) | Err(ReadError::SessionGone)),
+                "{r:?}"
+            );
+        }
+        Err(e) => assert!(matches!(e, SessionError::Closed { code: 9, .. }), "{e:?}"),
+    }
+    assert_eq!(s.closed().await.unwrap().code, 9);
+    srv.await.unwrap();
+}
+
+#[tokio::test]
+async fn several_sessions_on_one_connection_and_session_info() {
+    let fx = fixture().await;
+    let _echo = fx.spawn_echo();
+    let client = Client::new(fx.client_config()).unwrap();
+    let first = client.connect(&fx.url("/echo")).await.unwrap();
+    let conn = first.connection().clone();
+    let req = webtransport::proto::headers::ConnectRequest {
+        authority: format!("127.0.0.1:{}", fx.addr.port()),
+        path: "/echo".into(),
+        ..Default::default()
+    };
+    let second = conn.open_session(req).await.unwrap();
+    assert_ne!(first.id(), second.id());
+    assert_eq!(bidi_echo(&second, b"two").await, b"two");
+    assert_eq!(bidi_echo(&first, b"one").await, b"one");
+    let all = conn.get_all_sessions();
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().all(|i| i.state == "established"));
+    assert_eq!(conn.get_ready_session_id(), Some(first.id()));
+    assert_eq!(conn.wait_for_ready_session(T).await.unwrap(), first.id());
+    second.close(1, "second done").unwrap();
+    let info = conn.get_session_info(second.id()).unwrap();
+    assert_eq!(info.state, "closed");
+    assert_eq!(info.close.unwrap().reason, "second done");
+    // The protocol view shows what was negotiated.
+    let p = conn.protocol();
+    assert!(p.peer_settings.unwrap().connect_protocol_enabled());
+    assert!(p.draft.is_some());
+    // Diagnostics come from QUIC.
+    let d = conn.diagnostics();
+    assert!(d.rtt > Duration::ZERO && d.cwnd > 0);
+    assert!(d.issues().is_empty(), "{:?}", d.issues());
+    assert!(d.stats.bytes_sent > 0 && d.stats.packets_received > 0);
+    assert_eq!(conn.state(), ConnectionState::Connected);
+}
+
+#[tokio::test]
+async fn connection_connect_api_like_the_seed() {
+    let fx = fixture().await;
+    let _echo = fx.spawn_echo();
+    let conn = Connection::connect(&fx.client_config(), "127.0.0.1", fx.addr.port(), "/echo")
+        .await
+        .unwrap();
+    conn.wait_ready(T).await.unwrap();
+    let id = conn.wait_for_ready_session(T).await.unwrap();
+    let s = conn.session(id).unwrap();
+    assert_eq!(bidi_echo(&s, b"seed").await, b"seed");
+    assert!(conn.is_connected() && !conn.is_closed() && !conn.is_closing());
+    assert_eq!(conn.remote_address(), fx.addr);
+    assert!(conn.local_address().is_some());
+    let mut events = conn.events();
+    conn.close(Code::H3_NO_ERROR, "bye");
+    let e = conn.wait_closed().await;
+    assert_eq!(e, ConnectionError::LocallyClosed);
+    assert!(conn.is_closed());
+    // A Closed event was broadcast.
+    let mut saw_closed = false;
+    while let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+        saw_closed |= matches!(ev, ConnectionEvent::Closed { .. });
+    }
+    assert!(saw_closed);
+    assert!(conn.info().uptime() > Duration::ZERO);
+}
+
+#[tokio::test]
+async fn proxy_address_keeps_sni_and_authority() {
+    // The "proxy" is the server itself reached by IP while SNI says localhost: the
+    // certificate check (SAN localhost) and :authority follow the host name.
+    let fx = fixture().await;
+    let server = fx.server.clone();
+    let srv = tokio::spawn(async move {
+        let req = server.accept().await.unwrap();
+        let authority = req.authority().to_owned();
+        let s = req.accept().unwrap();
+        let _ = s.closed().await;
+        authority
+    });
+    let cfg = ClientConfig {
+        verification: CertVerification::DangerousNoVerify,
+        ..ClientConfig::default()
+    };
+    let opts = ConnectOptions {
+        host: "localhost".into(),
+        port: 9999,
+        path: "/p".into(),
+        proxy: Some(fx.addr),
+        ..ConnectOptions::default()
+    };
+    let (_conn, s) = Connection::connect_with(&cfg, opts).await.unwrap();
+    s.close(0, "").unwrap();
+    assert_eq!(
+        tokio::time::timeout(T, srv).await.unwrap().unwrap(),
+        "localhost:9999"
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_drains_and_closes() {
+    let fx = fixture().await;
+    let _echo = fx.spawn_echo();
+    let s = fx.connect("/echo").await.unwrap();
+    let mut events = s.connection().events();
+    let server = fx.server.clone();
+    let shut = tokio::spawn(async move { server.shutdown(Duration::from_secs(2)).await });
+    // The client sees GOAWAY and DRAIN, then closes its session as asked.
+    let mut saw_drain = false;
+    let mut saw_goaway = false;
+    while !(saw_drain && saw_goaway) {
+        match tokio::time::timeout(T, events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ConnectionEvent::SessionDraining { .. } => saw_drain = true,
+            ConnectionEvent::GoAway { .. } => saw_goaway = true,
+            _ => {}
+        }
+    }
+    assert!(s.is_draining());
+    s.close(0, "drained").unwrap();
+    tokio::time::timeout(T, shut).await.unwrap().unwrap();
+    // New connections are refused.
+    assert!(fx.connect("/echo").await.is_err());
+}
+
+#[tokio::test]
+async fn monitor_health_sees_answers() {
+    let fx = fixture().await;
+    let _echo = fx.spawn_echo();
+    let s = fx.connect("/echo").await.unwrap();
+    let conn = s.connection().clone();
+    let mut events = conn.events();
+    let monitor = tokio::spawn({
+        let conn = conn.clone();
+        async move {
+            conn.monitor_health(Duration::from_millis(50), Duration::from_secs(2))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No failure while the peer answers.
+    while let Ok(ev) = events.try_recv() {
+        assert!(
+            !matches!(ev, ConnectionEvent::HealthCheckFailed { .. }),
+            "{ev:?}"
+        );
+    }
+    conn.close(Code::H3_NO_ERROR, "");
+    tokio::time::timeout(T, monitor)
+        .await
+        .expect("monitor ends with the connection")
+        .unwrap();
+}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Client>();
+    check::<Server>();
+    check::<Connection>();
+    check::<Session>();
+    check::<SessionRequest>();
+    check::<SendStream>();
+    check::<RecvStream>();
+    check::<ClientConfig>();
+    check::<ServerConfig>();
+    check::<ConnectError>();
+    check::<ConnectionError>();
+    check::<SessionError>();
+    check::<ReadError>();
+    check::<WriteError>();
+    check::<DatagramError>();
+    check::<OpenStreamError>();
+    check::<ConnectionEvent>();
+    check::<ConnectionInfo>();
+    check::<ConnectionDiagnostics>();
+    check::<SessionInfo>();
+    check::<SelfSignedCertificate>();
+}
