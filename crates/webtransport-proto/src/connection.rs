@@ -380,6 +380,8 @@ pub struct Connection {
     goaway_received: Option<u64>,
     /// Server: highest CONNECT stream id seen, for GOAWAY.
     max_request_id: Option<u64>,
+    /// Server: the client's MAX_PUSH_ID (we never push, but it must not decrease).
+    max_push_id: Option<u64>,
     error: Option<(Code, String)>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
@@ -408,6 +410,7 @@ impl Connection {
             goaway_sent: None,
             goaway_received: None,
             max_request_id: None,
+            max_push_id: None,
             error: None,
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -612,7 +615,7 @@ impl Connection {
             Some(StreamKind::Request(_)) => {
                 let session = SessionId::from_stream_id(stream).ok();
                 if let Some(session) = session {
-                    self.session_stream_ended(session, Some(code));
+                    self.session_stream_ended(session, Some(code), true);
                 }
             }
             _ => {}
@@ -633,9 +636,11 @@ impl Connection {
         }
         if let Ok(session) = SessionId::from_stream_id(stream) {
             if self.sessions.contains_key(&session) {
-                // The CONNECT stream can no longer carry capsules: the session is over.
+                // Our side of the CONNECT stream can no longer carry capsules: the session
+                // is over. The peer's side stays open (it may still send its close
+                // capsule and FIN), so its read state is kept and what comes is dropped.
                 self.actions.push_back(Action::Reset { stream, code });
-                self.session_stream_ended(session, Some(code));
+                self.session_stream_ended(session, Some(code), false);
             }
         }
     }
@@ -1029,9 +1034,13 @@ impl Connection {
         });
     }
 
-    /// Drops a session that never opened, refusing what was buffered for it.
+    /// Drops a session that never opened, refusing what was buffered for it. What the
+    /// peer still sends on its CONNECT stream is read and dropped.
     fn forget_session(&mut self, session: SessionId) {
         self.sessions.remove(&session);
+        if let Some(StreamKind::Request(r)) = self.streams.get_mut(&session.stream_id()) {
+            r.closed = true;
+        }
         self.remember_closed(session);
         self.drop_pending(session, Code::WT_SESSION_GONE);
     }
@@ -1086,8 +1095,9 @@ impl Connection {
         }
     }
 
-    /// The peer's side of a CONNECT stream ended (FIN, or reset with `reset`).
-    fn session_stream_ended(&mut self, session: SessionId, reset: Option<Code>) {
+    /// A CONNECT stream ended for the session: the peer's side finished or was reset
+    /// (`reader_done`), or the peer stopped our side (`reset` carries its code).
+    fn session_stream_ended(&mut self, session: SessionId, reset: Option<Code>, reader_done: bool) {
         let stream = session.stream_id();
         match self.sessions.get(&session).map(|s| &s.state) {
             Some(SessionState::Established { .. }) => {
@@ -1111,7 +1121,11 @@ impl Connection {
             }
             None => {}
         }
-        self.streams.remove(&stream);
+        if reader_done {
+            self.streams.remove(&stream);
+        } else if let Some(StreamKind::Request(r)) = self.streams.get_mut(&stream) {
+            r.closed = true;
+        }
     }
 
     fn release_pending(&mut self, session: SessionId) {
@@ -1243,6 +1257,11 @@ impl Connection {
                     BidiStreamHeader::decode(&buf).map_err(|e| (e.code(), e.to_string()))?
                 else {
                     if fin {
+                        if self.role == Role::Server {
+                            // RFC 9114 §4.1.2: a request stream that ends without a
+                            // complete request is H3_REQUEST_INCOMPLETE.
+                            self.refuse_stream(stream, true, Code::H3_REQUEST_INCOMPLETE);
+                        }
                         return Ok((None, Feed::Done));
                     }
                     return Ok((Some(StreamKind::BidiPreamble(buf)), Feed::Continue));
@@ -1366,7 +1385,7 @@ impl Connection {
                             debug!(stream, error = %e, "CONNECT stream ended inside a capsule");
                         }
                     }
-                    self.session_stream_ended(session, None);
+                    self.session_stream_ended(session, None, true);
                     return Ok((None, Feed::Done));
                 }
                 Ok((Some(StreamKind::Request(req)), Feed::Continue))
@@ -1495,7 +1514,17 @@ impl Connection {
                     "MAX_PUSH_ID sent by a server".into(),
                 ))
             }
-            Frame::MaxPushId(_) => Ok(()),
+            Frame::MaxPushId(id) => {
+                // RFC 9114 §7.2.7: "receipt of a MAX_PUSH_ID frame that contains a smaller
+                // value than previously received MUST be treated as a connection error of
+                // type H3_ID_ERROR."
+                let id = id.into_inner();
+                if self.max_push_id.is_some_and(|prev| id < prev) {
+                    return Err((Code::H3_ID_ERROR, format!("MAX_PUSH_ID decreased to {id}")));
+                }
+                self.max_push_id = Some(id);
+                Ok(())
+            }
             Frame::CancelPush(id) => {
                 // RFC 9114 §7.2.3: a push id we never allowed (no MAX_PUSH_ID sent, or
                 // server side where push ids are ours) is H3_ID_ERROR.
@@ -1630,7 +1659,6 @@ impl Connection {
                     debug!(stream, "trailing HEADERS on a CONNECT stream ignored");
                     return Ok(None);
                 }
-                req.got_headers = true;
                 let fields =
                     match qpack::decode_field_section(&block, self.config.max_field_section_size) {
                         Ok(f) => f,
@@ -1641,6 +1669,14 @@ impl Connection {
                             ))
                         }
                     };
+                // RFC 9114 §4.1: a response is zero or more interim (1xx) HEADERS and then
+                // the final one; only the final one opens the way for DATA.
+                let interim = self.role == Role::Client
+                    && ConnectResponse::from_fields(&fields)
+                        .is_ok_and(|r| (100..200).contains(&r.status));
+                if !interim {
+                    req.got_headers = true;
+                }
                 match self.role {
                     Role::Server => self.on_request_headers(stream, session, &fields),
                     Role::Client => self.on_response_headers(session, &fields),
@@ -1655,10 +1691,16 @@ impl Connection {
                     format!("frame type {:#x} on request stream {stream}", frame.ty()),
                 ))
             }
-            Frame::PushPromise => Err((
-                Code::H3_FRAME_UNEXPECTED,
-                "PUSH_PROMISE on a CONNECT stream".into(),
-            )),
+            // RFC 9114 §7.2.5: a server receiving PUSH_PROMISE is H3_FRAME_UNEXPECTED; a
+            // client that never sent MAX_PUSH_ID sees a push id above its maximum, which
+            // §4.6 makes H3_ID_ERROR.
+            Frame::PushPromise => Err(match self.role {
+                Role::Server => (
+                    Code::H3_FRAME_UNEXPECTED,
+                    "PUSH_PROMISE from a client".into(),
+                ),
+                Role::Client => (Code::H3_ID_ERROR, "PUSH_PROMISE without MAX_PUSH_ID".into()),
+            }),
             Frame::Unknown { ty, len } => {
                 debug!(
                     stream,
@@ -1778,6 +1820,17 @@ impl Connection {
     }
 
     fn on_capsule(&mut self, _now: Instant, session: SessionId, capsule: Capsule) {
+        let Some(state) = self.sessions.get(&session).map(|s| &s.state) else {
+            debug!(%session, capsule_type = capsule.ty(), "capsule for a session that is gone dropped");
+            return;
+        };
+        if !matches!(state, SessionState::Established { .. }) {
+            if matches!(capsule, Capsule::CloseSession { .. }) && self.role == Role::Server {
+                // The client closed before we answered: it gave up on the request.
+                self.forget_session(session);
+            }
+            return;
+        }
         match capsule {
             Capsule::CloseSession { code, reason } => {
                 // draft-ietf-webtrans-http3 §6: on CLOSE_WEBTRANSPORT_SESSION the receiver

@@ -179,7 +179,10 @@ mod tests {
 
     #[test]
     fn names_and_unknown_codes() {
-        assert_eq!(Code::H3_FRAME_UNEXPECTED.name(), Some("H3_FRAME_UNEXPECTED"));
+        assert_eq!(
+            Code::H3_FRAME_UNEXPECTED.name(),
+            Some("H3_FRAME_UNEXPECTED")
+        );
         assert_eq!(format!("{:?}", Code(0x1234)), "Code(0x1234)");
         assert!(Code(0x21).is_grease());
         assert!(Code(0x21 + 0x1f * 7).is_grease());
