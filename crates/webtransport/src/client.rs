@@ -12,6 +12,7 @@ use crate::config::ClientConfig;
 use crate::connection::{ConfigRef, ConnectOptions, Connection};
 use crate::driver::{SessionSlot, SessionStatus, Shared};
 use crate::error::{ConnectError, ConnectionError};
+use crate::manage::client_stats::{ClientDiagnostics, ClientRecorder, ClientStats};
 use crate::session::Session;
 
 async fn resolve(host: &str, port: u16) -> Result<SocketAddr, ConnectError> {
@@ -205,22 +206,37 @@ impl std::str::FromStr for WebTransportUrl {
     }
 }
 
-/// Connects to WebTransport URLs with one configuration.
+/// Connects to WebTransport URLs with one configuration, and counts its connects
+/// ([`Client::stats`]). Clones share the counters.
 #[derive(Debug, Clone)]
 pub struct Client {
     config: ClientConfig,
+    stats: Arc<ClientRecorder>,
 }
 
 impl Client {
     /// A client with `config` (validated here).
     pub fn new(config: ClientConfig) -> Result<Client, ConnectError> {
         config.validate()?;
-        Ok(Client { config })
+        Ok(Client {
+            config,
+            stats: Arc::default(),
+        })
     }
 
     /// The configuration.
     pub fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    /// Connect counters since the client was created (pywebtransport's `ClientStats`).
+    pub fn stats(&self) -> ClientStats {
+        self.stats.snapshot()
+    }
+
+    /// The counters and the states of this client's connections that still exist.
+    pub fn diagnostics(&self) -> ClientDiagnostics {
+        self.stats.diagnostics()
     }
 
     /// Connects to `url` (`https://host:port/path`) and opens a session.
@@ -239,7 +255,10 @@ impl Client {
         opts.host = u.host;
         opts.port = u.port;
         opts.path = u.path;
-        connect(&self.config, opts).await.map(|(_, s)| s)
+        let attempt = self.stats.start();
+        let (conn, session) = connect(&self.config, opts).await?;
+        attempt.succeeded(&conn);
+        Ok(session)
     }
 }
 

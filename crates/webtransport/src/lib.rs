@@ -14,6 +14,7 @@ pub mod config;
 pub mod connection;
 mod driver;
 pub mod error;
+pub mod manage;
 pub mod server;
 pub mod session;
 pub mod stream;
@@ -31,6 +32,10 @@ pub use connection::{
 pub use error::{
     ConnectError, ConnectionError, DatagramError, OpenStreamError, ReadError, SessionError,
     WriteError,
+};
+pub use manage::{
+    ClientDiagnostics, ClientFleet, ClientStats, ConnectionPool, LoadBalancer, LoadBalancerConfig,
+    LoadBalancerError, ReconnectingClient, SessionPool, Strategy,
 };
 pub use server::{Server, ServerError, SessionRequest};
 pub use session::{CloseInfo, Session, SessionInfo, SessionStats};
