@@ -258,8 +258,21 @@ struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        if self.close_on_drop {
-            self.shared.quic.close(quinn_code(Code::H3_NO_ERROR), b"");
+        if !self.close_on_drop || self.shared.quic.close_reason().is_some() {
+            return;
+        }
+        // Close in the background so that session close capsules queued by the dropped
+        // sessions still reach the peer; without a runtime, close at once.
+        let shared = self.shared.clone();
+        let timeout = match &shared.config {
+            ConfigRef::Client(c) => c.close_timeout,
+            ConfigRef::Server(_) => Duration::from_secs(1),
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move { shared.close_gracefully("", timeout).await });
+            }
+            Err(_) => shared.quic.close(quinn_code(Code::H3_NO_ERROR), b""),
         }
     }
 }
@@ -582,6 +595,17 @@ impl Connection {
         }
         shared.state.send_replace(ConnectionState::Closing);
         shared.quic.close(quinn_code(code), reason.as_bytes());
+    }
+
+    /// Closes every open session (code 0, `reason`), waits up to `timeout` until the
+    /// peer has acknowledged the closes, then closes the connection with H3_NO_ERROR.
+    /// Use this rather than [`Connection::close`] when the process is about to exit.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the sessions are closed at the first poll; cancelling only skips the
+    /// wait.
+    pub async fn shutdown(&self, reason: &str, timeout: Duration) {
+        self.shared().close_gracefully(reason, timeout).await;
     }
 
     /// Sends GOAWAY (server: no new sessions beyond those already requested).

@@ -30,6 +30,10 @@ use crate::server::SessionRequest;
 use crate::session::SessionStats;
 use crate::stream::{self, RecvCell, RecvStream, SendCell, SendStream};
 
+/// Connection ids: unique within the process (quinn's `stable_id` is an address that
+/// comes back after a connection is freed).
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Closed sessions whose outcome is remembered for `closed()` and `get_session_info`.
 const CLOSED_SESSIONS_KEPT: usize = 64;
 
@@ -41,8 +45,18 @@ pub(crate) fn quinn_code(code: Code) -> quinn::VarInt {
 #[derive(Debug)]
 pub(crate) enum Cmd {
     Register(u64, quinn::SendStream),
-    Write { stream: u64, data: Bytes, fin: bool },
-    Reset { stream: u64, code: Code },
+    Write {
+        stream: u64,
+        data: Bytes,
+        fin: bool,
+    },
+    Reset {
+        stream: u64,
+        code: Code,
+    },
+    /// Answered once every command before it is done and every stream finished so far
+    /// has been acknowledged by the peer (or stopped, or the connection ended).
+    Flush(oneshot::Sender<()>),
 }
 
 /// How a session stands.
@@ -247,7 +261,11 @@ impl Shared {
         let (events, _) = broadcast::channel(256);
         let now = SystemTime::now();
         let shared = Arc::new(Shared {
-            id: format!("{}-{:x}", role_tag(role), quic.stable_id()),
+            id: format!(
+                "{}-{}",
+                role_tag(role),
+                NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
             local_addr: endpoint.as_ref().and_then(|e| e.local_addr().ok()),
             quic,
             _endpoint: endpoint,
@@ -287,6 +305,50 @@ impl Shared {
         tokio::spawn(run(shared.clone(), cmd_rx, sends));
         tokio::spawn(read_datagrams(shared.clone()));
         Ok(shared)
+    }
+
+    /// Waits until everything queued for the HTTP/3 streams is written and every stream
+    /// finished so far (a session's CONNECT stream after its close capsule, say) is
+    /// acknowledged by the peer, or `timeout` passes.
+    pub(crate) async fn flush(&self, timeout: std::time::Duration) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Cmd::Flush(tx)).is_ok() {
+            let _ = tokio::time::timeout(timeout, rx).await;
+        }
+    }
+
+    /// Closes every open session with `reason`, waits for the closes to be delivered (up
+    /// to `timeout`), then closes the QUIC connection with H3_NO_ERROR.
+    pub(crate) async fn close_gracefully(
+        self: &Arc<Self>,
+        reason: &str,
+        timeout: std::time::Duration,
+    ) {
+        {
+            let mut inner = self.lock();
+            let open: Vec<SessionId> = inner
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.is_established())
+                .map(|(id, _)| *id)
+                .collect();
+            for id in open {
+                let _ = inner.core.close_session(id, 0, reason);
+            }
+            self.pump(&mut inner);
+        }
+        self.flush(timeout).await;
+        {
+            let mut inner = self.lock();
+            inner.error.get_or_insert(ConnectionError::LocallyClosed);
+        }
+        self.state.send_replace(ConnectionState::Closing);
+        self.quic
+            .close(quinn_code(Code::H3_NO_ERROR), reason.as_bytes());
+        if let Some(ep) = &self._endpoint {
+            // A client's own endpoint: let the CONNECTION_CLOSE go out.
+            let _ = tokio::time::timeout(timeout, ep.wait_idle()).await;
+        }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -548,7 +610,10 @@ async fn run(
     mut cmd_rx: mpsc::UnboundedReceiver<Cmd>,
     mut sends: HashMap<u64, quinn::SendStream>,
 ) {
+    let mut finishing = tokio::task::JoinSet::new();
     loop {
+        // Forget acknowledged streams as we go.
+        while finishing.try_join_next().is_some() {}
         let deadline = shared.lock().core.poll_timeout();
         let sleep = async {
             match deadline {
@@ -575,8 +640,18 @@ async fn run(
                     }
                     if fin {
                         let _ = s.finish();
-                        sends.remove(&stream);
+                        if let Some(s) = sends.remove(&stream) {
+                            // Watch for the peer's acknowledgement, so that a graceful
+                            // close can wait until the close capsule has arrived.
+                            finishing.spawn(async move {
+                                let _ = s.stopped().await;
+                            });
+                        }
                     }
+                }
+                Cmd::Flush(done) => {
+                    while finishing.join_next().await.is_some() {}
+                    let _ = done.send(());
                 }
                 Cmd::Reset { stream, code } => {
                     if let Some(mut s) = sends.remove(&stream) {

@@ -37,6 +37,8 @@ pub use manage::{
     ClientDiagnostics, ClientFleet, ClientStats, ConnectionPool, LoadBalancer, LoadBalancerConfig,
     LoadBalancerError, ReconnectingClient, SessionPool, Strategy,
 };
+/// The time type of [`tls::check_certificate_hash_requirements`].
+pub use rustls_pki_types::UnixTime;
 pub use server::{Server, ServerError, SessionRequest};
 pub use session::{CloseInfo, Session, SessionInfo, SessionStats};
 pub use stream::{RecvStream, SendStream};

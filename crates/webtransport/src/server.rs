@@ -303,9 +303,12 @@ impl Server {
             }
         };
         let _ = tokio::time::timeout(timeout, all_done).await;
-        for c in &conns {
-            c.close(Code::H3_NO_ERROR, "server shutting down");
-        }
+        // Sessions still open are closed with a capsule (so that browsers see a close
+        // code and reason, not a dropped connection), then the connections.
+        let closing = conns
+            .iter()
+            .map(|c| c.shutdown("server shutting down", Duration::from_millis(500)));
+        futures_util::future::join_all(closing).await;
         for ep in &self.endpoints {
             let _ = tokio::time::timeout(Duration::from_secs(1), ep.wait_idle()).await;
         }

@@ -48,6 +48,9 @@ pub const SELF_SIGNED_BACKDATE: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
+    /// A name for a certificate is neither a DNS name nor an IP address.
+    #[error("{0:?} is not a DNS name or IP address")]
+    InvalidName(String),
     /// A configured file does not exist.
     #[error("{what} not found: {}", path.display())]
     FileNotFound {
@@ -281,6 +284,15 @@ impl SelfSignedCertificate {
 /// each name as a subjectAltName (an IP address when it parses as one, else a DNS name) and the
 /// first as common name.
 pub fn generate_self_signed(names: &[impl AsRef<str>]) -> Result<SelfSignedCertificate, TlsError> {
+    if names.is_empty() {
+        return Err(TlsError::InvalidName("no names given".into()));
+    }
+    for name in names {
+        let name = name.as_ref();
+        if ServerName::try_from(name).is_err() {
+            return Err(TlsError::InvalidName(name.to_owned()));
+        }
+    }
     // Whole seconds: X.509 times have no fractions, so the encoded period stays exact.
     let now = time::OffsetDateTime::now_utc();
     let now = now.replace_nanosecond(0).unwrap_or(now);

@@ -771,3 +771,93 @@ fn public_types_are_send_and_sync() {
     check::<SessionInfo>();
     check::<SelfSignedCertificate>();
 }
+
+#[tokio::test]
+async fn dropping_a_client_closes_its_session_gracefully() {
+    let fx = fixture().await;
+    let server = fx.server.clone();
+    let srv = tokio::spawn(async move {
+        let s = server.accept().await.unwrap().accept().unwrap();
+        s.closed().await
+    });
+    let s = fx.connect("/drop").await.unwrap();
+    drop(s);
+    // The peer sees a clean close (code 0) at once, not an idle timeout 30 s later.
+    let seen = tokio::time::timeout(Duration::from_secs(3), srv)
+        .await
+        .expect("close delivered")
+        .unwrap();
+    assert_eq!(
+        seen.unwrap(),
+        CloseInfo {
+            code: 0,
+            reason: String::new(),
+            remote: true
+        }
+    );
+}
+
+#[tokio::test]
+async fn connection_shutdown_delivers_session_closes_before_exit() {
+    let fx = fixture().await;
+    let server = fx.server.clone();
+    let srv = tokio::spawn(async move {
+        let s = server.accept().await.unwrap().accept().unwrap();
+        s.closed().await
+    });
+    let s = fx.connect("/shutdown").await.unwrap();
+    let conn = s.connection().clone();
+    conn.shutdown("client exiting", T).await;
+    assert!(conn.is_closed() || conn.is_closing());
+    let seen = tokio::time::timeout(T, srv)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        seen,
+        CloseInfo {
+            code: 0,
+            reason: "client exiting".into(),
+            remote: true
+        }
+    );
+}
+
+#[tokio::test]
+async fn server_shutdown_closes_open_sessions_with_a_reason() {
+    let fx = fixture().await;
+    let _echo = fx.spawn_echo();
+    let s = fx.connect("/echo").await.unwrap();
+    // This client ignores DRAIN, so the server closes the session when its wait ends.
+    fx.server.shutdown(Duration::from_millis(200)).await;
+    let seen = tokio::time::timeout(T, s.closed()).await.unwrap();
+    assert_eq!(
+        seen.unwrap(),
+        CloseInfo {
+            code: 0,
+            reason: "server shutting down".into(),
+            remote: true
+        }
+    );
+}
+
+#[test]
+fn connection_ids_are_unique() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let fx = fixture().await;
+        let _echo = fx.spawn_echo();
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let s = fx.connect("/echo").await.unwrap();
+            assert!(ids.insert(s.connection().connection_id().to_owned()));
+            s.connection()
+                .shutdown("", Duration::from_millis(200))
+                .await;
+        }
+    });
+}
