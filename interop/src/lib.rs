@@ -1,0 +1,208 @@
+//! Support for the interop tests: a server with the routes every peer's checks use, and
+//! helpers to run external peers.
+//!
+//! Routes:
+//! - `/echo`: bidi streams echoed then finished; each uni stream's bytes sent back on a
+//!   new uni stream; datagrams echoed; the first offered subprotocol is accepted.
+//! - `/server-bidi`: the server opens a bidi stream, sends `hello from server`, reads the
+//!   reply, then closes the session with code 1 and the reply as reason.
+//! - `/close-watch`: records the close code and reason the peer sends.
+//! - `/close-by-server`: closes at once with code 4000, reason `server bye`.
+//! - `/codes`: the stream reset / stop-sending choreography of the page (see
+//!   `pages/chromium.html`), then closes with the codes it saw as the reason.
+//! - anything else: 404.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use webtransport::{Server, ServerConfig, Session, SessionRequest};
+
+/// What the server saw, for the test to assert.
+#[derive(Debug, Default, Clone)]
+pub struct Observed {
+    /// (path, code, reason, remote) of every session close.
+    pub closes: Vec<(String, u32, String, bool)>,
+    /// Stream reset code the server read on `/codes` stream 1.
+    pub reset_seen: Option<Option<u32>>,
+    /// Stop code the server's uni stream saw on `/codes`.
+    pub stop_seen: Option<Option<u32>>,
+    /// Paths requested, in order.
+    pub paths: Vec<String>,
+}
+
+/// A running route server.
+pub struct RouteServer {
+    /// The server.
+    pub server: Arc<Server>,
+    /// What it saw.
+    pub observed: Arc<Mutex<Observed>>,
+    /// Its port.
+    pub port: u16,
+    /// SHA-256 of its certificate, hex.
+    pub hash_hex: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RouteServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the route server on 127.0.0.1:0 with a browser-acceptable certificate.
+pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> RouteServer {
+    let cert = webtransport::generate_self_signed(&["localhost", "127.0.0.1", "::1"]).unwrap();
+    let mut cfg = ServerConfig {
+        bind: vec!["127.0.0.1:0".parse().unwrap()],
+        certificate: cert.to_certificate_source(),
+        ..ServerConfig::default()
+    };
+    tweak(&mut cfg);
+    let server = Arc::new(Server::bind(cfg).await.expect("bind"));
+    let port = server.local_addrs()[0].port();
+    let observed: Arc<Mutex<Observed>> = Arc::default();
+    let task = tokio::spawn(serve(server.clone(), observed.clone()));
+    RouteServer {
+        server,
+        observed,
+        port,
+        hash_hex: cert.sha256_hex(),
+        task,
+    }
+}
+
+async fn serve(server: Arc<Server>, observed: Arc<Mutex<Observed>>) {
+    while let Some(req) = server.accept().await {
+        let path = req.path().to_owned();
+        observed.lock().unwrap().paths.push(path.clone());
+        let observed = observed.clone();
+        tokio::spawn(async move { route(req, path, observed).await });
+    }
+}
+
+async fn route(req: SessionRequest, path: String, observed: Arc<Mutex<Observed>>) {
+    let known = ["/echo", "/server-bidi", "/close-watch", "/close-by-server", "/codes"];
+    if !known.contains(&path.as_str()) {
+        req.reject(404);
+        return;
+    }
+    let proto = req.protocols().first().cloned();
+    let Ok(session) = req.accept_with(proto, vec![]) else { return };
+    let watcher = {
+        let session = session.clone();
+        let observed = observed.clone();
+        let path = path.clone();
+        tokio::spawn(async move {
+            if let Ok(c) = session.closed().await {
+                observed.lock().unwrap().closes.push((path, c.code, c.reason, c.remote));
+            }
+        })
+    };
+    match path.as_str() {
+        "/echo" => echo(session).await,
+        "/server-bidi" => {
+            if let Ok((mut send, mut recv)) = session.open_bi().await {
+                let _ = send.write_all(b"hello from server").await;
+                let _ = send.finish();
+                let reply = recv.read_to_end(1 << 16).await.unwrap_or_default();
+                let _ = session.close(1, &String::from_utf8_lossy(&reply));
+            }
+        }
+        "/close-by-server" => {
+            let _ = session.close(4000, "server bye");
+        }
+        "/codes" => codes(session, observed).await,
+        _ => {
+            let _ = session.closed().await;
+        }
+    }
+    let _ = watcher.await;
+}
+
+/// The `/echo` behaviour, also what `wt serve` does.
+pub async fn echo(session: Session) {
+    let s1 = session.clone();
+    let bi = tokio::spawn(async move {
+        while let Ok((mut send, mut recv)) = s1.accept_bi().await {
+            tokio::spawn(async move {
+                while let Ok(Some(chunk)) = recv.read_chunk(64 * 1024).await {
+                    if send.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = send.finish();
+            });
+        }
+    });
+    let s2 = session.clone();
+    let uni = tokio::spawn(async move {
+        while let Ok(mut recv) = s2.accept_uni().await {
+            let s = s2.clone();
+            tokio::spawn(async move {
+                let Ok(data) = recv.read_to_end(16 << 20).await else { return };
+                if let Ok(mut send) = s.open_uni().await {
+                    let _ = send.write_all(&data).await;
+                    let _ = send.finish();
+                }
+            });
+        }
+    });
+    let s3 = session.clone();
+    let dg = tokio::spawn(async move {
+        while let Ok(d) = s3.read_datagram().await {
+            let _ = s3.send_datagram(&d);
+        }
+    });
+    let _ = session.closed().await;
+    bi.abort();
+    uni.abort();
+    dg.abort();
+}
+
+async fn codes(session: Session, observed: Arc<Mutex<Observed>>) {
+    let step = async {
+        // 1. The peer resets stream 1 after we acknowledge its first bytes.
+        let (mut send, mut recv) = session.accept_bi().await.ok()?;
+        let mut first = [0u8; 3];
+        recv.read_exact(&mut first).await.ok()?;
+        send.write_all(b"k").await.ok()?;
+        let reset = match recv.read_to_end(1 << 20).await {
+            Err(webtransport::ReadError::Reset(code)) => Some(code),
+            _ => None,
+        };
+        observed.lock().unwrap().reset_seen = reset;
+        // 2. We stop the peer's stream 2 with 8.
+        let (_send2, mut recv2) = session.accept_bi().await.ok()?;
+        let mut b = [0u8; 3];
+        recv2.read_exact(&mut b).await.ok()?;
+        recv2.stop(8).ok()?;
+        // 3. We reset our own stream with 9 after the peer acknowledges a byte.
+        let (mut send3, mut recv3) = session.open_bi().await.ok()?;
+        send3.write_all(b"x").await.ok()?;
+        let mut ack = [0u8; 1];
+        recv3.read_exact(&mut ack).await.ok()?;
+        send3.reset(9).ok()?;
+        // 4. The peer stops our uni stream with 10.
+        let mut send4 = session.open_uni().await.ok()?;
+        send4.write_all(b"y").await.ok()?;
+        let stopped = tokio::time::timeout(Duration::from_secs(5), send4.stopped()).await.ok()?.ok();
+        observed.lock().unwrap().stop_seen = stopped;
+        Some((reset, stopped))
+    };
+    let seen = step.await;
+    let reason = match seen {
+        Some((reset, stopped)) => format!("reset={reset:?} stopped={stopped:?}"),
+        None => "choreography failed".into(),
+    };
+    let _ = session.close(0, &reason);
+}
+
+/// Logs for interop runs: our side's SETTINGS and draft lines at info, the rest at warn,
+/// unless RUST_LOG says otherwise.
+pub fn init_log() {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,webtransport::driver=info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+}
