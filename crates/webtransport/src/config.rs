@@ -370,6 +370,11 @@ pub struct SessionLimits {
     /// DATAGRAM capsule of maximal size); must be >= 1028 so a CLOSE_WEBTRANSPORT_SESSION
     /// capsule with a maximal reason fits.
     pub max_capsule_size: u64,
+    /// Interop switch: write capsules on the CONNECT stream without the HTTP/3 DATA frame
+    /// around them. pywebtransport 0.8.1 expects that and closes the connection with
+    /// H3_FRAME_UNEXPECTED on a correctly framed close capsule (docs/protocol.md). Capsules
+    /// are accepted in both forms whatever this says. Default false.
+    pub unframed_capsules: bool,
 }
 
 /// Payload of the largest CLOSE_WEBTRANSPORT_SESSION capsule: a 32-bit code and a reason of at
@@ -386,6 +391,7 @@ impl Default for SessionLimits {
             incoming_datagram_queue: 1024,
             max_field_section_size: 16 * KIB,
             max_capsule_size: 64 * KIB,
+            unframed_capsules: false,
         }
     }
 }

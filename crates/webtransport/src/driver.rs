@@ -229,6 +229,7 @@ pub(crate) fn proto_config(limits: &SessionLimits) -> core::Config {
         max_sessions: limits.max_sessions,
         max_field_section_size: limits.max_field_section_size,
         max_capsule_size: limits.max_capsule_size,
+        unframed_capsules: limits.unframed_capsules,
         max_pending_streams: limits.max_pending_streams,
         max_pending_datagrams: limits.max_pending_datagrams,
         ..core::Config::default()
