@@ -328,20 +328,12 @@ async fn close(session: &Session) -> Result<String, String> {
     ))
 }
 
-/// Lets the close reach the server before the process exits.
-///
-/// The library queues the CLOSE_WEBTRANSPORT_SESSION capsule for its connection task and
-/// closes the QUIC connection when the last handle is dropped, but offers no way to wait
-/// until either has been sent (quinn's `Endpoint::wait_idle` is not exposed for clients).
-/// Exiting at once can lose both, and the server then only learns of the end at its idle
-/// timeout. So: give the capsule a few round trips to be acknowledged, drop the session
-/// (closing the connection), and give the CONNECTION_CLOSE a moment to leave.
+/// Lets the close reach the server before the process exits: waits until the server has
+/// acknowledged the close capsule, then closes the connection.
 async fn finish(session: Session) {
-    let rtt = session.connection().diagnostics().rtt;
-    let grace = (rtt * 3).clamp(Duration::from_millis(20), Duration::from_millis(300));
-    tokio::time::sleep(grace).await;
+    let conn = session.connection().clone();
     drop(session);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    conn.shutdown("", Duration::from_secs(1)).await;
 }
 
 /// Checks that the echo is what was sent, and says where it differs.

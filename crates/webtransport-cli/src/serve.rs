@@ -185,20 +185,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// Closes every open session with code 0 and a reason, so clients (a browser's
 /// `transport.closed`) learn why instead of seeing the connection drop.
 ///
-/// `Server::shutdown` alone asks sessions to drain and, after its grace period, closes the
-/// connections without closing the sessions first. An echo has no work in flight worth
-/// draining, so the sessions are closed at once.
+/// An echo has no work in flight worth draining, so the sessions are closed at once;
+/// `Server::shutdown` then waits for the closes to be delivered.
 async fn close_sessions(open: &[Session]) {
-    let mut closed = 0;
     for session in open.iter().filter(|s| !s.is_closed()) {
-        if session.close(0, SHUTDOWN_REASON).is_ok() {
-            closed += 1;
-        }
-    }
-    if closed > 0 {
-        // The close capsules are written by each connection's task, and nothing reports
-        // when they are sent; closing the connections right away would discard them.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = session.close(0, SHUTDOWN_REASON);
     }
 }
 

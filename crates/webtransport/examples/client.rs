@@ -57,10 +57,10 @@ async fn run(url: &str, hash: &str) -> anyhow::Result<()> {
     );
     println!("echo: {}", String::from_utf8_lossy(&echo));
 
-    session.close(0, "client example done")?;
-    // `close` only queues the close capsule for the connection's task, and the library has
-    // no call that waits until it is sent. Exiting at once loses it (the server would only
-    // notice at its idle timeout), so give it a moment to leave.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Close the session and wait until the server has it, before the process exits.
+    session
+        .connection()
+        .shutdown("client example done", Duration::from_secs(2))
+        .await;
     Ok(())
 }
