@@ -63,6 +63,13 @@ pub enum ConnectionEvent {
         /// Opened by the peer.
         incoming: bool,
     },
+    /// A datagram arrived for a session.
+    DatagramReceived {
+        /// The session.
+        session: SessionId,
+        /// Payload length.
+        len: usize,
+    },
     /// The peer asked to wind a session down.
     SessionDraining {
         /// The session.

@@ -493,8 +493,14 @@ impl Shared {
                         inner.datagrams_dropped += 1;
                     }
                     slot.stats.datagrams_received += 1;
+                    let len = payload.len();
                     slot.datagrams.push_back(payload);
                     slot.notify.datagram.notify_waiters();
+                    if self.events.receiver_count() > 0 {
+                        let _ = self
+                            .events
+                            .send(ConnectionEvent::DatagramReceived { session, len });
+                    }
                 }
             }
             Event::SessionDraining { session } => {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use webtransport_proto::headers::{ConnectRequest, ConnectResponse};
 use webtransport_proto::stream_header::SessionId;
 
-use crate::connection::Connection;
+use crate::connection::{Connection, ConnectionEvent};
 use crate::driver::{SessionNotify, SessionSlot, SessionStatus};
 use crate::error::{DatagramError, OpenStreamError, SessionError};
 use crate::stream::{RecvStream, SendStream};
@@ -104,6 +104,86 @@ impl SessionInfo {
             closed_at: s.closed_at,
             close,
             stats: s.stats,
+        }
+    }
+}
+
+/// An event of one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEvent {
+    /// The session is established.
+    Ready,
+    /// A stream was opened.
+    StreamOpened {
+        /// Bidirectional or unidirectional.
+        bidi: bool,
+        /// Opened by the peer.
+        incoming: bool,
+    },
+    /// A datagram arrived (read it with [`Session::read_datagram`]).
+    Datagram {
+        /// Payload length.
+        len: usize,
+    },
+    /// The peer asked to wind the session down.
+    Draining,
+    /// The session closed.
+    Closed(CloseInfo),
+    /// The connection under the session closed.
+    ConnectionClosed(crate::error::ConnectionError),
+}
+
+/// The typed event stream of one session, from [`Session::events`].
+#[derive(Debug)]
+pub struct SessionEvents {
+    rx: tokio::sync::broadcast::Receiver<ConnectionEvent>,
+    id: SessionId,
+}
+
+impl SessionEvents {
+    /// The next event; `None` once the connection's event channel is gone. Events missed
+    /// because the receiver lagged more than 256 behind are skipped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn recv(&mut self) -> Option<SessionEvent> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let ev = match self.rx.recv().await {
+                Ok(ev) => ev,
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            };
+            let mapped = match ev {
+                ConnectionEvent::SessionReady { session } if session == self.id => {
+                    SessionEvent::Ready
+                }
+                ConnectionEvent::StreamOpened {
+                    session,
+                    bidi,
+                    incoming,
+                } if session == self.id => SessionEvent::StreamOpened { bidi, incoming },
+                ConnectionEvent::DatagramReceived { session, len } if session == self.id => {
+                    SessionEvent::Datagram { len }
+                }
+                ConnectionEvent::SessionDraining { session } if session == self.id => {
+                    SessionEvent::Draining
+                }
+                ConnectionEvent::SessionClosed {
+                    session,
+                    code,
+                    reason,
+                    remote,
+                } if session == self.id => SessionEvent::Closed(CloseInfo {
+                    code,
+                    reason,
+                    remote,
+                }),
+                ConnectionEvent::Closed { error } => SessionEvent::ConnectionClosed(error),
+                _ => continue,
+            };
+            return Some(mapped);
         }
     }
 }
@@ -227,6 +307,14 @@ impl Session {
         self.response().and_then(|r| r.protocol)
     }
 
+    /// A receiver of this session's events (from now on).
+    pub fn events(&self) -> SessionEvents {
+        SessionEvents {
+            rx: self.conn.events(),
+            id: self.id,
+        }
+    }
+
     /// Counters.
     pub fn stats(&self) -> SessionStats {
         self.with_slot(|s| s.stats).unwrap_or_default()
@@ -291,6 +379,15 @@ impl Session {
     }
 
     fn wrap_send(&self, send: quinn::SendStream, bidi: bool) -> SendStream {
+        let _ = self
+            .conn
+            .shared()
+            .events
+            .send(ConnectionEvent::StreamOpened {
+                session: self.id,
+                bidi,
+                incoming: false,
+            });
         let (s, cell) = SendStream::new(send, self.id);
         self.with_slot(|slot| {
             slot.register_send(&cell);

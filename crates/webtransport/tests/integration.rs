@@ -861,3 +861,58 @@ fn connection_ids_are_unique() {
         }
     });
 }
+
+#[tokio::test]
+async fn session_events_are_typed_and_filtered() {
+    let fx = fixture().await;
+    let _echo = fx.spawn_echo();
+    let client = Client::new(fx.client_config()).unwrap();
+    let s = client.connect(&fx.url("/echo")).await.unwrap();
+    let mut events = s.events();
+    let (mut send, mut recv) = s.open_bi().await.unwrap();
+    send.write_all(b"e").await.unwrap();
+    send.finish().unwrap();
+    recv.read_to_end(10).await.unwrap();
+    let mut got_datagram = false;
+    for _ in 0..20 {
+        s.send_datagram(b"d").unwrap();
+        if tokio::time::timeout(Duration::from_millis(200), s.read_datagram())
+            .await
+            .is_ok()
+        {
+            got_datagram = true;
+            break;
+        }
+    }
+    assert!(got_datagram);
+    s.close(5, "events").unwrap();
+    let mut seen = Vec::new();
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(2), events.recv()).await {
+        let done = matches!(ev, SessionEvent::Closed(_));
+        seen.push(ev);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.first(),
+        Some(&SessionEvent::StreamOpened {
+            bidi: true,
+            incoming: false
+        }),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&SessionEvent::Datagram { len: 1 }),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.last(),
+        Some(&SessionEvent::Closed(CloseInfo {
+            code: 5,
+            reason: "events".into(),
+            remote: false
+        })),
+        "{seen:?}"
+    );
+}
