@@ -458,12 +458,28 @@ impl Shared {
                 bidi,
                 prefix,
             } => {
-                let Some((recv, send)) = inner.detached.remove(&stream) else {
+                let Some((mut recv, send)) = inner.detached.remove(&stream) else {
                     return;
                 };
                 let Some(slot) = inner.sessions.get_mut(&session) else {
                     return;
                 };
+                let queued = if bidi {
+                    slot.incoming_bi.len()
+                } else {
+                    slot.incoming_uni.len()
+                };
+                if queued >= self.limits.incoming_stream_queue.max(1) {
+                    // The application is not accepting: refuse rather than queue without
+                    // bound (limits.incoming_stream_queue).
+                    debug!(conn = %self.id, %session, stream, queued, "incoming stream queue full: stream refused");
+                    let code = quinn_code(Code::WT_BUFFERED_STREAM_REJECTED);
+                    let _ = recv.stop(code);
+                    if let Some(mut send) = send {
+                        let _ = send.reset(code);
+                    }
+                    return;
+                }
                 let (recv, rcell) = RecvStream::new(recv, prefix, session);
                 slot.register_recv(&rcell);
                 if bidi {

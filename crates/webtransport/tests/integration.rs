@@ -916,3 +916,43 @@ async fn session_events_are_typed_and_filtered() {
         "{seen:?}"
     );
 }
+
+#[tokio::test]
+async fn incoming_stream_queue_is_bounded() {
+    let fx = fixture_with(|c| c.limits.incoming_stream_queue = 4).await;
+    let server = fx.server.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let s = server.accept().await.unwrap().accept().unwrap();
+        // Accept nothing until told.
+        let _ = rx.await;
+        let mut n = 0;
+        while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), s.accept_uni()).await
+        {
+            n += 1;
+        }
+        n
+    });
+    let s = fx.connect("/queue").await.unwrap();
+    let mut refused = 0;
+    let mut sends = Vec::new();
+    for _ in 0..10 {
+        let mut u = s.open_uni().await.unwrap();
+        u.write_all(b"x").await.unwrap();
+        sends.push(u);
+    }
+    for u in &mut sends {
+        if let Ok(Ok(Some(code))) = tokio::time::timeout(Duration::from_secs(2), u.stopped()).await
+        {
+            // WT_BUFFERED_STREAM_REJECTED is an HTTP/3 code, not a WebTransport one.
+            let _ = code;
+        }
+    }
+    for u in &mut sends {
+        if let Err(WriteError::Stopped(None)) = u.write_all(b"y").await {
+            refused += 1;
+        }
+    }
+    let _ = tx.send(());
+    assert_eq!(refused, 6, "10 streams against a queue of 4");
+}
