@@ -119,44 +119,9 @@ async fn route(req: SessionRequest, path: String, observed: Arc<Mutex<Observed>>
     let _ = watcher.await;
 }
 
-/// The `/echo` behaviour, also what `wt serve` does.
+/// The `/echo` behaviour: the library's echo service, also what `wt serve` runs.
 pub async fn echo(session: Session) {
-    let s1 = session.clone();
-    let bi = tokio::spawn(async move {
-        while let Ok((mut send, mut recv)) = s1.accept_bi().await {
-            tokio::spawn(async move {
-                while let Ok(Some(chunk)) = recv.read_chunk(64 * 1024).await {
-                    if send.write_all(&chunk).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = send.finish();
-            });
-        }
-    });
-    let s2 = session.clone();
-    let uni = tokio::spawn(async move {
-        while let Ok(mut recv) = s2.accept_uni().await {
-            let s = s2.clone();
-            tokio::spawn(async move {
-                let Ok(data) = recv.read_to_end(16 << 20).await else { return };
-                if let Ok(mut send) = s.open_uni().await {
-                    let _ = send.write_all(&data).await;
-                    let _ = send.finish();
-                }
-            });
-        }
-    });
-    let s3 = session.clone();
-    let dg = tokio::spawn(async move {
-        while let Ok(d) = s3.read_datagram().await {
-            let _ = s3.send_datagram(&d);
-        }
-    });
-    let _ = session.closed().await;
-    bi.abort();
-    uni.abort();
-    dg.abort();
+    let _ = webtransport::echo::serve(session).await;
 }
 
 async fn codes(session: Session, observed: Arc<Mutex<Observed>>) {

@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod connection;
 mod driver;
+pub mod echo;
 pub mod error;
 pub mod manage;
 pub mod server;

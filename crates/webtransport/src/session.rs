@@ -429,28 +429,8 @@ impl Session {
     /// # Cancel safety
     /// Cancel safe: a stream is taken only when returned.
     pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), SessionError> {
-        loop {
-            let notified = self.notify.bi.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let mut inner = self.conn.shared().lock();
-                let slot = inner
-                    .sessions
-                    .get_mut(&self.id)
-                    .ok_or(SessionError::NotEstablished)?;
-                if let Some(s) = slot.incoming_bi.pop_front() {
-                    return Ok(s);
-                }
-                if !matches!(
-                    slot.status,
-                    SessionStatus::Established | SessionStatus::Pending
-                ) {
-                    return Err(Self::status_error(&slot.status));
-                }
-            }
-            notified.await;
-        }
+        self.wait_for(&self.notify.bi, |slot| slot.incoming_bi.pop_front())
+            .await
     }
 
     /// Waits for the peer's next unidirectional stream.
@@ -458,8 +438,20 @@ impl Session {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn accept_uni(&self) -> Result<RecvStream, SessionError> {
+        self.wait_for(&self.notify.uni, |slot| slot.incoming_uni.pop_front())
+            .await
+    }
+
+    /// Waits until `take` finds something in the session's slot, waking on `notify`;
+    /// fails once the session is neither pending nor established. Cancel safe: `take`
+    /// runs under the lock, so an item is only removed when it is returned.
+    async fn wait_for<T>(
+        &self,
+        notify: &tokio::sync::Notify,
+        mut take: impl FnMut(&mut SessionSlot) -> Option<T>,
+    ) -> Result<T, SessionError> {
         loop {
-            let notified = self.notify.uni.notified();
+            let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
@@ -468,8 +460,8 @@ impl Session {
                     .sessions
                     .get_mut(&self.id)
                     .ok_or(SessionError::NotEstablished)?;
-                if let Some(s) = slot.incoming_uni.pop_front() {
-                    return Ok(s);
+                if let Some(item) = take(slot) {
+                    return Ok(item);
                 }
                 if !matches!(
                     slot.status,
@@ -543,28 +535,8 @@ impl Session {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn read_datagram(&self) -> Result<Bytes, SessionError> {
-        loop {
-            let notified = self.notify.datagram.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let mut inner = self.conn.shared().lock();
-                let slot = inner
-                    .sessions
-                    .get_mut(&self.id)
-                    .ok_or(SessionError::NotEstablished)?;
-                if let Some(d) = slot.datagrams.pop_front() {
-                    return Ok(d);
-                }
-                if !matches!(
-                    slot.status,
-                    SessionStatus::Established | SessionStatus::Pending
-                ) {
-                    return Err(Self::status_error(&slot.status));
-                }
-            }
-            notified.await;
-        }
+        self.wait_for(&self.notify.datagram, |slot| slot.datagrams.pop_front())
+            .await
     }
 
     /// Closes the session with an application `code` and `reason` (at most 1024 bytes).

@@ -87,44 +87,7 @@ impl Fixture {
 }
 
 async fn echo(session: Session) {
-    let s1 = session.clone();
-    let bi = tokio::spawn(async move {
-        while let Ok((mut send, mut recv)) = s1.accept_bi().await {
-            tokio::spawn(async move {
-                while let Ok(Some(chunk)) = recv.read_chunk(64 * 1024).await {
-                    if send.write_all(&chunk).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = send.finish();
-            });
-        }
-    });
-    let s2 = session.clone();
-    let uni = tokio::spawn(async move {
-        while let Ok(mut recv) = s2.accept_uni().await {
-            let s = s2.clone();
-            tokio::spawn(async move {
-                let Ok(data) = recv.read_to_end(64 << 20).await else {
-                    return;
-                };
-                if let Ok(mut send) = s.open_uni().await {
-                    let _ = send.write_all(&data).await;
-                    let _ = send.finish();
-                }
-            });
-        }
-    });
-    let s3 = session.clone();
-    let dg = tokio::spawn(async move {
-        while let Ok(d) = s3.read_datagram().await {
-            let _ = s3.send_datagram(&d);
-        }
-    });
-    let _ = session.closed().await;
-    bi.abort();
-    uni.abort();
-    dg.abort();
+    let _ = webtransport::echo::serve(session).await;
 }
 
 fn pattern(n: usize, seed: u64) -> Vec<u8> {
