@@ -739,12 +739,7 @@ mod tests {
             .collect()
     }
 
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::test_util::hex;
 
     const CHROMIUM: &[(&str, &str)] = &[
         (":scheme", "https"),

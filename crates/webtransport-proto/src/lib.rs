@@ -14,3 +14,14 @@ pub mod varint;
 
 pub use error::Code;
 pub use varint::VarInt;
+
+#[cfg(test)]
+mod test_util {
+    /// Decodes a hex string (test vectors).
+    pub(crate) fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+}

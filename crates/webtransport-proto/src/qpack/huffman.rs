@@ -297,12 +297,7 @@ pub fn encode<B: BufMut>(src: &[u8], out: &mut B) {
 mod tests {
     use super::*;
 
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::test_util::hex;
 
     fn encode_vec(src: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
