@@ -447,8 +447,17 @@ impl Shared {
                 session, reason, ..
             } => {
                 debug!(conn = %self.id, %session, ?reason, "session rejected");
+                // On an HTTP/3 connection error the core refuses pending requests with
+                // GoingAway; `pump` has already recorded that error (actions run before
+                // events), and it is the real reason, not a GOAWAY.
+                let error = match (&reason, &inner.error) {
+                    (core::RejectReason::GoingAway, Some(e)) => {
+                        ConnectError::ConnectionLost(e.clone())
+                    }
+                    _ => ConnectError::from_reject(reason),
+                };
                 if let Some(slot) = inner.sessions.get_mut(&session) {
-                    slot.end(SessionStatus::Failed(ConnectError::from_reject(reason)));
+                    slot.end(SessionStatus::Failed(error));
                 }
                 self.retire(inner, session);
             }
