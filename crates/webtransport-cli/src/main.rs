@@ -2,7 +2,8 @@
 //!
 //! - `wt serve` runs an echo server that a browser or `wt connect` can talk to;
 //! - `wt connect` checks a server end to end (streams both ways, datagrams, close);
-//! - `wt cert` makes a self-signed certificate that browsers accept by its hash.
+//! - `wt cert` makes a self-signed certificate that browsers accept by its hash;
+//! - `wt bench` measures the stack against raw quinn.
 //!
 //! Errors are one line on stderr (`wt: error: ...`) and a non-zero exit status; logs go to
 //! stderr through `tracing`, filtered by `RUST_LOG` (default `warn`).
@@ -11,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod cert;
 mod connect;
 mod demo;
@@ -70,6 +72,10 @@ enum Command {
     /// Write a self-signed certificate that browsers accept by its SHA-256 hash
     #[command(long_about = cert::LONG_ABOUT, after_help = cert::AFTER_HELP)]
     Cert(cert::CertArgs),
+    /// Benchmark the stack against raw quinn: throughput, streams, latency, datagrams,
+    /// handshakes, memory per session
+    #[command(long_about = bench::LONG_ABOUT, after_help = bench::AFTER_HELP)]
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +91,7 @@ fn main() -> ExitCode {
         Command::Cert(args) => cert::run(args),
         Command::Serve(args) => block_on(serve::run(args)),
         Command::Connect(args) => block_on(connect::run(args)),
+        Command::Bench(args) => block_on(bench::run(args)),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,527 @@
+//! The scenarios, written once against the traits of `api.rs`.
+//!
+//! The server side is the same for every scenario: each accepted session counts the
+//! datagrams it receives and serves each bidirectional stream by its first byte:
+//!
+//! | byte | the server |
+//! |---|---|
+//! | `U` | reads to the end, answers the byte count (8 bytes, little endian), finishes |
+//! | `E` | echoes every chunk as it arrives, finishes when the client does |
+//! | `D` | answers the datagrams counted since the last `D`, finishes |
+//! | `M` | answers its process's resident memory (VmRSS, bytes), finishes |
+//!
+//! so a `--server` process in another process (or on another machine) serves every
+//! scenario of a `--client` without knowing which one runs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::{Bytes, BytesMut};
+use hdrhistogram::Histogram;
+
+use super::api::{Conn, Listener, RecvHalf, SendHalf, Stack};
+use super::report::Metric;
+
+const CMD_UPLOAD: u8 = b'U';
+const CMD_ECHO: u8 = b'E';
+const CMD_DATAGRAMS: u8 = b'D';
+const CMD_MEMORY: u8 = b'M';
+
+/// Bytes per `write_all` in the throughput scenario: what an application copying from a
+/// socket or a file typically hands over at once.
+const WRITE_SIZE: usize = 64 * 1024;
+/// Request and response size of the latency scenario.
+const LATENCY_MESSAGE: usize = 64;
+/// Round trips before the latency histogram starts recording.
+const LATENCY_WARMUP: u64 = 100;
+/// Datagrams queued between two yields of the sender.
+const DATAGRAM_BURST: usize = 32;
+/// Time the receiver gets after the sender stops, for datagrams still in flight.
+const DATAGRAM_GRACE: Duration = Duration::from_millis(300);
+
+/// How much work each scenario does.
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    /// Bytes through one stream.
+    pub throughput_bytes: u64,
+    /// Streams in the many-streams scenario.
+    pub streams: u64,
+    /// Bytes uploaded on each of them.
+    pub stream_size: usize,
+    /// Streams open at once.
+    pub in_flight: usize,
+    /// Round trips in each latency mode.
+    pub requests: u64,
+    /// How long the datagram sender runs.
+    pub datagram_time: Duration,
+    /// Datagram payload size.
+    pub datagram_size: usize,
+    /// Connections in each handshake mode.
+    pub handshakes: u64,
+    /// Handshakes at once in the concurrent mode.
+    pub handshake_concurrency: usize,
+    /// Idle sessions held at once.
+    pub sessions: u64,
+}
+
+impl Sizes {
+    /// The sizes of the issue: 1 GiB, 10,000 streams of 16 KiB, ...
+    pub fn full() -> Self {
+        Sizes {
+            throughput_bytes: 1 << 30,
+            streams: 10_000,
+            stream_size: 16 * 1024,
+            in_flight: 64,
+            requests: 10_000,
+            datagram_time: Duration::from_secs(5),
+            datagram_size: 1000,
+            handshakes: 1000,
+            handshake_concurrency: 32,
+            sessions: 10_000,
+        }
+    }
+
+    /// Every scenario for two implementations in well under 30 s on a small machine.
+    pub fn quick() -> Self {
+        Sizes {
+            throughput_bytes: 64 << 20,
+            streams: 1000,
+            requests: 1000,
+            datagram_time: Duration::from_secs(1),
+            handshakes: 100,
+            sessions: 300,
+            ..Self::full()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Server
+// ---------------------------------------------------------------------------------------
+
+/// Serves every session `listener` accepts until it is gone.
+pub async fn serve<L: Listener>(listener: Arc<L>) {
+    while let Some(conn) = listener.accept().await {
+        tokio::spawn(serve_conn(conn));
+    }
+}
+
+async fn serve_conn<C: Conn>(conn: C) {
+    let datagrams = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let conn = conn.clone();
+        let datagrams = datagrams.clone();
+        tokio::spawn(async move {
+            while conn.read_datagram().await.is_ok() {
+                datagrams.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        tokio::spawn(serve_stream(send, recv, datagrams.clone()));
+    }
+    reader.abort();
+}
+
+async fn serve_stream<S: SendHalf, R: RecvHalf>(
+    mut send: S,
+    mut recv: R,
+    datagrams: Arc<AtomicU64>,
+) -> Result<()> {
+    let Some(mut first) = recv.read_chunk().await? else {
+        return Ok(());
+    };
+    while first.is_empty() {
+        match recv.read_chunk().await? {
+            Some(c) => first = c,
+            None => return Ok(()),
+        }
+    }
+    let cmd = first[0];
+    let rest = first.slice(1..);
+    match cmd {
+        CMD_UPLOAD => {
+            let mut n = rest.len() as u64;
+            while let Some(c) = recv.read_chunk().await? {
+                n += c.len() as u64;
+            }
+            send.write_all(&n.to_le_bytes()).await?;
+        }
+        CMD_ECHO => {
+            if !rest.is_empty() {
+                send.write_all(&rest).await?;
+            }
+            while let Some(c) = recv.read_chunk().await? {
+                send.write_all(&c).await?;
+            }
+        }
+        CMD_DATAGRAMS => {
+            let n = datagrams.swap(0, Ordering::Relaxed);
+            send.write_all(&n.to_le_bytes()).await?;
+        }
+        CMD_MEMORY => {
+            send.write_all(&resident_bytes().unwrap_or(0).to_le_bytes())
+                .await?;
+        }
+        other => bail!("unknown command byte {other:#x}"),
+    }
+    send.finish()?;
+    Ok(())
+}
+
+/// The process's resident set size from `/proc/self/status` (`VmRSS`, in kB there).
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+// ---------------------------------------------------------------------------------------
+// Client helpers
+// ---------------------------------------------------------------------------------------
+
+async fn read_to_end<R: RecvHalf>(recv: &mut R, limit: usize) -> Result<BytesMut> {
+    let mut out = BytesMut::new();
+    while let Some(c) = recv.read_chunk().await? {
+        if out.len() + c.len() > limit {
+            bail!("answer longer than {limit} bytes");
+        }
+        out.extend_from_slice(&c);
+    }
+    Ok(out)
+}
+
+/// Sends one command byte on a new stream and reads the server's 8-byte answer.
+async fn query<C: Conn>(conn: &C, cmd: u8) -> Result<u64> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(&[cmd]).await?;
+    send.finish()?;
+    let answer = read_to_end(&mut recv, 8).await?;
+    let bytes: [u8; 8] = answer[..]
+        .try_into()
+        .context("the server's answer is not 8 bytes")?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+fn gbits(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e9
+}
+
+fn histogram() -> Histogram<u64> {
+    // Nanoseconds from 1 ns to 60 s at 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+fn record(h: &mut Histogram<u64>, d: Duration) {
+    let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
+    h.saturating_record(ns);
+}
+
+fn percentiles(scenario: &'static str, prefix: &str, h: &Histogram<u64>) -> Vec<Metric> {
+    [("p50", 0.5), ("p99", 0.99), ("p999", 0.999)]
+        .into_iter()
+        .map(|(name, q)| {
+            Metric::lower(
+                scenario,
+                format!("{prefix}_{name}"),
+                h.value_at_quantile(q) as f64 / 1000.0,
+                "us",
+            )
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------
+
+/// Bulk bytes through one bidirectional stream, until the server confirms it has them all.
+pub async fn throughput<C: Conn>(conn: &C, bytes: u64) -> Result<Vec<Metric>> {
+    let chunk = vec![0x5a_u8; WRITE_SIZE];
+    let start = Instant::now();
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(&[CMD_UPLOAD]).await?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(WRITE_SIZE as u64) as usize;
+        send.write_all(&chunk[..n]).await?;
+        left -= n as u64;
+    }
+    send.finish()?;
+    let answer = read_to_end(&mut recv, 8).await?;
+    let elapsed = start.elapsed();
+    let got = u64::from_le_bytes(answer[..].try_into().context("short answer")?);
+    if got != bytes {
+        bail!("the server received {got} bytes of {bytes}");
+    }
+    Ok(vec![Metric::higher(
+        "throughput",
+        "goodput",
+        gbits(bytes, elapsed),
+        "Gbit/s",
+    )])
+}
+
+/// Many short streams: each uploads `size` bytes and waits for the server's count,
+/// `in_flight` of them at once.
+pub async fn streams<C: Conn>(
+    conn: &C,
+    count: u64,
+    size: usize,
+    in_flight: usize,
+) -> Result<Vec<Metric>> {
+    let mut body = BytesMut::with_capacity(size + 1);
+    body.extend_from_slice(&[CMD_UPLOAD]);
+    body.resize(size + 1, 0x5a);
+    let body = body.freeze();
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..in_flight.max(1) {
+        let conn = conn.clone();
+        let next = next.clone();
+        let body = body.clone();
+        workers.spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                let (mut send, mut recv) = conn.open_bi().await?;
+                send.write_all(&body).await?;
+                send.finish()?;
+                let answer = read_to_end(&mut recv, 8).await?;
+                if answer[..] != (size as u64).to_le_bytes() {
+                    bail!("the server counted a different stream size");
+                }
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = workers.join_next().await {
+        r??;
+    }
+    let elapsed = start.elapsed();
+    Ok(vec![
+        Metric::higher(
+            "streams",
+            "streams_per_s",
+            count as f64 / elapsed.as_secs_f64(),
+            "streams/s",
+        ),
+        Metric::higher(
+            "streams",
+            "goodput",
+            gbits(count * size as u64, elapsed),
+            "Gbit/s",
+        ),
+    ])
+}
+
+/// Request/response of 64 bytes: `requests` round trips on one stream, then as many on a
+/// new stream each.
+pub async fn latency<C: Conn>(conn: &C, requests: u64) -> Result<Vec<Metric>> {
+    let message = [0x5a_u8; LATENCY_MESSAGE];
+
+    let mut same = histogram();
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(&[CMD_ECHO]).await?;
+    for i in 0..LATENCY_WARMUP + requests {
+        let start = Instant::now();
+        send.write_all(&message).await?;
+        let mut got = 0;
+        while got < LATENCY_MESSAGE {
+            match recv.read_chunk().await? {
+                Some(c) => got += c.len(),
+                None => bail!("the echo stream ended early"),
+            }
+        }
+        if i >= LATENCY_WARMUP {
+            record(&mut same, start.elapsed());
+        }
+    }
+    send.finish()?;
+    read_to_end(&mut recv, 0).await?;
+
+    let mut request = Vec::with_capacity(1 + LATENCY_MESSAGE);
+    request.push(CMD_ECHO);
+    request.extend_from_slice(&message);
+    let mut new = histogram();
+    for i in 0..LATENCY_WARMUP + requests {
+        let start = Instant::now();
+        let (mut send, mut recv) = conn.open_bi().await?;
+        send.write_all(&request).await?;
+        send.finish()?;
+        let answer = read_to_end(&mut recv, LATENCY_MESSAGE).await?;
+        if answer.len() != LATENCY_MESSAGE {
+            bail!("short echo on a new stream");
+        }
+        if i >= LATENCY_WARMUP {
+            record(&mut new, start.elapsed());
+        }
+    }
+
+    let mut out = percentiles("latency", "same_stream", &same);
+    out.extend(percentiles("latency", "new_stream", &new));
+    Ok(out)
+}
+
+/// Datagrams of `size` bytes as fast as the sender can queue them for `duration`.
+pub async fn datagrams<C: Conn>(conn: &C, duration: Duration, size: usize) -> Result<Vec<Metric>> {
+    match conn.max_datagram_size() {
+        Some(max) if max >= size => {}
+        other => bail!("datagrams of {size} bytes do not fit (the limit is {other:?})"),
+    }
+    // Start from zero on the server's counter.
+    query(conn, CMD_DATAGRAMS).await?;
+    let payload = Bytes::from(vec![0x5a_u8; size]);
+    let mut sent = 0_u64;
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        for _ in 0..DATAGRAM_BURST {
+            if conn.send_datagram(&payload).is_ok() {
+                sent += 1;
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    let elapsed = start.elapsed();
+    tokio::time::sleep(DATAGRAM_GRACE).await;
+    let received = query(conn, CMD_DATAGRAMS).await?;
+    let secs = elapsed.as_secs_f64();
+    Ok(vec![
+        Metric::higher("datagrams", "sent_per_s", sent as f64 / secs, "datagrams/s"),
+        Metric::higher(
+            "datagrams",
+            "received_per_s",
+            received as f64 / secs,
+            "datagrams/s",
+        ),
+        Metric::higher(
+            "datagrams",
+            "delivered",
+            if sent == 0 {
+                0.0
+            } else {
+                received as f64 * 100.0 / sent as f64
+            },
+            "%",
+        ),
+    ])
+}
+
+/// New connections plus session establishment: `count` one after another, then `count`
+/// with `concurrency` at once. Each is closed as soon as it is ready.
+pub async fn handshakes<S: Stack>(
+    stack: Arc<S>,
+    addr: std::net::SocketAddr,
+    count: u64,
+    concurrency: usize,
+) -> Result<Vec<Metric>> {
+    let start = Instant::now();
+    for _ in 0..count {
+        let conn = stack.connect(addr).await?;
+        conn.close();
+    }
+    let sequential = count as f64 / start.elapsed().as_secs_f64();
+
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let stack = stack.clone();
+        let next = next.clone();
+        workers.spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                let conn = stack.connect(addr).await?;
+                conn.close();
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = workers.join_next().await {
+        r??;
+    }
+    let concurrent = count as f64 / start.elapsed().as_secs_f64();
+    Ok(vec![
+        Metric::higher("handshakes", "sequential_per_s", sequential, "handshakes/s"),
+        Metric::higher(
+            "handshakes",
+            format!("concurrent{concurrency}_per_s"),
+            concurrent,
+            "handshakes/s",
+        ),
+    ])
+}
+
+/// `count` idle sessions held at once on the server at `addr`; the server reports its
+/// resident memory before and after. The server should be a process of its own, so that
+/// the client's memory is not counted.
+pub async fn sessions<S: Stack>(
+    stack: Arc<S>,
+    addr: std::net::SocketAddr,
+    count: u64,
+    concurrency: usize,
+) -> Result<Vec<Metric>> {
+    let probe = stack.connect(addr).await?;
+    // A first batch warms up the allocator and the runtime, so that one-off growth does
+    // not count as per-session memory.
+    let warm = open_many(&stack, addr, count.min(100), concurrency).await?;
+    for c in &warm {
+        c.close();
+    }
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = query(&probe, CMD_MEMORY).await?;
+    let start = Instant::now();
+    let held = open_many(&stack, addr, count, concurrency).await?;
+    let opened = start.elapsed();
+    // Let the server finish what each new session started (tasks, buffers, acks).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = query(&probe, CMD_MEMORY).await?;
+    for c in &held {
+        c.close();
+    }
+    probe.close();
+    let per_session = after.saturating_sub(before) as f64 / count.max(1) as f64;
+    Ok(vec![
+        Metric::lower("sessions", "rss_per_session", per_session, "B"),
+        Metric::higher(
+            "sessions",
+            "opened_per_s",
+            count as f64 / opened.as_secs_f64(),
+            "sessions/s",
+        ),
+    ])
+}
+
+async fn open_many<S: Stack>(
+    stack: &Arc<S>,
+    addr: std::net::SocketAddr,
+    count: u64,
+    concurrency: usize,
+) -> Result<Vec<S::Conn>> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let stack = stack.clone();
+        let next = next.clone();
+        workers.spawn(async move {
+            let mut mine = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                mine.push(stack.connect(addr).await?);
+            }
+            anyhow::Ok(mine)
+        });
+    }
+    let mut all = Vec::with_capacity(count as usize);
+    while let Some(r) = workers.join_next().await {
+        all.extend(r??);
+    }
+    Ok(all)
+}
