@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
 use tracing::{debug, info, trace};
 use webtransport_proto::connection::{self as core, Action, Event, Feed, LocalStreams, Role};
 use webtransport_proto::headers::{ConnectRequest, ConnectResponse};
-use webtransport_proto::stream_header::SessionId;
+use webtransport_proto::stream_header::{BidiStreamHeader, SessionId};
 use webtransport_proto::Code;
 
 use crate::config::SessionLimits;
@@ -736,6 +736,10 @@ pub(crate) async fn read_stream(
 ) {
     let id: u64 = recv.id().into();
     let mut stop_rx: Option<oneshot::Receiver<Code>> = None;
+    // The first bytes of a peer's bidi stream, until they tell a request stream (whose send
+    // half the core answers on) from a WebTransport stream: a peer may write the 0x41
+    // preamble in pieces (wtransport 0.7 does), and such a stream keeps its send half.
+    let mut head: Vec<u8> = Vec::new();
     loop {
         let chunk = match stop_rx.as_mut() {
             Some(rx) => tokio::select! {
@@ -773,8 +777,15 @@ pub(crate) async fn read_stream(
                 return;
             }
             Feed::Continue => {
-                if let Some(s) = send.take() {
-                    let _ = shared.cmd.send(Cmd::Register(id, s));
+                if send.is_some() {
+                    head.extend_from_slice(&data[..data.len().min(16 - head.len())]);
+                    if let Ok(Some((BidiStreamHeader::Request, _))) =
+                        BidiStreamHeader::decode(&head)
+                    {
+                        if let Some(s) = send.take() {
+                            let _ = shared.cmd.send(Cmd::Register(id, s));
+                        }
+                    }
                 }
                 if stop_rx.is_none() && !fin {
                     let (tx, rx) = oneshot::channel();
