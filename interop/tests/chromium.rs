@@ -62,7 +62,7 @@ async fn run_page(port: u16, hash: &str, extra_flags: &[&str]) -> serde_json::Va
                 eprintln!("  chromium: {line}");
             }
             if let Some(i) = line.find("RESULT ") {
-                let json = line[i + 7..].trim_end_matches(|c| c == '"' || c == ')' || c == ' ');
+                let json = line[i + 7..].trim_end_matches(['"', ')', ' ']);
                 let json = json.split("\", source:").next().unwrap_or(json);
                 return Some(json.to_owned());
             }

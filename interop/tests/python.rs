@@ -748,18 +748,22 @@ async fn wt_connect_vs_server(peer: Peer) {
     let cell = format!("wt connect -> {} server", peer.name);
     let srv = start_peer_server(&peer, &cell).await;
     let url = format!("https://127.0.0.1:{}/echo", srv.port);
+    let mut args = vec![
+        "connect",
+        &url,
+        "--cert-hash",
+        &srv.hash_hex,
+        "--json",
+        "--timeout",
+        "10",
+    ];
+    if peer.unframed_capsules {
+        args.push("--unframed-capsules");
+    }
     let mut connect = spawn(
         "wt connect",
         &wt_binary(),
-        &[
-            "connect",
-            &url,
-            "--cert-hash",
-            &srv.hash_hex,
-            "--json",
-            "--timeout",
-            "10",
-        ],
+        &args,
         &[
             ("RUST_LOG", "warn,webtransport::driver=info"),
             ("NO_COLOR", "1"),

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use webtransport::{tls, CertVerification, Client, ClientConfig, ConnectError, ReadError, Session};
+use webtransport::{
+    tls, CertVerification, Client, ClientConfig, ConnectError, ConnectionError, ReadError, Session,
+};
 
 use crate::output;
 
@@ -75,6 +77,11 @@ pub struct ConnectArgs {
     #[arg(long)]
     json: bool,
 
+    /// Write capsules without HTTP/3 DATA framing, as pywebtransport 0.8.1 servers expect
+    /// (they end the connection with H3_FRAME_UNEXPECTED otherwise)
+    #[arg(long)]
+    unframed_capsules: bool,
+
     /// Seconds to wait for the session to open, and for each check
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     timeout: Duration,
@@ -106,12 +113,13 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         CertVerification::SystemRoots
     };
     let system_roots = verification == CertVerification::SystemRoots;
-    let config = ClientConfig {
+    let mut config = ClientConfig {
         verification,
         connect_timeout: args.timeout,
         stream_creation_timeout: args.timeout,
         ..ClientConfig::default()
     };
+    config.limits.unframed_capsules = args.unframed_capsules;
     // Bad URLs and unusable options are errors, not failed checks.
     args.url
         .parse::<webtransport::WebTransportUrl>()
@@ -320,6 +328,24 @@ async fn close(session: &Session) -> Result<String, String> {
         return Err(format!(
             "the server closed first (code {}, reason {:?})",
             info.code, info.reason
+        ));
+    }
+    // Delivered means acknowledged, and not answered with a protocol error.
+    let conn = session.connection();
+    conn.shutdown("", Duration::from_secs(2)).await;
+    if let Some(ConnectionError::Protocol {
+        code,
+        reason,
+        remote: true,
+    }) = conn.close_reason()
+    {
+        let hint = if code == webtransport::Code::H3_FRAME_UNEXPECTED {
+            " (a pywebtransport 0.8.1 server does that to a framed close capsule: try --unframed-capsules)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "the server answered the close with {code} {reason:?}{hint}"
         ));
     }
     Ok(format!(

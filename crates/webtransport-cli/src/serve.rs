@@ -79,6 +79,11 @@ pub struct ServeArgs {
     /// Do not serve the demo page
     #[arg(long)]
     no_http: bool,
+
+    /// Write capsules without HTTP/3 DATA framing, for pywebtransport 0.8.1 clients (they
+    /// end the connection on a framed close capsule). Browsers need the default.
+    #[arg(long)]
+    unframed_capsules: bool,
 }
 
 /// The certificate in use and what to say about it.
@@ -258,23 +263,34 @@ fn certificate(args: &ServeArgs) -> anyhow::Result<CertInfo> {
 /// 127.0.0.1 works, and `--port 0` looks for one free port for both addresses, so that
 /// `https://localhost:PORT` works whichever address a browser tries.
 async fn bind(args: &ServeArgs, cert: &CertInfo) -> anyhow::Result<Server> {
+    let mut template = ServerConfig {
+        certificate: cert.source.clone(),
+        ..ServerConfig::default()
+    };
+    template.limits.unframed_capsules = args.unframed_capsules;
     if !args.binds.is_empty() {
-        return bind_addrs(args.binds.clone(), Ipv6Fallback::Never, cert).await;
+        return bind_addrs(args.binds.clone(), Ipv6Fallback::Never, &template).await;
     }
     let port = args.port.unwrap_or(DEFAULT_PORT);
     if port != 0 {
-        return bind_addrs(default_addrs(port), Ipv6Fallback::OnAnyError, cert).await;
+        return bind_addrs(default_addrs(port), Ipv6Fallback::OnAnyError, &template).await;
     }
     // A port free on 127.0.0.1 a moment ago may be taken on ::1, or taken again by the
     // time we bind: try a few, then settle for a free port on each address.
     for _ in 0..5 {
         let Some(port) = free_udp_port() else { break };
-        match bind_addrs(default_addrs(port), Ipv6Fallback::UnlessPortTaken, cert).await {
+        match bind_addrs(
+            default_addrs(port),
+            Ipv6Fallback::UnlessPortTaken,
+            &template,
+        )
+        .await
+        {
             Ok(server) => return Ok(server),
             Err(e) => debug!(port, error = %e, "port not free on both addresses; trying another"),
         }
     }
-    bind_addrs(default_addrs(0), Ipv6Fallback::OnAnyError, cert).await
+    bind_addrs(default_addrs(0), Ipv6Fallback::OnAnyError, &template).await
 }
 
 /// When a failing IPv6 address of the default pair may be left out.
@@ -305,15 +321,14 @@ fn free_udp_port() -> Option<u16> {
 async fn bind_addrs(
     mut addrs: Vec<SocketAddr>,
     fallback: Ipv6Fallback,
-    cert: &CertInfo,
+    template: &ServerConfig,
 ) -> anyhow::Result<Server> {
     // Said only once the rest is bound: if nothing binds, the error says it all.
     let mut warnings = Vec::new();
     loop {
         let config = ServerConfig {
             bind: addrs.clone(),
-            certificate: cert.source.clone(),
-            ..ServerConfig::default()
+            ..template.clone()
         };
         match Server::bind(config).await {
             Ok(server) => {

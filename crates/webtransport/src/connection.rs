@@ -425,7 +425,13 @@ impl Connection {
 
     /// The error that closed the connection, once closed.
     pub fn close_reason(&self) -> Option<ConnectionError> {
-        self.shared().lock().error.clone()
+        let shared = self.shared();
+        let inner = shared.lock();
+        match shared.quic.close_reason() {
+            // QUIC knows first; the driver records the same mapping a moment later.
+            Some(e) => Some(Shared::close_error(&inner, &e)),
+            None => inner.error.clone(),
+        }
     }
 
     /// Statistics and state.

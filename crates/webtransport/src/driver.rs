@@ -582,9 +582,11 @@ impl Shared {
     }
 
     /// The QUIC connection ended: fail everything still waiting.
-    fn on_closed(self: &Arc<Self>, err: &quinn::ConnectionError) {
-        let mut inner = self.lock();
-        let mapped = match (&inner.error, ConnectionError::from_quinn(err)) {
+    /// Why the connection ended: our own recorded reason if we closed it or saw a
+    /// protocol error, else what QUIC reports (a peer's non-zero HTTP/3 code is a
+    /// protocol error the peer detected).
+    pub(crate) fn close_error(inner: &Inner, err: &quinn::ConnectionError) -> ConnectionError {
+        match (&inner.error, ConnectionError::from_quinn(err)) {
             (Some(local), _) => local.clone(),
             (None, ConnectionError::ApplicationClosed { code, reason })
                 if code != Code::H3_NO_ERROR =>
@@ -596,7 +598,12 @@ impl Shared {
                 }
             }
             (None, e) => e,
-        };
+        }
+    }
+
+    fn on_closed(self: &Arc<Self>, err: &quinn::ConnectionError) {
+        let mut inner = self.lock();
+        let mapped = Self::close_error(&inner, err);
         debug!(conn = %self.id, error = %mapped, "connection closed");
         inner.error = Some(mapped.clone());
         inner.closed_at = Some(SystemTime::now());
