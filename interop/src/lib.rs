@@ -81,20 +81,32 @@ async fn serve(server: Arc<Server>, observed: Arc<Mutex<Observed>>) {
 }
 
 async fn route(req: SessionRequest, path: String, observed: Arc<Mutex<Observed>>) {
-    let known = ["/echo", "/server-bidi", "/close-watch", "/close-by-server", "/codes"];
+    let known = [
+        "/echo",
+        "/server-bidi",
+        "/close-watch",
+        "/close-by-server",
+        "/codes",
+    ];
     if !known.contains(&path.as_str()) {
         req.reject(404);
         return;
     }
     let proto = req.protocols().first().cloned();
-    let Ok(session) = req.accept_with(proto, vec![]) else { return };
+    let Ok(session) = req.accept_with(proto, vec![]) else {
+        return;
+    };
     let watcher = {
         let session = session.clone();
         let observed = observed.clone();
         let path = path.clone();
         tokio::spawn(async move {
             if let Ok(c) = session.closed().await {
-                observed.lock().unwrap().closes.push((path, c.code, c.reason, c.remote));
+                observed
+                    .lock()
+                    .unwrap()
+                    .closes
+                    .push((path, c.code, c.reason, c.remote));
             }
         })
     };
@@ -150,7 +162,10 @@ async fn codes(session: Session, observed: Arc<Mutex<Observed>>) {
         // 4. The peer stops our uni stream with 10.
         let mut send4 = session.open_uni().await.ok()?;
         send4.write_all(b"y").await.ok()?;
-        let stopped = tokio::time::timeout(Duration::from_secs(5), send4.stopped()).await.ok()?.ok();
+        let stopped = tokio::time::timeout(Duration::from_secs(5), send4.stopped())
+            .await
+            .ok()?
+            .ok();
         observed.lock().unwrap().stop_seen = stopped;
         Some((reset, stopped))
     };
@@ -165,7 +180,8 @@ async fn codes(session: Session, observed: Arc<Mutex<Observed>>) {
 /// Logs for interop runs: our side's SETTINGS and draft lines at info, the rest at warn,
 /// unless RUST_LOG says otherwise.
 pub fn init_log() {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,webtransport::driver=info".into());
+    let filter =
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,webtransport::driver=info".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_test_writer()

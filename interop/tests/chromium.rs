@@ -15,7 +15,9 @@ impl Drop for Browser {
     fn drop(&mut self) {
         if let Some(pid) = self.0.id() {
             // Chromium runs in its own process group (setsid): end the whole group.
-            let _ = std::process::Command::new("kill").args(["-KILL", &format!("-{pid}")]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &format!("-{pid}")])
+                .status();
         }
         let _ = self.0.start_kill();
     }
@@ -84,7 +86,12 @@ async fn run_matrix(extra_flags: &[&str], label: &str) {
     let mut failed = Vec::new();
     for (name, r) in obj {
         let ok = r["ok"].as_bool().unwrap_or(false);
-        println!("[{label}] {name:28} {} {}ms {}", if ok { "ok  " } else { "FAIL" }, r["ms"], r["detail"]);
+        println!(
+            "[{label}] {name:28} {} {}ms {}",
+            if ok { "ok  " } else { "FAIL" },
+            r["ms"],
+            r["detail"]
+        );
         if !ok {
             failed.push(name.clone());
         }
@@ -94,14 +101,28 @@ async fn run_matrix(extra_flags: &[&str], label: &str) {
     // What the server saw of the page.
     let seen = srv.observed.lock().unwrap().clone();
     assert!(
-        seen.closes.iter().any(|(p, code, reason, remote)| p == "/close-watch" && *code == 4242 && reason == "bye from chromium" && *remote),
+        seen.closes
+            .iter()
+            .any(|(p, code, reason, remote)| p == "/close-watch"
+                && *code == 4242
+                && reason == "bye from chromium"
+                && *remote),
         "server did not see the page's close code and reason: {:?}",
         seen.closes
     );
     assert_eq!(seen.reset_seen, Some(Some(7)), "reset code the server read");
-    assert_eq!(seen.stop_seen, Some(Some(10)), "stop code the server's stream saw");
+    assert_eq!(
+        seen.stop_seen,
+        Some(Some(10)),
+        "stop code the server's stream saw"
+    );
     assert!(seen.paths.contains(&"/nope".to_owned()));
-    let draft = srv.server.connections().iter().filter_map(|c| c.protocol().draft).next_back();
+    let draft = srv
+        .server
+        .connections()
+        .iter()
+        .filter_map(|c| c.protocol().draft)
+        .next_back();
     println!("[{label}] draft chosen for Chromium: {draft:?}");
 }
 
@@ -112,5 +133,9 @@ async fn chromium_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_draft07() {
-    run_matrix(&["--enable-features=EnableWebTransportDraft07"], "chromium-draft07").await;
+    run_matrix(
+        &["--enable-features=EnableWebTransportDraft07"],
+        "chromium-draft07",
+    )
+    .await;
 }
