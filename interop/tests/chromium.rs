@@ -14,10 +14,22 @@ struct Browser(tokio::process::Child);
 impl Drop for Browser {
     fn drop(&mut self) {
         if let Some(pid) = self.0.id() {
-            // Chromium runs in its own process group (setsid): end the whole group.
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &format!("-{pid}")])
-                .status();
+            // Chromium runs in its own process group (setsid): end the whole group, but
+            // only while that group is still Chromium's (its leader's command line names
+            // chromium), never a group whose id was reused.
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let pgrp = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(2));
+            let ours = String::from_utf8_lossy(&cmdline).contains("chromium")
+                && pgrp == Some(&pid.to_string());
+            if ours {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &format!("-{pid}")])
+                    .status();
+            }
         }
         let _ = self.0.start_kill();
     }
