@@ -34,9 +34,10 @@ impl Connection {
                     capsule_type = ty,
                     "capsule without DATA framing (pywebtransport 0.8.1 style) accepted"
                 );
-                let capsule =
-                    Capsule::from_value(ty, payload).map_err(|e| capsule_error(stream, &e))?;
-                self.on_capsule(now, session, capsule);
+                match Capsule::from_value(ty, payload) {
+                    Ok(capsule) => self.on_capsule(now, session, capsule),
+                    Err(e) => return Ok(Some(self.malformed_capsule(stream, session, &e))),
+                }
                 if !self.sessions.contains_key(&session) {
                     req.closed = true;
                 }
@@ -44,8 +45,12 @@ impl Connection {
             }
             FrameEvent::DataChunk(chunk) => {
                 req.capsules.push(&chunk);
-                while let Some(c) = req.capsules.poll().map_err(|e| capsule_error(stream, &e))? {
-                    self.on_capsule(now, session, c);
+                loop {
+                    match req.capsules.poll() {
+                        Ok(Some(c)) => self.on_capsule(now, session, c),
+                        Ok(None) => break,
+                        Err(e) => return Ok(Some(self.malformed_capsule(stream, session, &e))),
+                    }
                     if !self.sessions.contains_key(&session) {
                         req.closed = true;
                         break;
@@ -266,8 +271,21 @@ impl Connection {
             }
         }
     }
-}
 
-pub(super) fn capsule_error(stream: u64, e: &CapsuleError) -> (Code, String) {
-    (e.code(), format!("capsule on stream {stream}: {e}"))
+    /// A malformed capsule on a CONNECT stream. RFC 9297 §3.3 makes the message
+    /// malformed, which RFC 9114 §4.1.2 treats as a stream error of type H3_MESSAGE_ERROR
+    /// (H3_EXCESSIVE_LOAD for one over our size cap): the CONNECT stream is reset and
+    /// stopped, which ends its session; the connection stays up.
+    pub(super) fn malformed_capsule(
+        &mut self,
+        stream: u64,
+        session: SessionId,
+        e: &CapsuleError,
+    ) -> Feed {
+        debug!(stream, %session, error = %e, "malformed capsule: CONNECT stream refused");
+        self.refuse_stream(stream, true, e.code());
+        self.close_session_state(session, 0, format!("malformed capsule: {e}"), true);
+        self.forget_session(session);
+        Feed::Done
+    }
 }
