@@ -143,11 +143,21 @@ pub(crate) async fn open_session(
         shared.pump(&mut inner);
         session
     };
-    tokio::spawn(crate::driver::read_stream(shared.clone(), recv, None));
+    let reader = tokio::spawn(crate::driver::read_stream(shared.clone(), recv, None));
     match session.ready().await {
         Ok(()) => Ok(session),
         Err(SessionStatus::Failed(e)) => Err(e),
-        Err(SessionStatus::Lost(e)) => Err(ConnectError::ConnectionLost(e)),
+        Err(SessionStatus::Lost(e)) => {
+            // A server may close the connection as soon as its answer is acknowledged
+            // (wtransport 0.7 does after a refusal), so the answer can still sit unread in
+            // quinn when the close is noticed. The reader drains what arrived and then
+            // ends on the closed connection; an answer it found wins.
+            let _ = reader.await;
+            match conn.slot_status(session.id()) {
+                Some(SessionStatus::Failed(answer)) => Err(answer),
+                _ => Err(ConnectError::ConnectionLost(e)),
+            }
+        }
         Err(SessionStatus::Closed { code, reason, .. }) => Err(ConnectError::Protocol(format!(
             "session closed during setup ({code}: {reason})"
         ))),

@@ -1,12 +1,17 @@
-//! What a client's connect reports when the server breaks HTTP/3 while the request is
-//! pending. Found against web-transport-quinn 0.13 (interop/tests/rust_peers.rs): its
-//! `Request::reject` drops its control stream, which ends it with FIN
-//! (H3_CLOSED_CRITICAL_STREAM, RFC 9114 §6.2.1), and our connect said "connection is
-//! going away" instead of naming that error.
+//! What a client's connect reports when the server ends the connection around its answer.
+//! Both cases were found against the Rust peers (interop/tests/rust_peers.rs):
+//!
+//! - web-transport-quinn 0.13's `Request::reject` drops its control stream, which ends it
+//!   with FIN (H3_CLOSED_CRITICAL_STREAM, RFC 9114 §6.2.1), and our connect said
+//!   "connection is going away" instead of naming that error;
+//! - wtransport 0.7 closes the connection as soon as its 404 is acknowledged, and our
+//!   connect sometimes reported the lost connection instead of the 404 it had received.
 
 use std::time::Duration;
 
 use webtransport::proto::frame::Frame;
+use webtransport::proto::headers::ConnectResponse;
+use webtransport::proto::qpack;
 use webtransport::proto::settings::{id, Settings};
 use webtransport::proto::stream_header::UniStreamHeader;
 use webtransport::*;
@@ -63,4 +68,65 @@ async fn control_stream_closed_while_request_pending_names_the_error() {
         other => panic!("connect reported {other:?}"),
     }
     tokio::time::timeout(T, server).await.unwrap().unwrap();
+}
+
+/// A raw HTTP/3 server that answers every CONNECT with 404 and closes the connection (code
+/// 0, as a dropped quinn connection does) once the answer is acknowledged.
+async fn refuse_then_close(endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        tokio::spawn(async move {
+            let conn = incoming.await?;
+            let mut control = conn.open_uni().await?;
+            let mut settings = Settings::new();
+            settings.set(id::ENABLE_CONNECT_PROTOCOL, 1);
+            settings.set(id::H3_DATAGRAM, 1);
+            settings.set(id::ENABLE_WEBTRANSPORT, 1);
+            let mut out = Vec::new();
+            UniStreamHeader::Control.encode(&mut out);
+            Frame::Settings(settings).encode(&mut out);
+            control.write_all(&out).await?;
+            let (mut send, mut request) = conn.accept_bi().await?;
+            let mut first = [0u8; 1];
+            request.read_exact(&mut first).await?;
+            let mut block = Vec::new();
+            qpack::encode_field_section(&ConnectResponse::new(404).to_fields(), &mut block);
+            let mut out = Vec::new();
+            Frame::Headers(block.into()).encode(&mut out);
+            send.write_all(&out).await?;
+            send.finish()?;
+            let _ = send.stopped().await;
+            conn.close(0u32.into(), b"");
+            anyhow::Ok(())
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusal_acknowledged_then_connection_closed_still_reads_as_the_status() {
+    let cert = generate_self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    let cfg = ServerConfig {
+        bind: vec!["127.0.0.1:0".parse().unwrap()],
+        certificate: cert.to_certificate_source(),
+        ..ServerConfig::default()
+    };
+    let (quinn_cfg, _) = tls::quinn_server_config(&cfg).unwrap();
+    let endpoint = quinn::Endpoint::server(quinn_cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = endpoint.local_addr().unwrap().port();
+    let server = tokio::spawn(refuse_then_close(endpoint));
+    let client = Client::new(ClientConfig {
+        verification: CertVerification::ServerCertificateHashes(vec![cert.sha256]),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    // The close races the reading of the answer: try often enough to lose that race.
+    for attempt in 0..40 {
+        let r = tokio::time::timeout(T, client.connect(&format!("https://127.0.0.1:{port}/")))
+            .await
+            .expect("connect answered");
+        match r {
+            Err(ConnectError::Rejected(404)) => {}
+            other => panic!("attempt {attempt}: connect reported {other:?}"),
+        }
+    }
+    server.abort();
 }
