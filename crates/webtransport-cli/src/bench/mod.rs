@@ -77,14 +77,8 @@ enum Scenario {
 
 impl Scenario {
     fn name(self) -> &'static str {
-        match self {
-            Scenario::Throughput => "throughput",
-            Scenario::Streams => "streams",
-            Scenario::Latency => "latency",
-            Scenario::Datagrams => "datagrams",
-            Scenario::Handshakes => "handshakes",
-            Scenario::Sessions => "sessions",
-        }
+        // The variants are declared in the order of `scenarios::SCENARIOS`.
+        scenarios::SCENARIOS[self as usize]
     }
 }
 
@@ -375,65 +369,22 @@ async fn run_scenario<S: Stack>(
     remote: bool,
     configs: &Configs,
 ) -> Result<Vec<report::Metric>> {
-    // A fresh connection per scenario, so that no congestion or flow-control state
-    // carries over.
-    match scenario {
-        Scenario::Throughput => {
-            let conn = stack.connect(addr).await?;
-            let r = scenarios::throughput(&conn, sizes.throughput_bytes).await;
-            api::Conn::close(&conn);
-            r
-        }
-        Scenario::Streams => {
-            let conn = stack.connect(addr).await?;
-            let r =
-                scenarios::streams(&conn, sizes.streams, sizes.stream_size, sizes.in_flight).await;
-            api::Conn::close(&conn);
-            r
-        }
-        Scenario::Latency => {
-            let conn = stack.connect(addr).await?;
-            let r = scenarios::latency(&conn, sizes.requests).await;
-            api::Conn::close(&conn);
-            r
-        }
-        Scenario::Datagrams => {
-            let conn = stack.connect(addr).await?;
-            let r = scenarios::datagrams(&conn, sizes.datagram_time, sizes.datagram_size).await;
-            api::Conn::close(&conn);
-            r
-        }
-        Scenario::Handshakes => {
-            scenarios::handshakes(
-                stack.clone(),
-                addr,
-                sizes.handshakes,
-                sizes.handshake_concurrency,
-            )
-            .await
-        }
-        Scenario::Sessions => {
-            if remote {
-                // The remote server serves both implementations: its memory grows by
-                // both, and each run measures its own growth.
-                return scenarios::sessions(
-                    stack.clone(),
-                    addr,
-                    sizes.sessions,
-                    sizes.handshake_concurrency,
-                )
-                .await;
-            }
-            let child = ChildServer::start(stack.name(), configs).await?;
-            scenarios::sessions(
-                stack.clone(),
-                child.addr,
-                sizes.sessions,
-                sizes.handshake_concurrency,
-            )
-            .await
-        }
-    }
+    // The sessions scenario measures a server of its own: a child process here (so that
+    // client memory does not count), or the --client server, which then grows by both
+    // implementations' sessions and each run measures its own growth.
+    let child = if scenario == Scenario::Sessions && !remote {
+        Some(ChildServer::start(stack.name(), configs).await?)
+    } else {
+        None
+    };
+    scenarios::run(
+        stack,
+        addr,
+        scenario.name(),
+        sizes,
+        child.as_ref().map(|c| c.addr),
+    )
+    .await
 }
 
 /// `wt bench --server`: both servers (or the one of --impl) until Ctrl-C.
@@ -642,6 +593,16 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scenario_names() {
+        for s in Scenario::value_variants() {
+            assert_eq!(
+                s.to_possible_value().map(|v| v.get_name().to_owned()),
+                Some(s.name().to_owned())
+            );
+        }
+    }
 
     #[test]
     fn sizes_parse() {

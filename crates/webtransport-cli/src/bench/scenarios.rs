@@ -525,3 +525,60 @@ async fn open_many<S: Stack>(
     }
     Ok(all)
 }
+
+/// The scenario names, in the order they run.
+pub const SCENARIOS: &[&str] = &[
+    "throughput",
+    "streams",
+    "latency",
+    "datagrams",
+    "handshakes",
+    "sessions",
+];
+
+/// Runs one scenario of [`SCENARIOS`] against the server at `addr`. `sessions_server` is
+/// where the sessions scenario measures memory: a server in a process of its own.
+pub async fn run<S: Stack>(
+    stack: &Arc<S>,
+    addr: std::net::SocketAddr,
+    scenario: &str,
+    sizes: &Sizes,
+    sessions_server: Option<std::net::SocketAddr>,
+) -> Result<Vec<Metric>> {
+    match scenario {
+        "throughput" | "streams" | "latency" | "datagrams" => {
+            // A fresh connection per scenario, so that no congestion or flow-control
+            // state carries over.
+            let conn = stack.connect(addr).await?;
+            let r = match scenario {
+                "throughput" => throughput(&conn, sizes.throughput_bytes).await,
+                "streams" => {
+                    streams(&conn, sizes.streams, sizes.stream_size, sizes.in_flight).await
+                }
+                "latency" => latency(&conn, sizes.requests).await,
+                _ => datagrams(&conn, sizes.datagram_time, sizes.datagram_size).await,
+            };
+            conn.close();
+            r
+        }
+        "handshakes" => {
+            handshakes(
+                stack.clone(),
+                addr,
+                sizes.handshakes,
+                sizes.handshake_concurrency,
+            )
+            .await
+        }
+        "sessions" => {
+            sessions(
+                stack.clone(),
+                sessions_server.unwrap_or(addr),
+                sizes.sessions,
+                sizes.handshake_concurrency,
+            )
+            .await
+        }
+        other => bail!("no scenario {other:?}"),
+    }
+}
