@@ -1,0 +1,460 @@
+//! `peer-bench`: the scenarios of `wt bench`, with the same code and sizes, through every
+//! implementation we compare with, in one invocation, and one table with ratios to raw
+//! quinn.
+//!
+//! - `webtransport` (ours) and `quinn` (the baseline): the `wt bench` modules themselves,
+//!   included by path;
+//! - `wtransport` 0.7 and `web-transport-quinn` 0.13: `peers.rs`, on the same quinn
+//!   configs;
+//! - `pywebtransport-0.8.1` and `pywebtransport-0.21.1`: `python/pwt_bench.py` in their
+//!   virtual environments (the same scenarios and server protocol, written in Python, at
+//!   smaller sizes: rates are what count).
+//!
+//! ```text
+//! cargo run --release --manifest-path bench/Cargo.toml -- [--quick] [--json]
+//!     [--impl a,b] [--scenario x,y] [--rounds N]
+//! ```
+
+// The files shared with `wt bench` carry items only the CLI uses.
+#[allow(dead_code)]
+#[path = "../../crates/webtransport-cli/src/bench/api.rs"]
+mod api;
+#[allow(dead_code)]
+#[path = "../../crates/webtransport-cli/src/bench/ours.rs"]
+mod ours;
+#[allow(dead_code)]
+#[path = "../../crates/webtransport-cli/src/bench/raw_quinn.rs"]
+mod raw_quinn;
+#[allow(dead_code)]
+#[path = "../../crates/webtransport-cli/src/bench/report.rs"]
+mod report;
+#[allow(dead_code)]
+#[path = "../../crates/webtransport-cli/src/bench/scenarios.rs"]
+mod scenarios;
+
+mod peers;
+
+use std::io::{BufRead, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use api::{Listener, Stack};
+use ours::{Configs, WebTransport};
+use peers::{WebTransportQuinn, Wtransport};
+use raw_quinn::RawQuinn;
+use report::{Metric, Results};
+use scenarios::{Sizes, SCENARIOS};
+
+const RUST_IMPLS: &[&str] = &["webtransport", "quinn", "wtransport", "web-transport-quinn"];
+/// Python implementations: the name in tables, and the virtual environments tried in turn
+/// (interop/setup-python.sh makes the first, bench/setup-python.sh the second).
+const PYTHON_IMPLS: &[(&str, &[&str])] = &[
+    (
+        "pywebtransport-0.8.1",
+        &["interop/.venv-pwt081", "bench/.venv-pwt081"],
+    ),
+    (
+        "pywebtransport-new",
+        &["interop/.venv-pwt-new", "bench/.venv-pwt-new"],
+    ),
+];
+
+const CERT_ENV: &str = "WT_BENCH_CERT_PEM";
+const KEY_ENV: &str = "WT_BENCH_KEY_PEM";
+
+struct Args {
+    quick: bool,
+    json: bool,
+    rounds: u32,
+    impls: Vec<String>,
+    scenarios: Vec<String>,
+    server: Option<String>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        quick: false,
+        json: false,
+        rounds: 1,
+        impls: Vec::new(),
+        scenarios: Vec::new(),
+        server: None,
+    };
+    let mut it = std::env::args().skip(1);
+    let list = |v: Option<String>| -> Result<Vec<String>> {
+        Ok(v.context("a list is missing")?
+            .split(',')
+            .map(str::to_owned)
+            .collect())
+    };
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => args.quick = true,
+            "--json" => args.json = true,
+            "--rounds" => args.rounds = it.next().context("--rounds N")?.parse()?,
+            "--impl" => args.impls = list(it.next())?,
+            "--scenario" => args.scenarios = list(it.next())?,
+            "--server" => args.server = Some(it.next().context("--server IMPL")?),
+            "-h" | "--help" => {
+                println!(
+                    "peer-bench [--quick] [--json] [--rounds N] [--impl LIST] [--scenario LIST]\n\
+                     implementations: {}, {}\nscenarios: {}",
+                    RUST_IMPLS.join(", "),
+                    PYTHON_IMPLS
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    SCENARIOS.join(", ")
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (see --help)"),
+        }
+    }
+    for s in &args.scenarios {
+        if !SCENARIOS.contains(&s.as_str()) {
+            bail!("no scenario {s:?}");
+        }
+    }
+    for i in &args.impls {
+        if !RUST_IMPLS.contains(&i.as_str()) && !PYTHON_IMPLS.iter().any(|(n, _)| n == i) {
+            bail!("no implementation {i:?}");
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = parse_args().and_then(|args| runtime.block_on(run(args)));
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("peer-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The repository root (bench/ is one level below it).
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+async fn run(args: Args) -> Result<ExitCode> {
+    if let Some(name) = &args.server {
+        return serve_child(name).await;
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("peer-bench: warning: a debug build's numbers mean nothing (use --release)");
+    }
+    let sizes = if args.quick {
+        Sizes::quick()
+    } else {
+        Sizes::full()
+    };
+    let scenarios: Vec<&str> = if args.scenarios.is_empty() {
+        SCENARIOS.to_vec()
+    } else {
+        SCENARIOS
+            .iter()
+            .copied()
+            .filter(|s| args.scenarios.iter().any(|a| a == s))
+            .collect()
+    };
+    let wanted = |name: &str| args.impls.is_empty() || args.impls.iter().any(|i| i == name);
+
+    let configs = Configs::new()?;
+    let mut results = Results::default();
+    let mut failed = false;
+    let rounds = args.rounds.max(1);
+    for round in 0..rounds {
+        for &scenario in &scenarios {
+            if wanted("webtransport") {
+                let s = Arc::new(WebTransport::new(&configs)?);
+                failed |= !measure(&s, scenario, &sizes, &configs, &mut results).await;
+            }
+            if wanted("quinn") {
+                let s = Arc::new(RawQuinn::new(&configs)?);
+                failed |= !measure(&s, scenario, &sizes, &configs, &mut results).await;
+            }
+            if wanted("wtransport") {
+                let s = Arc::new(Wtransport::new(&configs)?);
+                failed |= !measure(&s, scenario, &sizes, &configs, &mut results).await;
+            }
+            if wanted("web-transport-quinn") {
+                let s = Arc::new(WebTransportQuinn::new(&configs)?);
+                failed |= !measure(&s, scenario, &sizes, &configs, &mut results).await;
+            }
+        }
+        // Python runs every scenario in one process per round.
+        for (name, venvs) in PYTHON_IMPLS {
+            if !wanted(name) {
+                continue;
+            }
+            eprintln!("peer-bench: round {}/{rounds}: {name}", round + 1);
+            match run_python(name, venvs, args.quick, &scenarios, &configs, &mut results).await {
+                Ok(()) => {}
+                Err(e) => {
+                    eprintln!("peer-bench: warning: {name}: {e:#}");
+                    failed = true;
+                }
+            }
+        }
+    }
+
+    if args.json {
+        for s in &results.samples {
+            println!("{}", report::sample_json(s));
+        }
+        for l in report::ratio_json(&results) {
+            println!("{l}");
+        }
+    } else {
+        println!(
+            "peer-bench: {} build, {} cores, {} sizes (Python: its own smaller sizes), best of \
+             {rounds} round(s)\n",
+            if cfg!(debug_assertions) {
+                "DEBUG"
+            } else {
+                "release"
+            },
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            if args.quick { "quick" } else { "full" },
+        );
+        print!("{}", report::table(&results));
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Runs one scenario of one Rust implementation against its own server in this process
+/// (and, for sessions, against a child process). False when it failed.
+async fn measure<S: Stack>(
+    stack: &Arc<S>,
+    scenario: &'static str,
+    sizes: &Sizes,
+    configs: &Configs,
+    results: &mut Results,
+) -> bool {
+    eprintln!("peer-bench: {scenario} ({})", stack.name());
+    let r = async {
+        let server = Arc::new(
+            stack
+                .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                .await?,
+        );
+        let addr = server.local_addr();
+        let serving = tokio::spawn(scenarios::serve(server));
+        let child = if scenario == "sessions" {
+            Some(ChildServer::start(stack.name(), configs).await?)
+        } else {
+            None
+        };
+        let r = scenarios::run(stack, addr, scenario, sizes, child.as_ref().map(|c| c.addr)).await;
+        serving.abort();
+        r
+    }
+    .await;
+    match r {
+        Ok(metrics) => {
+            for m in metrics {
+                results.add(stack.name(), m);
+            }
+            true
+        }
+        Err(e) => {
+            eprintln!(
+                "peer-bench: warning: {scenario} ({}) failed: {e:#}",
+                stack.name()
+            );
+            false
+        }
+    }
+}
+
+/// `--server NAME`: the child server of the sessions scenario.
+async fn serve_child(name: &str) -> Result<ExitCode> {
+    let cert = std::env::var(CERT_ENV).context("no certificate from the parent")?;
+    let key = std::env::var(KEY_ENV).context("no key from the parent")?;
+    let der = webtransport::tls::certificates_from_pem(cert.as_bytes(), CERT_ENV)?;
+    let sha256 = webtransport::tls::certificate_sha256(der.first().context("no certificate")?);
+    let configs = Configs::with_certificate(
+        webtransport::CertificateSource::Pem {
+            cert: cert.into_bytes(),
+            key: key.into_bytes(),
+        },
+        sha256,
+    );
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let addr = match name {
+        "webtransport" => start(Arc::new(WebTransport::new(&configs)?), any).await?,
+        "quinn" => start(Arc::new(RawQuinn::new(&configs)?), any).await?,
+        "wtransport" => start(Arc::new(Wtransport::new(&configs)?), any).await?,
+        "web-transport-quinn" => start(Arc::new(WebTransportQuinn::new(&configs)?), any).await?,
+        other => bail!("no implementation {other:?}"),
+    };
+    println!("{}", serde_json::json!({ "addr": addr.to_string() }));
+    std::io::stdout().flush()?;
+    tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while std::io::stdin()
+            .lock()
+            .read_line(&mut sink)
+            .is_ok_and(|n| n > 0)
+        {
+            sink.clear();
+        }
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn start<S: Stack>(stack: Arc<S>, addr: SocketAddr) -> Result<SocketAddr> {
+    let server = Arc::new(stack.bind(addr).await?);
+    let local = server.local_addr();
+    tokio::spawn(scenarios::serve(server));
+    Ok(local)
+}
+
+/// A `peer-bench --server` child process, ended when dropped.
+struct ChildServer {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl ChildServer {
+    async fn start(name: &'static str, configs: &Configs) -> Result<Self> {
+        let webtransport::CertificateSource::Pem { cert, key } = &configs.server.certificate else {
+            bail!("the child server needs the certificate as PEM");
+        };
+        let (cert, key) = (
+            String::from_utf8_lossy(cert).into_owned(),
+            String::from_utf8_lossy(key).into_owned(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let mut child = std::process::Command::new(std::env::current_exe()?)
+                .args(["--server", name])
+                .env(CERT_ENV, cert)
+                .env(KEY_ENV, key)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .context("cannot start the child server")?;
+            let mut line = String::new();
+            std::io::BufReader::new(child.stdout.take().context("no stdout")?)
+                .read_line(&mut line)?;
+            let v: serde_json::Value = serde_json::from_str(&line)
+                .with_context(|| format!("child server said {line:?}"))?;
+            let addr = v["addr"].as_str().context("no address")?.parse()?;
+            Ok(ChildServer { child, addr })
+        })
+        .await?
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        std::thread::sleep(Duration::from_millis(50));
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `python/pwt_bench.py` in the first virtual environment of `venvs` that exists
+/// and adds its JSON lines to `results` under `name`.
+async fn run_python(
+    name: &str,
+    venvs: &[&str],
+    quick: bool,
+    scenarios: &[&str],
+    configs: &Configs,
+    results: &mut Results,
+) -> Result<()> {
+    let webtransport::CertificateSource::Pem { cert, key } = &configs.server.certificate else {
+        bail!("the Python server needs the certificate as PEM");
+    };
+    let root = repo_root();
+    let python = venvs
+        .iter()
+        .map(|v| root.join(v).join("bin/python"))
+        .find(|p| p.exists())
+        .with_context(|| {
+            format!(
+                "no virtual environment ({}); run bench/setup-python.sh",
+                venvs.join(" or ")
+            )
+        })?;
+    let mut cmd = tokio::process::Command::new(&python);
+    cmd.arg(root.join("bench/python/pwt_bench.py"))
+        .arg("--scenario")
+        .arg(scenarios.join(","))
+        .env(CERT_ENV, String::from_utf8_lossy(cert).as_ref())
+        .env(KEY_ENV, String::from_utf8_lossy(key).as_ref());
+    if quick {
+        cmd.arg("--quick");
+    }
+    let out = tokio::time::timeout(Duration::from_secs(900), cmd.output())
+        .await
+        .context("the Python benchmark took more than 15 minutes")??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in stderr.lines().filter(|l| l.contains(" failed: ")) {
+        eprintln!("peer-bench: {name}: {line}");
+    }
+    let mut any = false;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(scenario), Some(metric), Some(value), Some(unit)) = (
+            v["scenario"].as_str(),
+            v["metric"].as_str(),
+            v["value"].as_f64(),
+            v["unit"].as_str(),
+        ) else {
+            continue;
+        };
+        let Some(scenario) = SCENARIOS.iter().copied().find(|s| *s == scenario) else {
+            continue;
+        };
+        // Units are few and fixed; leaking them keeps `Metric` free of lifetimes.
+        let unit: &'static str = Box::leak(unit.to_owned().into_boxed_str());
+        let higher = v["higher_is_better"].as_bool().unwrap_or(true);
+        let m = if higher {
+            Metric::higher(scenario, metric, value, unit)
+        } else {
+            Metric::lower(scenario, metric, value, unit)
+        };
+        // The version the environment really has (pywebtransport-0.21.1, ...).
+        results.add(v["impl"].as_str().unwrap_or(name), m);
+        any = true;
+    }
+    if !out.status.success() || !any {
+        bail!(
+            "{} exited with {} ({})",
+            python.display(),
+            out.status,
+            stderr.lines().last().unwrap_or("no output")
+        );
+    }
+    Ok(())
+}
