@@ -51,7 +51,7 @@ const SHUTDOWN_REASON: &str = "wt serve is shutting down";
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// UDP address to listen on; repeat for several
-    /// [default: 127.0.0.1:4433 and [::1]:4433]
+    /// [default: 127.0.0.1:4433 and ::1 port 4433]
     #[arg(long = "bind", value_name = "ADDR", conflicts_with = "port")]
     binds: Vec<SocketAddr>,
 

@@ -72,7 +72,7 @@ pub struct LocalStreams {
     pub decoder: u64,
 }
 
-/// What the caller should do with a stream after [`Connection::handle_stream_data`].
+/// What the caller should do with a stream after [`Connection::handle_stream_data`](super::Connection::handle_stream_data).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum Feed {
