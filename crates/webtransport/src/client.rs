@@ -1,7 +1,7 @@
 //! The client side: connecting, opening sessions, and [`Client`] for connecting by URL.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use webtransport_proto::connection::Role;
@@ -10,7 +10,7 @@ use webtransport_proto::qpack::HeaderField;
 
 use crate::config::ClientConfig;
 use crate::connection::{ConfigRef, ConnectOptions, Connection};
-use crate::driver::{SessionSlot, SessionStatus, Shared};
+use crate::driver::{EndpointUse, SessionSlot, SessionStatus, Shared};
 use crate::error::{ConnectError, ConnectionError};
 use crate::manage::client_stats::{ClientDiagnostics, ClientRecorder, ClientStats};
 use crate::session::Session;
@@ -37,22 +37,72 @@ fn authority(host: &str, port: u16) -> String {
     }
 }
 
+/// What a [`Client`] reuses across its connections, as a quinn application does: the quinn
+/// client config (building the TLS config may read the system's root certificates) and
+/// one UDP endpoint per address family (a new endpoint zeroes a large receive buffer and
+/// starts a task of its own, which was most of a handshake's cost on loopback).
+#[derive(Debug, Default)]
+pub(crate) struct Reuse {
+    quinn_config: Mutex<Option<quinn::ClientConfig>>,
+    v4: Mutex<Option<quinn::Endpoint>>,
+    v6: Mutex<Option<quinn::Endpoint>>,
+}
+
+impl Reuse {
+    fn quinn_config(&self, config: &ClientConfig) -> Result<quinn::ClientConfig, ConnectError> {
+        let mut slot = self.quinn_config.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = &*slot {
+            return Ok(c.clone());
+        }
+        let c = crate::tls::quinn_client_config(config)?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    fn endpoint(&self, ipv6: bool) -> Result<quinn::Endpoint, ConnectError> {
+        let slot = if ipv6 { &self.v6 } else { &self.v4 };
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = &*slot {
+            return Ok(e.clone());
+        }
+        let e = bind_endpoint(ipv6)?;
+        *slot = Some(e.clone());
+        Ok(e)
+    }
+}
+
+fn bind_endpoint(ipv6: bool) -> Result<quinn::Endpoint, ConnectError> {
+    let bind: SocketAddr = if ipv6 {
+        "[::]:0".parse().expect("literal")
+    } else {
+        "0.0.0.0:0".parse().expect("literal")
+    };
+    quinn::Endpoint::client(bind).map_err(|e| ConnectError::Bind(e.to_string()))
+}
+
+/// Connects and opens the first session: on `reuse`'s endpoint and config when given (a
+/// [`Client`]'s), else on an endpoint of the connection's own.
 pub(crate) async fn connect(
     config: &ClientConfig,
     opts: ConnectOptions,
+    reuse: Option<&Reuse>,
 ) -> Result<(Connection, Session), ConnectError> {
     config.validate()?;
     let addr = match opts.proxy {
         Some(p) => p,
         None => resolve(&opts.host, opts.port).await?,
     };
-    let quinn_config = crate::tls::quinn_client_config(config)?;
-    let bind: SocketAddr = if addr.is_ipv6() {
-        "[::]:0".parse().expect("literal")
-    } else {
-        "0.0.0.0:0".parse().expect("literal")
+    let (quinn_config, endpoint) = match reuse {
+        Some(r) => (
+            r.quinn_config(config)?,
+            EndpointUse::Shared(r.endpoint(addr.is_ipv6())?),
+        ),
+        None => (
+            crate::tls::quinn_client_config(config)?,
+            EndpointUse::Own(bind_endpoint(addr.is_ipv6())?),
+        ),
     };
-    let endpoint = quinn::Endpoint::client(bind).map_err(|e| ConnectError::Bind(e.to_string()))?;
+    let (EndpointUse::Own(ep) | EndpointUse::Shared(ep)) = &endpoint;
     let sni = opts
         .host
         .trim_start_matches('[')
@@ -60,7 +110,7 @@ pub(crate) async fn connect(
         .to_owned();
     let timeout = config.connect_timeout;
     let deadline = Instant::now() + timeout;
-    let connecting = endpoint
+    let connecting = ep
         .connect_with(quinn_config, addr, &sni)
         .map_err(|e| ConnectError::Handshake(e.to_string()))?;
     let quic = match tokio::time::timeout(timeout, connecting).await {
@@ -222,6 +272,7 @@ impl std::str::FromStr for WebTransportUrl {
 pub struct Client {
     config: ClientConfig,
     stats: Arc<ClientRecorder>,
+    reuse: Arc<Reuse>,
 }
 
 impl Client {
@@ -231,6 +282,7 @@ impl Client {
         Ok(Client {
             config,
             stats: Arc::default(),
+            reuse: Arc::default(),
         })
     }
 
@@ -266,7 +318,7 @@ impl Client {
         opts.port = u.port;
         opts.path = u.path;
         let attempt = self.stats.start();
-        let (conn, session) = connect(&self.config, opts).await?;
+        let (conn, session) = connect(&self.config, opts, Some(&self.reuse)).await?;
         attempt.succeeded(&conn);
         Ok(session)
     }

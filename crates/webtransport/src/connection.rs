@@ -358,7 +358,7 @@ impl Connection {
         config: &ClientConfig,
         opts: ConnectOptions,
     ) -> Result<(Connection, Session), ConnectError> {
-        crate::client::connect(config, opts).await
+        crate::client::connect(config, opts, None).await
     }
 
     /// Opens another session on this (client) connection.
@@ -636,7 +636,7 @@ impl Connection {
 
     /// A receiver of this connection's events.
     pub fn events(&self) -> broadcast::Receiver<ConnectionEvent> {
-        self.shared().events.subscribe()
+        self.shared().subscribe()
     }
 
     /// Checks health every `interval` until the connection closes: it writes a GREASE
@@ -677,7 +677,7 @@ impl Connection {
                 tracing::trace!(conn = %shared.id, rtt = ?shared.quic.rtt(), "health check answered");
             } else {
                 tracing::warn!(conn = %shared.id, waited = ?rtt_timeout, "health check: no answer from peer");
-                let _ = shared.events.send(ConnectionEvent::HealthCheckFailed {
+                shared.emit(ConnectionEvent::HealthCheckFailed {
                     waited: rtt_timeout,
                 });
             }

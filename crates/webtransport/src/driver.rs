@@ -183,11 +183,48 @@ impl SessionSlot {
     }
 }
 
+/// The hasher of [`Inner::sessions`]: every stream operation and datagram looks its
+/// session up there, and SipHash was 7 % of a datagram's cost. A multiply-and-fold is
+/// enough here: the map holds at most `limits.max_sessions` open sessions plus
+/// [`CLOSED_SESSIONS_KEPT`] closed ones, so a peer choosing colliding ids gains nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SessionIdHash;
+
+impl std::hash::BuildHasher for SessionIdHash {
+    type Hasher = SessionIdHasher;
+
+    fn build_hasher(&self) -> SessionIdHasher {
+        SessionIdHasher(0)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SessionIdHasher(u64);
+
+impl std::hash::Hasher for SessionIdHasher {
+    fn finish(&self) -> u64 {
+        // Session ids are multiples of 4: fold the high bits of the product down so the
+        // low bits that pick a bucket vary.
+        let h = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^ (h >> 32)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
 /// Mutable state of one connection.
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub core: core::Connection,
-    pub sessions: HashMap<SessionId, SessionSlot>,
+    pub sessions: HashMap<SessionId, SessionSlot, SessionIdHash>,
     closed_order: VecDeque<SessionId>,
     /// WebTransport streams the core recognised, waiting for their session (or refusal).
     detached: HashMap<u64, (quinn::RecvStream, Option<quinn::SendStream>)>,
@@ -202,14 +239,33 @@ pub(crate) struct Inner {
     pub last_activity: SystemTime,
     pub error_count: u64,
     pub datagrams_dropped: u64,
+    /// The core deadline the driver task sleeps until (`None`: no timer).
+    armed: Option<Instant>,
 }
+
+/// The UDP endpoint under a connection.
+#[derive(Debug)]
+pub(crate) enum EndpointUse {
+    /// The connection's own (a client connecting without a `Client`), or the server's:
+    /// a graceful close waits for it to go idle, so that the CONNECTION_CLOSE leaves
+    /// before the endpoint is dropped.
+    Own(quinn::Endpoint),
+    /// One endpoint for all connections of a `Client`: it outlives this connection, and
+    /// its other connections would keep it from going idle.
+    Shared(quinn::Endpoint),
+}
+
+/// Capacity of a connection's event channel, made when the first receiver subscribes.
+const EVENT_QUEUE: usize = 256;
 
 /// Everything one connection's handles and tasks share.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub quic: quinn::Connection,
-    /// The endpoint: a client's own one is kept alive with the connection.
+    /// The endpoint, kept alive with the connection.
     pub _endpoint: Option<quinn::Endpoint>,
+    /// Whether a graceful close waits for `_endpoint` to go idle (see [`EndpointUse`]).
+    owns_endpoint: bool,
     /// The local UDP address.
     pub local_addr: Option<std::net::SocketAddr>,
     pub role: Role,
@@ -218,7 +274,9 @@ pub(crate) struct Shared {
     pub cmd: mpsc::UnboundedSender<Cmd>,
     pub timer: Notify,
     pub state: watch::Sender<ConnectionState>,
-    pub events: broadcast::Sender<ConnectionEvent>,
+    /// Made on the first `subscribe`: its 256 slots are most of an idle connection's
+    /// memory otherwise, and events sent before anyone subscribes reach nobody anyway.
+    events: std::sync::OnceLock<broadcast::Sender<ConnectionEvent>>,
     pub limits: SessionLimits,
     pub open_timeout: std::time::Duration,
     pub config: crate::connection::ConfigRef,
@@ -240,7 +298,7 @@ impl Shared {
     /// Opens our three HTTP/3 streams, builds the core and starts the driver.
     pub(crate) async fn start(
         quic: quinn::Connection,
-        endpoint: Option<quinn::Endpoint>,
+        endpoint: Option<EndpointUse>,
         role: Role,
         limits: SessionLimits,
         open_timeout: std::time::Duration,
@@ -259,8 +317,12 @@ impl Shared {
         let core = core::Connection::new(role, proto_config(&limits), local);
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (state, _) = watch::channel(ConnectionState::Connected);
-        let (events, _) = broadcast::channel(256);
         let now = SystemTime::now();
+        let (endpoint, owns_endpoint) = match endpoint {
+            Some(EndpointUse::Own(e)) => (Some(e), true),
+            Some(EndpointUse::Shared(e)) => (Some(e), false),
+            None => (None, false),
+        };
         let shared = Arc::new(Shared {
             id: format!(
                 "{}-{}",
@@ -270,10 +332,11 @@ impl Shared {
             local_addr: endpoint.as_ref().and_then(|e| e.local_addr().ok()),
             quic,
             _endpoint: endpoint,
+            owns_endpoint,
             role,
             inner: Mutex::new(Inner {
                 core,
-                sessions: HashMap::new(),
+                sessions: HashMap::default(),
                 closed_order: VecDeque::new(),
                 detached: HashMap::new(),
                 stop_signals: HashMap::new(),
@@ -285,11 +348,12 @@ impl Shared {
                 last_activity: now,
                 error_count: 0,
                 datagrams_dropped: 0,
+                armed: None,
             }),
             cmd: cmd_tx,
             timer: Notify::new(),
             state,
-            events,
+            events: std::sync::OnceLock::new(),
             limits,
             open_timeout,
             config,
@@ -302,7 +366,7 @@ impl Shared {
             let mut inner = shared.lock();
             shared.pump(&mut inner);
         }
-        let _ = shared.events.send(ConnectionEvent::Established);
+        shared.emit(ConnectionEvent::Established);
         tokio::spawn(run(shared.clone(), cmd_rx, sends));
         tokio::spawn(read_datagrams(shared.clone()));
         Ok(shared)
@@ -346,10 +410,29 @@ impl Shared {
         self.state.send_replace(ConnectionState::Closing);
         self.quic
             .close(quinn_code(Code::H3_NO_ERROR), reason.as_bytes());
-        if let Some(ep) = &self._endpoint {
-            // A client's own endpoint: let the CONNECTION_CLOSE go out.
+        if let (Some(ep), true) = (&self._endpoint, self.owns_endpoint) {
+            // Our own endpoint: let the CONNECTION_CLOSE go out.
             let _ = tokio::time::timeout(timeout, ep.wait_idle()).await;
         }
+    }
+
+    /// Sends an event to the receivers of [`Shared::subscribe`], if there are any.
+    pub(crate) fn emit(&self, event: ConnectionEvent) {
+        if let Some(tx) = self.events.get() {
+            let _ = tx.send(event);
+        }
+    }
+
+    /// Whether anyone receives events (to skip building costly ones).
+    pub(crate) fn has_subscribers(&self) -> bool {
+        self.events.get().is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
+    /// A receiver of the events from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<ConnectionEvent> {
+        self.events
+            .get_or_init(|| broadcast::channel(EVENT_QUEUE).0)
+            .subscribe()
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -401,16 +484,19 @@ impl Shared {
         while let Some(e) = inner.core.poll_event() {
             self.on_event(inner, e);
         }
-        self.timer.notify_one();
+        // Wake the driver only when the core's timer moved: most inputs (stream data,
+        // datagrams) leave it alone, and a wake-up per datagram costs the driver a lock
+        // and a rebuilt `select!`.
+        if inner.core.poll_timeout() != inner.armed {
+            self.timer.notify_one();
+        }
     }
 
     fn on_event(self: &Arc<Self>, inner: &mut Inner, event: Event) {
         match event {
             Event::PeerSettings { settings, draft } => {
                 info!(conn = %self.id, role = ?self.role, %settings, draft = ?draft.map(|d| d.name()), "peer SETTINGS; WebTransport draft chosen");
-                let _ = self
-                    .events
-                    .send(ConnectionEvent::SettingsReceived { draft });
+                self.emit(ConnectionEvent::SettingsReceived { draft });
             }
             Event::SessionRequested { session, request } => {
                 debug!(conn = %self.id, %session, path = %request.path, "session requested");
@@ -441,7 +527,7 @@ impl Shared {
                 slot.response = Some(response);
                 slot.established_at = Some(SystemTime::now());
                 slot.notify.state.notify_waiters();
-                let _ = self.events.send(ConnectionEvent::SessionReady { session });
+                self.emit(ConnectionEvent::SessionReady { session });
             }
             Event::SessionRejected {
                 session, reason, ..
@@ -503,7 +589,7 @@ impl Shared {
                     slot.stats.streams_accepted_uni += 1;
                     slot.notify.uni.notify_waiters();
                 }
-                let _ = self.events.send(ConnectionEvent::StreamOpened {
+                self.emit(ConnectionEvent::StreamOpened {
                     session,
                     bidi,
                     incoming: true,
@@ -521,10 +607,8 @@ impl Shared {
                     let len = payload.len();
                     slot.datagrams.push_back(payload);
                     slot.notify.datagram.notify_waiters();
-                    if self.events.receiver_count() > 0 {
-                        let _ = self
-                            .events
-                            .send(ConnectionEvent::DatagramReceived { session, len });
+                    if self.has_subscribers() {
+                        self.emit(ConnectionEvent::DatagramReceived { session, len });
                     }
                 }
             }
@@ -533,9 +617,7 @@ impl Shared {
                     slot.draining = true;
                     slot.notify.state.notify_waiters();
                 }
-                let _ = self
-                    .events
-                    .send(ConnectionEvent::SessionDraining { session });
+                self.emit(ConnectionEvent::SessionDraining { session });
             }
             Event::SessionClosed {
                 session,
@@ -552,7 +634,7 @@ impl Shared {
                     });
                 }
                 self.retire(inner, session);
-                let _ = self.events.send(ConnectionEvent::SessionClosed {
+                self.emit(ConnectionEvent::SessionClosed {
                     session,
                     code,
                     reason,
@@ -562,10 +644,10 @@ impl Shared {
             Event::GoAway { id } => {
                 debug!(conn = %self.id, id, "GOAWAY received");
                 self.state.send_replace(ConnectionState::Draining);
-                let _ = self.events.send(ConnectionEvent::GoAway { id });
+                self.emit(ConnectionEvent::GoAway { id });
             }
             Event::ConnectionError { code, reason } => {
-                let _ = self.events.send(ConnectionEvent::Error { code, reason });
+                self.emit(ConnectionEvent::Error { code, reason });
             }
             _ => {}
         }
@@ -632,7 +714,7 @@ impl Shared {
         } else {
             ConnectionState::Closed
         });
-        let _ = self.events.send(ConnectionEvent::Closed { error: mapped });
+        self.emit(ConnectionEvent::Closed { error: mapped });
     }
 }
 
@@ -653,7 +735,12 @@ async fn run(
     loop {
         // Forget acknowledged streams as we go.
         while finishing.try_join_next().is_some() {}
-        let deadline = shared.lock().core.poll_timeout();
+        let deadline = {
+            let mut inner = shared.lock();
+            let d = inner.core.poll_timeout();
+            inner.armed = d;
+            d
+        };
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,

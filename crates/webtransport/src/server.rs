@@ -16,7 +16,7 @@ use webtransport_proto::Code;
 
 use crate::config::ServerConfig;
 use crate::connection::{ConfigRef, Connection};
-use crate::driver::{Inner, Shared};
+use crate::driver::{EndpointUse, Inner, Shared};
 use crate::error::{ConnectError, SessionError};
 use crate::session::Session;
 
@@ -351,7 +351,7 @@ async fn accept_loop(
                     .map_err(|e| ConnectError::Handshake(e.to_string()))?;
                 Shared::start(
                     quic,
-                    Some(ep),
+                    Some(EndpointUse::Own(ep)),
                     Role::Server,
                     config.limits.clone(),
                     config.stream_creation_timeout,

@@ -379,15 +379,11 @@ impl Session {
     }
 
     fn wrap_send(&self, send: quinn::SendStream, bidi: bool) -> SendStream {
-        let _ = self
-            .conn
-            .shared()
-            .events
-            .send(ConnectionEvent::StreamOpened {
-                session: self.id,
-                bidi,
-                incoming: false,
-            });
+        self.conn.shared().emit(ConnectionEvent::StreamOpened {
+            session: self.id,
+            bidi,
+            incoming: false,
+        });
         let (s, cell) = SendStream::new(send, self.id);
         self.with_slot(|slot| {
             slot.register_send(&cell);
@@ -484,15 +480,9 @@ impl Session {
     /// Sends a datagram. Unreliable: it may be lost, and it is dropped locally when the
     /// send buffer is full.
     pub fn send_datagram(&self, payload: &[u8]) -> Result<(), DatagramError> {
-        let Some(max) = self.max_datagram_size() else {
-            return Err(DatagramError::Unsupported);
-        };
-        if payload.len() > max {
-            return Err(DatagramError::TooLarge {
-                size: payload.len(),
-                max,
-            });
-        }
+        // No size check of our own up front: quinn checks the whole datagram anyway, and
+        // asking it for the limit first costs a second lock of its connection state on
+        // every datagram.
         let shared = self.conn.shared();
         let datagram = {
             let mut inner = shared.lock();
@@ -517,17 +507,24 @@ impl Session {
                 }
             }
         };
-        match shared.quic.send_datagram(datagram) {
-            Ok(()) => Ok(()),
-            Err(quinn::SendDatagramError::TooLarge) => Err(DatagramError::TooLarge {
-                size: payload.len(),
-                max: self.max_datagram_size().unwrap_or(0),
-            }),
+        let error = match shared.quic.send_datagram(datagram) {
+            Ok(()) => return Ok(()),
+            Err(quinn::SendDatagramError::TooLarge) => match self.max_datagram_size() {
+                Some(max) => DatagramError::TooLarge {
+                    size: payload.len(),
+                    max,
+                },
+                None => DatagramError::Unsupported,
+            },
             Err(quinn::SendDatagramError::ConnectionLost(e)) => {
-                Err(SessionError::Connection(crate::error::ConnectionError::from_quinn(&e)).into())
+                SessionError::Connection(crate::error::ConnectionError::from_quinn(&e)).into()
             }
-            Err(_) => Err(DatagramError::Unsupported),
+            Err(_) => DatagramError::Unsupported,
+        };
+        if let Some(slot) = shared.lock().sessions.get_mut(&self.id) {
+            slot.stats.datagrams_sent = slot.stats.datagrams_sent.saturating_sub(1);
         }
+        Err(error)
     }
 
     /// Waits for the next datagram.
