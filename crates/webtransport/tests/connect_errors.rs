@@ -9,40 +9,25 @@
 
 use std::time::Duration;
 
-use webtransport::proto::frame::Frame;
-use webtransport::proto::headers::ConnectResponse;
-use webtransport::proto::qpack;
-use webtransport::proto::settings::{id, Settings};
-use webtransport::proto::stream_header::UniStreamHeader;
 use webtransport::*;
+
+mod support;
 
 const T: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn control_stream_closed_while_request_pending_names_the_error() {
-    let cert = generate_self_signed(&["localhost", "127.0.0.1"]).unwrap();
-    let cfg = ServerConfig {
-        bind: vec!["127.0.0.1:0".parse().unwrap()],
-        certificate: cert.to_certificate_source(),
-        ..ServerConfig::default()
-    };
-    let (quinn_cfg, _) = tls::quinn_server_config(&cfg).unwrap();
-    let endpoint = quinn::Endpoint::server(quinn_cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let port = endpoint.local_addr().unwrap().port();
+    let support::RawServer {
+        endpoint,
+        port,
+        client,
+    } = support::raw_server();
 
     // A raw HTTP/3 server: SETTINGS offering WebTransport, then, once the CONNECT request
     // arrived, FIN on its control stream.
     let server = tokio::spawn(async move {
         let conn = endpoint.accept().await.unwrap().await.unwrap();
-        let mut control = conn.open_uni().await.unwrap();
-        let mut settings = Settings::new();
-        settings.set(id::ENABLE_CONNECT_PROTOCOL, 1);
-        settings.set(id::H3_DATAGRAM, 1);
-        settings.set(id::ENABLE_WEBTRANSPORT, 1);
-        let mut out = Vec::new();
-        UniStreamHeader::Control.encode(&mut out);
-        Frame::Settings(settings).encode(&mut out);
-        control.write_all(&out).await.unwrap();
+        let mut control = support::open_control(&conn).await.unwrap();
         let (_send, mut request) = conn.accept_bi().await.unwrap();
         let mut first = [0u8; 1];
         request.read_exact(&mut first).await.unwrap();
@@ -50,11 +35,6 @@ async fn control_stream_closed_while_request_pending_names_the_error() {
         let _ = tokio::time::timeout(T, conn.closed()).await;
     });
 
-    let client = Client::new(ClientConfig {
-        verification: CertVerification::ServerCertificateHashes(vec![cert.sha256]),
-        ..ClientConfig::default()
-    })
-    .unwrap();
     let err = tokio::time::timeout(T, client.connect(&format!("https://127.0.0.1:{port}/")))
         .await
         .expect("connect answered")
@@ -76,23 +56,11 @@ async fn refuse_then_close(endpoint: quinn::Endpoint) {
     while let Some(incoming) = endpoint.accept().await {
         tokio::spawn(async move {
             let conn = incoming.await?;
-            let mut control = conn.open_uni().await?;
-            let mut settings = Settings::new();
-            settings.set(id::ENABLE_CONNECT_PROTOCOL, 1);
-            settings.set(id::H3_DATAGRAM, 1);
-            settings.set(id::ENABLE_WEBTRANSPORT, 1);
-            let mut out = Vec::new();
-            UniStreamHeader::Control.encode(&mut out);
-            Frame::Settings(settings).encode(&mut out);
-            control.write_all(&out).await?;
+            let _control = support::open_control(&conn).await?;
             let (mut send, mut request) = conn.accept_bi().await?;
             let mut first = [0u8; 1];
             request.read_exact(&mut first).await?;
-            let mut block = Vec::new();
-            qpack::encode_field_section(&ConnectResponse::new(404).to_fields(), &mut block);
-            let mut out = Vec::new();
-            Frame::Headers(block.into()).encode(&mut out);
-            send.write_all(&out).await?;
+            send.write_all(&support::response(404)).await?;
             send.finish()?;
             let _ = send.stopped().await;
             conn.close(0u32.into(), b"");
@@ -103,21 +71,12 @@ async fn refuse_then_close(endpoint: quinn::Endpoint) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusal_acknowledged_then_connection_closed_still_reads_as_the_status() {
-    let cert = generate_self_signed(&["localhost", "127.0.0.1"]).unwrap();
-    let cfg = ServerConfig {
-        bind: vec!["127.0.0.1:0".parse().unwrap()],
-        certificate: cert.to_certificate_source(),
-        ..ServerConfig::default()
-    };
-    let (quinn_cfg, _) = tls::quinn_server_config(&cfg).unwrap();
-    let endpoint = quinn::Endpoint::server(quinn_cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let port = endpoint.local_addr().unwrap().port();
+    let support::RawServer {
+        endpoint,
+        port,
+        client,
+    } = support::raw_server();
     let server = tokio::spawn(refuse_then_close(endpoint));
-    let client = Client::new(ClientConfig {
-        verification: CertVerification::ServerCertificateHashes(vec![cert.sha256]),
-        ..ClientConfig::default()
-    })
-    .unwrap();
     // The close races the reading of the answer: try often enough to lose that race.
     for attempt in 0..40 {
         let r = tokio::time::timeout(T, client.connect(&format!("https://127.0.0.1:{port}/")))

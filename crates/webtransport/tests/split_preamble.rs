@@ -5,49 +5,32 @@
 
 use std::time::Duration;
 
-use webtransport::proto::frame::Frame;
-use webtransport::proto::headers::ConnectResponse;
-use webtransport::proto::qpack;
-use webtransport::proto::settings::{id, Settings};
-use webtransport::proto::stream_header::UniStreamHeader;
-use webtransport::*;
+
+mod support;
 
 const T: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn server_bidi_stream_with_preamble_in_pieces_reaches_accept_bi() {
-    let cert = generate_self_signed(&["localhost", "127.0.0.1"]).unwrap();
-    let cfg = ServerConfig {
-        bind: vec!["127.0.0.1:0".parse().unwrap()],
-        certificate: cert.to_certificate_source(),
-        ..ServerConfig::default()
-    };
-    let (quinn_cfg, _) = tls::quinn_server_config(&cfg).unwrap();
-    let endpoint = quinn::Endpoint::server(quinn_cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let port = endpoint.local_addr().unwrap().port();
+    let support::RawServer {
+        endpoint,
+        port,
+        client,
+    } = support::raw_server();
 
     // A raw HTTP/3 server: SETTINGS, a 200 to the CONNECT, then a bidi stream whose
     // preamble comes in two pieces far enough apart to be read separately.
     let server = tokio::spawn(async move {
         let conn = endpoint.accept().await.unwrap().await.unwrap();
-        let mut control = conn.open_uni().await.unwrap();
-        let mut settings = Settings::new();
-        settings.set(id::ENABLE_CONNECT_PROTOCOL, 1);
-        settings.set(id::H3_DATAGRAM, 1);
-        settings.set(id::ENABLE_WEBTRANSPORT, 1);
-        let mut out = Vec::new();
-        UniStreamHeader::Control.encode(&mut out);
-        Frame::Settings(settings).encode(&mut out);
-        control.write_all(&out).await.unwrap();
+        let _control = support::open_control(&conn).await.unwrap();
 
         let (mut connect_send, mut connect_recv) = conn.accept_bi().await.unwrap();
         let mut first = [0u8; 1];
         connect_recv.read_exact(&mut first).await.unwrap();
-        let mut block = Vec::new();
-        qpack::encode_field_section(&ConnectResponse::new(200).to_fields(), &mut block);
-        let mut out = Vec::new();
-        Frame::Headers(block.into()).encode(&mut out);
-        connect_send.write_all(&out).await.unwrap();
+        connect_send
+            .write_all(&support::response(200))
+            .await
+            .unwrap();
 
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         send.write_all(&[0x40, 0x41]).await.unwrap(); // WT_STREAM as a 2-byte varint
@@ -59,11 +42,6 @@ async fn server_bidi_stream_with_preamble_in_pieces_reaches_accept_bi() {
         (reply, conn)
     });
 
-    let client = Client::new(ClientConfig {
-        verification: CertVerification::ServerCertificateHashes(vec![cert.sha256]),
-        ..ClientConfig::default()
-    })
-    .unwrap();
     let session = tokio::time::timeout(T, client.connect(&format!("https://127.0.0.1:{port}/")))
         .await
         .expect("connect answered")
