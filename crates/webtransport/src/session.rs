@@ -446,28 +446,41 @@ impl Session {
         notify: &tokio::sync::Notify,
         mut take: impl FnMut(&mut SessionSlot) -> Option<T>,
     ) -> Result<T, SessionError> {
+        // First without registering for a wake-up: under load the item is usually queued
+        // already, and registering costs a lock of the `Notify` per call.
+        if let Some(r) = self.try_take(&mut take) {
+            return r;
+        }
         loop {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
-                let mut inner = self.conn.shared().lock();
-                let slot = inner
-                    .sessions
-                    .get_mut(&self.id)
-                    .ok_or(SessionError::NotEstablished)?;
-                if let Some(item) = take(slot) {
-                    return Ok(item);
-                }
-                if !matches!(
-                    slot.status,
-                    SessionStatus::Established | SessionStatus::Pending
-                ) {
-                    return Err(Self::status_error(&slot.status));
-                }
+            if let Some(r) = self.try_take(&mut take) {
+                return r;
             }
             notified.await;
         }
+    }
+
+    /// One look at the slot: the item, the session's end, or `None` to wait.
+    fn try_take<T>(
+        &self,
+        take: &mut impl FnMut(&mut SessionSlot) -> Option<T>,
+    ) -> Option<Result<T, SessionError>> {
+        let mut inner = self.conn.shared().lock();
+        let Some(slot) = inner.sessions.get_mut(&self.id) else {
+            return Some(Err(SessionError::NotEstablished));
+        };
+        if let Some(item) = take(slot) {
+            return Some(Ok(item));
+        }
+        if !matches!(
+            slot.status,
+            SessionStatus::Established | SessionStatus::Pending
+        ) {
+            return Some(Err(Self::status_error(&slot.status)));
+        }
+        None
     }
 
     /// The largest datagram payload that can be sent now (the QUIC limit minus the
@@ -475,6 +488,13 @@ impl Session {
     pub fn max_datagram_size(&self) -> Option<usize> {
         let max = self.conn.shared().quic.max_datagram_size()?;
         Some(max.saturating_sub(webtransport_proto::datagram::header_len(self.id)))
+    }
+
+    /// Bytes free in the connection's outgoing datagram buffer (shared by its sessions):
+    /// a sender that keeps below it loses nothing locally, since [`Session::send_datagram`]
+    /// drops the oldest queued datagrams to make room.
+    pub fn datagram_send_buffer_space(&self) -> usize {
+        self.conn.shared().quic.datagram_send_buffer_space()
     }
 
     /// Sends a datagram. Unreliable: it may be lost, and it is dropped locally when the
