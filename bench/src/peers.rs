@@ -101,6 +101,10 @@ impl Conn for wtransport::Connection {
         Ok(d.payload())
     }
 
+    fn datagram_send_buffer_space(&self) -> usize {
+        self.quic_connection().datagram_send_buffer_space()
+    }
+
     fn max_datagram_size(&self) -> Option<usize> {
         wtransport::Connection::max_datagram_size(self)
     }
@@ -215,6 +219,10 @@ impl Conn for web_transport_quinn::Session {
 
     async fn read_datagram(&self) -> Result<Bytes> {
         Ok(web_transport_quinn::Session::read_datagram(self).await?)
+    }
+
+    fn datagram_send_buffer_space(&self) -> usize {
+        web_transport_quinn::Session::datagram_send_buffer_space(self)
     }
 
     fn max_datagram_size(&self) -> Option<usize> {

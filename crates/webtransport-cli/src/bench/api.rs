@@ -62,6 +62,10 @@ pub trait Conn: Clone + Send + Sync + 'static {
     /// Waits for the next datagram.
     fn read_datagram(&self) -> impl Future<Output = Result<Bytes>> + Send;
 
+    /// Bytes free in the outgoing datagram buffer; a sender that stays below it loses
+    /// nothing locally.
+    fn datagram_send_buffer_space(&self) -> usize;
+
     /// The largest datagram payload the peer accepts now.
     fn max_datagram_size(&self) -> Option<usize>;
 

@@ -145,6 +145,10 @@ impl Conn for Session {
         Ok(Session::read_datagram(self).await?)
     }
 
+    fn datagram_send_buffer_space(&self) -> usize {
+        Session::datagram_send_buffer_space(self)
+    }
+
     fn max_datagram_size(&self) -> Option<usize> {
         Session::max_datagram_size(self)
     }

@@ -123,6 +123,10 @@ impl Conn for quinn::Connection {
         Ok(quinn::Connection::read_datagram(self).await?)
     }
 
+    fn datagram_send_buffer_space(&self) -> usize {
+        quinn::Connection::datagram_send_buffer_space(self)
+    }
+
     fn max_datagram_size(&self) -> Option<usize> {
         quinn::Connection::max_datagram_size(self)
     }

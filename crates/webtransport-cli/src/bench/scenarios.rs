@@ -371,7 +371,13 @@ pub async fn latency<C: Conn>(conn: &C, requests: u64) -> Result<Vec<Metric>> {
     Ok(out)
 }
 
-/// Datagrams of `size` bytes as fast as the sender can queue them for `duration`.
+/// Datagrams of `size` bytes as fast as the connection takes them, for `duration`.
+///
+/// The sender queues datagrams while the transport's send buffer has room and sleeps a
+/// millisecond when it has none. Without that pacing a sender in the same process as
+/// both connections only measures how much CPU it steals from them: the transport drops
+/// the oldest queued datagrams to make room, and most of what is "sent" is dropped
+/// before it leaves.
 pub async fn datagrams<C: Conn>(conn: &C, duration: Duration, size: usize) -> Result<Vec<Metric>> {
     match conn.max_datagram_size() {
         Some(max) if max >= size => {}
@@ -380,15 +386,23 @@ pub async fn datagrams<C: Conn>(conn: &C, duration: Duration, size: usize) -> Re
     // Start from zero on the server's counter.
     query(conn, CMD_DATAGRAMS).await?;
     let payload = Bytes::from(vec![0x5a_u8; size]);
+    // Room for the payload plus the largest WebTransport and QUIC framing.
+    let needed = size + 64;
     let mut sent = 0_u64;
     let start = Instant::now();
     while start.elapsed() < duration {
-        for _ in 0..DATAGRAM_BURST {
+        let mut queued = 0;
+        while queued < DATAGRAM_BURST && conn.datagram_send_buffer_space() >= needed {
             if conn.send_datagram(&payload).is_ok() {
                 sent += 1;
             }
+            queued += 1;
         }
-        tokio::task::yield_now().await;
+        if queued < DATAGRAM_BURST {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
     }
     let elapsed = start.elapsed();
     tokio::time::sleep(DATAGRAM_GRACE).await;
