@@ -787,7 +787,7 @@ async fn run(
             },
             r = shared.quic.accept_uni() => match r {
                 Ok(recv) => {
-                    tokio::spawn(read_stream(shared.clone(), recv, None));
+                    start_reading(&shared, recv, None);
                 }
                 Err(e) => {
                     shared.on_closed(&e);
@@ -796,7 +796,7 @@ async fn run(
             },
             r = shared.quic.accept_bi() => match r {
                 Ok((send, recv)) => {
-                    tokio::spawn(read_stream(shared.clone(), recv, Some(send)));
+                    start_reading(&shared, recv, Some(send));
                 }
                 Err(e) => {
                     shared.on_closed(&e);
@@ -831,6 +831,19 @@ async fn read_datagrams(shared: Arc<Shared>) {
             }
         }
         shared.pump(&mut inner);
+    }
+}
+
+/// Starts [`read_stream`] on a stream the peer opened: polled once right here, since a
+/// WebTransport stream's preamble nearly always arrives with its first bytes and the core
+/// hands the stream to its session at once; only a stream that needs more reading gets a
+/// task of its own. That saves a task spawn and a scheduling hop per stream.
+fn start_reading(shared: &Arc<Shared>, recv: quinn::RecvStream, send: Option<quinn::SendStream>) {
+    use futures_util::FutureExt;
+    let mut reading = Box::pin(read_stream(shared.clone(), recv, send));
+    if reading.as_mut().now_or_never().is_none() {
+        // Polled again by its task at once, which registers the real waker.
+        tokio::spawn(reading);
     }
 }
 
