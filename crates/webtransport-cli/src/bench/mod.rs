@@ -286,9 +286,15 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         Progress::new(u64::from(args.rounds.max(1)) * (scenarios.len() * impls.len()) as u64);
     let mut results = Results::default();
     let mut failed = false;
-    for _ in 0..args.rounds.max(1) {
+    for round in 0..args.rounds.max(1) {
+        // Every other round the other implementation goes first, so that neither always
+        // runs on a warmer (or busier) machine.
+        let mut order = impls.clone();
+        if round % 2 == 1 {
+            order.reverse();
+        }
         for &scenario in &scenarios {
-            for &imp in &impls {
+            for &imp in &order {
                 progress.step(scenario.name(), imp.name());
                 let r = match imp {
                     Impl::Webtransport => {
