@@ -182,22 +182,34 @@ async fn run(args: Args) -> Result<ExitCode> {
     let mut failed = false;
     let rounds = args.rounds.max(1);
     for round in 0..rounds {
+        // The Rust implementations take turns going first, so that none always runs on a
+        // warmer (or busier) machine.
+        let mut order: Vec<&str> = RUST_IMPLS.iter().copied().filter(|n| wanted(n)).collect();
+        if !order.is_empty() {
+            let turn = round as usize % order.len();
+            order.rotate_left(turn);
+        }
         for &scenario in &scenarios {
-            if wanted("webtransport") {
-                let s = Arc::new(WebTransport::new(&configs)?);
-                failed |= !measure(&s, scenario, &sizes, &configs, &mut results).await;
-            }
-            if wanted("quinn") {
-                let s = Arc::new(RawQuinn::new(&configs)?);
-                failed |= !measure(&s, scenario, &sizes, &configs, &mut results).await;
-            }
-            if wanted("wtransport") {
-                let s = Arc::new(Wtransport::new(&configs)?);
-                failed |= !measure(&s, scenario, &sizes, &configs, &mut results).await;
-            }
-            if wanted("web-transport-quinn") {
-                let s = Arc::new(WebTransportQuinn::new(&configs)?);
-                failed |= !measure(&s, scenario, &sizes, &configs, &mut results).await;
+            for name in &order {
+                let ok = match *name {
+                    "webtransport" => {
+                        let s = Arc::new(WebTransport::new(&configs)?);
+                        measure(&s, scenario, &sizes, &configs, &mut results).await
+                    }
+                    "quinn" => {
+                        let s = Arc::new(RawQuinn::new(&configs)?);
+                        measure(&s, scenario, &sizes, &configs, &mut results).await
+                    }
+                    "wtransport" => {
+                        let s = Arc::new(Wtransport::new(&configs)?);
+                        measure(&s, scenario, &sizes, &configs, &mut results).await
+                    }
+                    _ => {
+                        let s = Arc::new(WebTransportQuinn::new(&configs)?);
+                        measure(&s, scenario, &sizes, &configs, &mut results).await
+                    }
+                };
+                failed |= !ok;
             }
         }
         // Python runs every scenario in one process per round.
