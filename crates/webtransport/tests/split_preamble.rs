@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-
 mod support;
 
 const T: Duration = Duration::from_secs(10);
