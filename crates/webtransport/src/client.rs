@@ -188,7 +188,7 @@ pub(crate) async fn open_session(
         let slot = inner
             .sessions
             .entry(sid)
-            .or_insert_with(|| SessionSlot::new(Some(request)));
+            .or_insert_with(|| Box::new(SessionSlot::new(Some(request))));
         let session = Session::attach(conn.clone(), sid, slot);
         shared.pump(&mut inner);
         session

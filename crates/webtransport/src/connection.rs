@@ -14,7 +14,7 @@ use webtransport_proto::stream_header::SessionId;
 use webtransport_proto::Code;
 
 use crate::config::{ClientConfig, ServerConfig};
-use crate::driver::{quinn_code, SessionSlot, SessionStatus, Shared};
+use crate::driver::{quinn_code, SessionStatus, Shared};
 use crate::error::{ConnectError, ConnectionError};
 use crate::session::{Session, SessionInfo};
 
@@ -689,7 +689,7 @@ impl Connection {
             .lock()
             .sessions
             .get(&session)
-            .map(|s: &SessionSlot| s.status.clone())
+            .map(|s| s.status.clone())
     }
 }
 

@@ -59,6 +59,68 @@ pub(crate) enum Cmd {
     Flush(oneshot::Sender<()>),
 }
 
+/// The driver's command queue: a `VecDeque` behind a mutex rather than tokio's unbounded
+/// channel, which allocates a block of 32 commands (1.5 KiB) per connection up front,
+/// though a connection sends a handful of commands in its life.
+#[derive(Debug, Default)]
+pub(crate) struct CmdQueue {
+    queue: Mutex<CmdState>,
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct CmdState {
+    cmds: VecDeque<Cmd>,
+    /// The driver is gone: commands are refused.
+    closed: bool,
+}
+
+impl CmdQueue {
+    /// Queues a command for the driver; `Err` when the driver has ended.
+    pub(crate) fn send(&self, cmd: Cmd) -> Result<(), Cmd> {
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if q.closed {
+                return Err(cmd);
+            }
+            q.cmds.push_back(cmd);
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    fn pop(&self) -> Option<Cmd> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cmds
+            .pop_front()
+    }
+
+    /// The next command. Cancel safe: a command is taken only when returned.
+    async fn recv(&self) -> Cmd {
+        loop {
+            if let Some(c) = self.pop() {
+                return c;
+            }
+            let ready = self.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if let Some(c) = self.pop() {
+                return c;
+            }
+            ready.await;
+        }
+    }
+
+    /// Refuses further commands and drops the queued ones (answering any `Flush`).
+    fn close(&self) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.closed = true;
+        q.cmds.clear();
+    }
+}
+
 /// How a session stands.
 #[derive(Debug, Clone)]
 pub(crate) enum SessionStatus {
@@ -224,7 +286,8 @@ impl std::hash::Hasher for SessionIdHasher {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub core: core::Connection,
-    pub sessions: HashMap<SessionId, SessionSlot, SessionIdHash>,
+    /// Boxed: a slot is ~540 bytes, and a map's first insert allocates four buckets.
+    pub sessions: HashMap<SessionId, Box<SessionSlot>, SessionIdHash>,
     closed_order: VecDeque<SessionId>,
     /// WebTransport streams the core recognised, waiting for their session (or refusal).
     detached: HashMap<u64, (quinn::RecvStream, Option<quinn::SendStream>)>,
@@ -271,7 +334,7 @@ pub(crate) struct Shared {
     pub role: Role,
     pub id: String,
     pub inner: Mutex<Inner>,
-    pub cmd: mpsc::UnboundedSender<Cmd>,
+    pub cmd: CmdQueue,
     pub timer: Notify,
     pub state: watch::Sender<ConnectionState>,
     /// Made on the first `subscribe`: its 256 slots are most of an idle connection's
@@ -315,7 +378,6 @@ impl Shared {
             decoder: decoder.id().into(),
         };
         let core = core::Connection::new(role, proto_config(&limits), local);
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (state, _) = watch::channel(ConnectionState::Connected);
         let now = SystemTime::now();
         let (endpoint, owns_endpoint) = match endpoint {
@@ -350,7 +412,7 @@ impl Shared {
                 datagrams_dropped: 0,
                 armed: None,
             }),
-            cmd: cmd_tx,
+            cmd: CmdQueue::default(),
             timer: Notify::new(),
             state,
             events: std::sync::OnceLock::new(),
@@ -367,7 +429,7 @@ impl Shared {
             shared.pump(&mut inner);
         }
         shared.emit(ConnectionEvent::Established);
-        tokio::spawn(run(shared.clone(), cmd_rx, sends));
+        tokio::spawn(run(shared.clone(), sends));
         tokio::spawn(read_datagrams(shared.clone()));
         Ok(shared)
     }
@@ -502,7 +564,7 @@ impl Shared {
                 debug!(conn = %self.id, %session, path = %request.path, "session requested");
                 inner
                     .sessions
-                    .insert(session, SessionSlot::new(Some(request.clone())));
+                    .insert(session, Box::new(SessionSlot::new(Some(request.clone()))));
                 let req = SessionRequest::new(
                     Connection::from_shared(self.clone(), false),
                     session,
@@ -522,7 +584,7 @@ impl Shared {
                 let slot = inner
                     .sessions
                     .entry(session)
-                    .or_insert_with(|| SessionSlot::new(None));
+                    .or_insert_with(|| Box::new(SessionSlot::new(None)));
                 slot.status = SessionStatus::Established;
                 slot.response = Some(response);
                 slot.established_at = Some(SystemTime::now());
@@ -726,11 +788,7 @@ fn role_tag(role: Role) -> &'static str {
 }
 
 /// The driver task.
-async fn run(
-    shared: Arc<Shared>,
-    mut cmd_rx: mpsc::UnboundedReceiver<Cmd>,
-    mut sends: HashMap<u64, quinn::SendStream>,
-) {
+async fn run(shared: Arc<Shared>, mut sends: HashMap<u64, quinn::SendStream>) {
     let mut finishing = tokio::task::JoinSet::new();
     loop {
         // Forget acknowledged streams as we go.
@@ -748,7 +806,7 @@ async fn run(
             }
         };
         tokio::select! {
-            Some(cmd) = cmd_rx.recv() => match cmd {
+            cmd = shared.cmd.recv() => match cmd {
                 Cmd::Register(id, s) => {
                     sends.insert(id, s);
                 }
@@ -811,6 +869,7 @@ async fn run(
             _ = shared.timer.notified() => {}
         }
     }
+    shared.cmd.close();
 }
 
 /// Datagrams handed to the core under one lock and one `pump`.

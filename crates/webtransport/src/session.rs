@@ -202,7 +202,7 @@ impl Drop for SessionGuard {
         if inner
             .sessions
             .get(&self.id)
-            .is_some_and(SessionSlot::is_established)
+            .is_some_and(|s| s.is_established())
         {
             let _ = inner.core.close_session(self.id, 0, "");
             shared.pump(&mut inner);
@@ -253,7 +253,7 @@ impl Session {
 
     fn with_slot<R>(&self, f: impl FnOnce(&mut SessionSlot) -> R) -> Option<R> {
         let mut inner = self.conn.shared().lock();
-        inner.sessions.get_mut(&self.id).map(f)
+        inner.sessions.get_mut(&self.id).map(|s| f(s))
     }
 
     fn status_error(status: &SessionStatus) -> SessionError {
