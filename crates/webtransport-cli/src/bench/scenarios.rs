@@ -528,7 +528,17 @@ async fn open_many<S: Stack>(
         workers.spawn(async move {
             let mut mine = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < count {
-                mine.push(stack.connect(addr).await?);
+                // One lost handshake among thousands should not void a memory
+                // measurement: two more tries, then the error.
+                let mut tries = 0;
+                let conn = loop {
+                    match stack.connect(addr).await {
+                        Ok(c) => break c,
+                        Err(_) if tries < 2 => tries += 1,
+                        Err(e) => return Err(e),
+                    }
+                };
+                mine.push(conn);
             }
             anyhow::Ok(mine)
         });
