@@ -217,6 +217,35 @@ fn spread(picks: &[u16], ports: &[u16]) -> Vec<usize> {
         .collect()
 }
 
+/// 300 round-robin `get_connection` calls through a fresh balancer over `servers`: the
+/// balancer, the calls per target and the connects the factory made per target.
+async fn round_robin_300(
+    servers: &[TestServer],
+    ports: &[u16],
+    cfg: &ClientConfig,
+    reuse: bool,
+) -> (LoadBalancer, Vec<usize>, Vec<usize>) {
+    let counts: Counts = Arc::default();
+    let lb = LoadBalancer::new(
+        servers.iter().map(TestServer::target),
+        lb_config(Some(counting_factory(counts.clone())), reuse),
+    )
+    .unwrap();
+    let mut picks = Vec::new();
+    for _ in 0..300 {
+        let c = lb
+            .get_connection(cfg, "/", Strategy::RoundRobin)
+            .await
+            .unwrap();
+        picks.push(c.remote_address().port());
+    }
+    let connects = ports
+        .iter()
+        .map(|p| counts.lock().unwrap().get(p).copied().unwrap_or(0))
+        .collect();
+    (lb, spread(&picks, ports), connects)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_spreads_evenly() {
     init_log();
@@ -226,22 +255,7 @@ async fn round_robin_spreads_evenly() {
     let cfg = client_config(&cert, T);
 
     // Without reuse: every call is a new connection to the next target.
-    let counts: Counts = Arc::default();
-    let lb = LoadBalancer::new(
-        servers.iter().map(TestServer::target),
-        lb_config(Some(counting_factory(counts.clone())), false),
-    )
-    .unwrap();
-    let mut picks = Vec::new();
-    for _ in 0..300 {
-        let c = lb
-            .get_connection(&cfg, "/", Strategy::RoundRobin)
-            .await
-            .unwrap();
-        picks.push(c.remote_address().port());
-    }
-    let by_target = spread(&picks, &ports);
-    let connects: Vec<usize> = ports.iter().map(|p| counts.lock().unwrap()[p]).collect();
+    let (lb, by_target, connects) = round_robin_300(&servers, &ports, &cfg, false).await;
     println!("round robin, no reuse: picks {by_target:?}, connects {connects:?}");
     for n in &by_target {
         assert!(n.abs_diff(100) <= 1, "{by_target:?}");
@@ -251,27 +265,10 @@ async fn round_robin_spreads_evenly() {
     lb.shutdown().await;
 
     // With reuse: the same rotation, served by one connection per target.
-    let counts: Counts = Arc::default();
-    let lb = LoadBalancer::new(
-        servers.iter().map(TestServer::target),
-        lb_config(Some(counting_factory(counts.clone())), true),
-    )
-    .unwrap();
-    let mut picks = Vec::new();
-    for _ in 0..300 {
-        let c = lb
-            .get_connection(&cfg, "/", Strategy::RoundRobin)
-            .await
-            .unwrap();
-        picks.push(c.remote_address().port());
-    }
-    let by_target = spread(&picks, &ports);
-    println!(
-        "round robin, reuse: picks {by_target:?}, connects {:?}",
-        counts.lock().unwrap().values().collect::<Vec<_>>()
-    );
+    let (lb, by_target, connects) = round_robin_300(&servers, &ports, &cfg, true).await;
+    println!("round robin, reuse: picks {by_target:?}, connects {connects:?}");
     assert_eq!(by_target, [100, 100, 100]);
-    assert_eq!(counts.lock().unwrap().values().sum::<usize>(), 3);
+    assert_eq!(connects.iter().sum::<usize>(), 3);
     let stats = lb.get_load_balancer_stats();
     assert_eq!(
         stats,
