@@ -13,10 +13,12 @@ struct Browser(tokio::process::Child);
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // Chromium runs in its own process group (setsid): end the whole group, but
+        // only while that group is still Chromium's (its leader's command line names
+        // chromium), never a group whose id was reused. The signal goes through libc,
+        // not the `kill` utility: procps-ng 4.0.2's `kill -KILL -PGID` sends the signal
+        // to every process on the machine (kill(-1, SIGKILL)).
         if let Some(pid) = self.0.id() {
-            // Chromium runs in its own process group (setsid): end the whole group, but
-            // only while that group is still Chromium's (its leader's command line names
-            // chromium), never a group whose id was reused.
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             let pgrp = stat
@@ -25,10 +27,18 @@ impl Drop for Browser {
                 .and_then(|rest| rest.split_whitespace().nth(2));
             let ours = String::from_utf8_lossy(&cmdline).contains("chromium")
                 && pgrp == Some(&pid.to_string());
-            if ours {
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", &format!("-{pid}")])
-                    .status();
+            let group = i32::try_from(pid).ok().filter(|g| *g > 1);
+            if let (true, Some(group)) = (ours, group) {
+                // SIGTERM, a short grace for Chromium to end its children, then SIGKILL.
+                // SAFETY: kill(2) has no memory effects; a negative pid names a group.
+                unsafe { libc::kill(-group, libc::SIGTERM) };
+                let deadline = std::time::Instant::now() + Duration::from_secs(2);
+                while std::time::Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None))
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                // SAFETY: as above.
+                unsafe { libc::kill(-group, libc::SIGKILL) };
             }
         }
         let _ = self.0.start_kill();
