@@ -23,6 +23,7 @@ use webtransport_proto::headers::{ConnectRequest, ConnectResponse};
 use webtransport_proto::stream_header::{BidiStreamHeader, SessionId};
 use webtransport_proto::Code;
 
+use crate::arena::DatagramArena;
 use crate::config::SessionLimits;
 use crate::connection::{Connection, ConnectionEvent, ConnectionState};
 use crate::error::{ConnectError, ConnectionError};
@@ -304,6 +305,23 @@ pub(crate) struct Inner {
     pub datagrams_dropped: u64,
     /// The core deadline the driver task sleeps until (`None`: no timer).
     armed: Option<Instant>,
+    /// Where outgoing datagrams are built.
+    datagram_arena: DatagramArena,
+}
+
+impl Inner {
+    /// The QUIC datagram for `payload` in `session`, built in the connection's
+    /// [`DatagramArena`].
+    pub fn encode_datagram(
+        &mut self,
+        session: SessionId,
+        payload: &[u8],
+    ) -> Result<Bytes, core::SessionError> {
+        let len = webtransport_proto::datagram::header_len(session) + payload.len();
+        let room = self.datagram_arena.room(len);
+        self.core.encode_datagram_into(session, payload, room)?;
+        Ok(self.datagram_arena.take())
+    }
 }
 
 /// The UDP endpoint under a connection.
@@ -378,6 +396,10 @@ impl Shared {
             decoder: decoder.id().into(),
         };
         let core = core::Connection::new(role, proto_config(&limits), local);
+        let datagram_send_buffer = match &config {
+            crate::connection::ConfigRef::Client(c) => c.transport.datagram_send_buffer,
+            crate::connection::ConfigRef::Server(c) => c.transport.datagram_send_buffer,
+        };
         let (state, _) = watch::channel(ConnectionState::Connected);
         let now = SystemTime::now();
         let (endpoint, owns_endpoint) = match endpoint {
@@ -410,6 +432,7 @@ impl Shared {
                 last_activity: now,
                 error_count: 0,
                 datagrams_dropped: 0,
+                datagram_arena: DatagramArena::new(datagram_send_buffer),
                 armed: None,
             }),
             cmd: CmdQueue::default(),

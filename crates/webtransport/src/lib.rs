@@ -9,6 +9,7 @@
 //! WebTransport stream payload goes straight between the application and quinn.
 #![warn(missing_docs)]
 
+mod arena;
 pub mod client;
 pub mod config;
 pub mod connection;

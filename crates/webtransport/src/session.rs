@@ -506,8 +506,7 @@ impl Session {
         let shared = self.conn.shared();
         let datagram = {
             let mut inner = shared.lock();
-            let d = inner.core.encode_datagram(self.id, payload);
-            match d {
+            match inner.encode_datagram(self.id, payload) {
                 Ok(d) => {
                     if let Some(slot) = inner.sessions.get_mut(&self.id) {
                         slot.stats.datagrams_sent += 1;

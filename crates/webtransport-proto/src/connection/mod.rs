@@ -33,7 +33,7 @@ mod types;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tracing::debug;
 
 use crate::capsule::{Capsule, CapsuleError, CapsuleReader};
@@ -577,6 +577,20 @@ impl Connection {
         session: SessionId,
         payload: &[u8],
     ) -> Result<Bytes, SessionError> {
+        let mut out = Vec::with_capacity(datagram::header_len(session) + payload.len());
+        self.encode_datagram_into(session, payload, &mut out)?;
+        Ok(out.into())
+    }
+
+    /// Appends the QUIC datagram for `payload` in `session` to `out` (nothing on error):
+    /// lets the caller build datagrams in a buffer it reuses instead of allocating one
+    /// each.
+    pub fn encode_datagram_into<B: BufMut>(
+        &self,
+        session: SessionId,
+        payload: &[u8],
+        out: &mut B,
+    ) -> Result<(), SessionError> {
         if !self.is_established(session) {
             return Err(SessionError::NotEstablished(session));
         }
@@ -587,7 +601,9 @@ impl Connection {
         {
             return Err(SessionError::DatagramsDisabled);
         }
-        Ok(datagram::encode(session, payload))
+        datagram::encode_header(session, out);
+        out.put_slice(payload);
+        Ok(())
     }
 
     /// (Server) Sends GOAWAY: no new sessions after those already requested. Returns the
