@@ -185,9 +185,68 @@ impl BidiStreamHeader {
     }
 }
 
+/// The bytes that start a WebTransport stream of a session: the stream type and the
+/// session id, at most 10 bytes, held inline so that opening a stream allocates nothing
+/// for them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Preamble {
+    buf: [u8; Preamble::MAX],
+    len: u8,
+}
+
+impl Preamble {
+    /// The longest preamble: a 2-byte stream type and an 8-byte session id.
+    pub const MAX: usize = 10;
+
+    /// The preamble of a bidirectional (`bidi`) or unidirectional stream of `session`.
+    pub fn new(session: SessionId, bidi: bool) -> Self {
+        let mut buf = [0u8; Self::MAX];
+        let mut out = &mut buf[..];
+        if bidi {
+            BidiStreamHeader::encode_webtransport(session, &mut out);
+        } else {
+            UniStreamHeader::WebTransport(session).encode(&mut out);
+        }
+        let len = (Self::MAX - out.len()) as u8;
+        Preamble { buf, len }
+    }
+}
+
+impl std::ops::Deref for Preamble {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for Preamble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Preamble({:02x?})", &**self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preamble_decodes_back_to_its_session() {
+        // The largest session id (an 8-byte varint) fills the buffer exactly.
+        for sid in [0u64, 4, 400, (1 << 62) - 4] {
+            let session = SessionId::from_stream_id(sid).unwrap();
+            let bi = Preamble::new(session, true);
+            assert_eq!(
+                BidiStreamHeader::decode(&bi).unwrap(),
+                Some((BidiStreamHeader::WebTransport(session), bi.len()))
+            );
+            assert_eq!(bi.len(), BidiStreamHeader::webtransport_len(session));
+            let uni = Preamble::new(session, false);
+            assert_eq!(
+                UniStreamHeader::decode(&uni).unwrap(),
+                Some((UniStreamHeader::WebTransport(session), uni.len()))
+            );
+        }
+    }
 
     #[test]
     fn uni_round_trip() {

@@ -338,10 +338,7 @@ impl Session {
         )
     }
 
-    async fn open(
-        &self,
-        bidi: bool,
-    ) -> Result<(quinn::SendStream, Option<quinn::RecvStream>), OpenStreamError> {
+    async fn open(&self, bidi: bool) -> Result<(SendStream, Option<RecvStream>), OpenStreamError> {
         self.check_open()?;
         let shared = self.conn.shared();
         let timeout = shared.open_timeout;
@@ -352,7 +349,7 @@ impl Session {
                 shared.quic.open_uni().await.map(|s| (s, None))
             }
         };
-        let (mut send, recv) = tokio::select! {
+        let (send, recv) = tokio::select! {
             r = tokio::time::timeout(timeout, opened) => match r {
                 Ok(Ok(x)) => x,
                 Ok(Err(e)) => return Err(SessionError::Connection(crate::error::ConnectionError::from_quinn(&e)).into()),
@@ -363,37 +360,47 @@ impl Session {
                 Err(e) => e,
             }.into()),
         };
-        let preamble = {
-            let inner = shared.lock();
-            inner.core.open_stream(self.id, bidi)
-        };
-        let preamble = preamble.map_err(|_| {
-            self.check_open()
-                .err()
-                .unwrap_or(SessionError::NotEstablished)
-        })?;
-        send.write_all(&preamble).await.map_err(|e| {
-            SessionError::Connection(crate::error::ConnectionError::Transport(e.to_string()))
-        })?;
-        Ok((send, recv))
-    }
-
-    fn wrap_send(&self, send: quinn::SendStream, bidi: bool) -> SendStream {
-        self.conn.shared().emit(ConnectionEvent::StreamOpened {
-            session: self.id,
-            bidi,
-            incoming: false,
-        });
-        let (s, cell) = SendStream::new(send, self.id);
-        self.with_slot(|slot| {
+        // One lock for the core's check and the preamble, the registration of both
+        // halves with the session (so that its close resets them) and the counters.
+        let (mut send, recv, preamble) = {
+            let mut inner = shared.lock();
+            let preamble = inner.core.open_stream(self.id, bidi);
+            let slot = inner.sessions.get_mut(&self.id);
+            let (Ok(preamble), Some(slot)) = (preamble, slot) else {
+                drop(inner);
+                return Err(self
+                    .check_open()
+                    .err()
+                    .unwrap_or(SessionError::NotEstablished)
+                    .into());
+            };
+            let (send, cell) = SendStream::new(send, self.id);
             slot.register_send(&cell);
+            let recv = recv.map(|recv| {
+                let (recv, cell) = RecvStream::new(recv, Bytes::new(), self.id);
+                slot.register_recv(&cell);
+                recv
+            });
             if bidi {
                 slot.stats.streams_opened_bi += 1;
             } else {
                 slot.stats.streams_opened_uni += 1;
             }
+            (send, recv, preamble)
+        };
+        send.write_all(&preamble).await.map_err(|e| match e {
+            crate::error::WriteError::SessionGone => self
+                .check_open()
+                .err()
+                .unwrap_or(SessionError::NotEstablished),
+            e => SessionError::Connection(crate::error::ConnectionError::Transport(e.to_string())),
+        })?;
+        shared.emit(ConnectionEvent::StreamOpened {
+            session: self.id,
+            bidi,
+            incoming: false,
         });
-        s
+        Ok((send, recv))
     }
 
     /// Opens a bidirectional stream. Waits for stream credit from the peer up to the
@@ -404,11 +411,7 @@ impl Session {
     /// finished at once.
     pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), OpenStreamError> {
         let (send, recv) = self.open(true).await?;
-        let send = self.wrap_send(send, true);
-        let recv = recv.expect("bidi stream has a receive half");
-        let (recv, cell) = RecvStream::new(recv, Bytes::new(), self.id);
-        self.with_slot(|slot| slot.register_recv(&cell));
-        Ok((send, recv))
+        Ok((send, recv.expect("bidi stream has a receive half")))
     }
 
     /// Opens a unidirectional stream.
@@ -417,7 +420,7 @@ impl Session {
     /// As [`Session::open_bi`].
     pub async fn open_uni(&self) -> Result<SendStream, OpenStreamError> {
         let (send, _) = self.open(false).await?;
-        Ok(self.wrap_send(send, false))
+        Ok(send)
     }
 
     /// Waits for the peer's next bidirectional stream.

@@ -43,7 +43,7 @@ use crate::frame::{Frame, FrameEvent, FrameHeader, FrameLimits, FrameReader};
 use crate::headers::{ConnectRequest, ConnectResponse, UpgradeToken};
 use crate::qpack;
 use crate::settings::{Settings, WtDraft};
-use crate::stream_header::{BidiStreamHeader, SessionId, UniStreamHeader};
+use crate::stream_header::{BidiStreamHeader, Preamble, SessionId, UniStreamHeader};
 use crate::varint;
 
 pub use types::{
@@ -558,17 +558,11 @@ impl Connection {
 
     /// Checks that a new stream may be opened in `session` and returns the preamble to
     /// write at its start.
-    pub fn open_stream(&self, session: SessionId, bidi: bool) -> Result<Bytes, SessionError> {
+    pub fn open_stream(&self, session: SessionId, bidi: bool) -> Result<Preamble, SessionError> {
         if !self.is_established(session) {
             return Err(SessionError::NotEstablished(session));
         }
-        let mut out = Vec::with_capacity(10);
-        if bidi {
-            BidiStreamHeader::encode_webtransport(session, &mut out);
-        } else {
-            UniStreamHeader::WebTransport(session).encode(&mut out);
-        }
-        Ok(out.into())
+        Ok(Preamble::new(session, bidi))
     }
 
     /// Builds the QUIC datagram for `payload` in `session`.
