@@ -254,6 +254,27 @@ pub enum ConfigRef {
     Server(Arc<ServerConfig>),
 }
 
+impl ConfigRef {
+    /// The QUIC transport settings.
+    pub fn transport(&self) -> &crate::config::TransportConfig {
+        match self {
+            ConfigRef::Client(c) => &c.transport,
+            ConfigRef::Server(c) => &c.transport,
+        }
+    }
+
+    /// How long a session request waits for its answer: a client's `connect_timeout`
+    /// (a server sends no requests; it gets the same default).
+    pub(crate) fn session_timeout(&self) -> Duration {
+        match self {
+            ConfigRef::Client(c) => c.connect_timeout,
+            ConfigRef::Server(_) => {
+                webtransport_proto::connection::Config::default().session_timeout
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Handle {
     shared: Arc<Shared>,

@@ -363,8 +363,14 @@ pub(crate) struct Shared {
     pub config: crate::connection::ConfigRef,
 }
 
-pub(crate) fn proto_config(limits: &SessionLimits) -> core::Config {
+/// The core's settings for a connection: the session limits, and how long a client
+/// waits for the answer to its CONNECT (`session_timeout`).
+pub(crate) fn proto_config(
+    limits: &SessionLimits,
+    session_timeout: std::time::Duration,
+) -> core::Config {
     core::Config {
+        session_timeout,
         max_sessions: limits.max_sessions,
         max_field_section_size: limits.max_field_section_size,
         max_capsule_size: limits.max_capsule_size,
@@ -395,11 +401,9 @@ impl Shared {
             encoder: encoder.id().into(),
             decoder: decoder.id().into(),
         };
-        let core = core::Connection::new(role, proto_config(&limits), local);
-        let datagram_send_buffer = match &config {
-            crate::connection::ConfigRef::Client(c) => c.transport.datagram_send_buffer,
-            crate::connection::ConfigRef::Server(c) => c.transport.datagram_send_buffer,
-        };
+        let core =
+            core::Connection::new(role, proto_config(&limits, config.session_timeout()), local);
+        let datagram_send_buffer = config.transport().datagram_send_buffer;
         let (state, _) = watch::channel(ConnectionState::Connected);
         let now = SystemTime::now();
         let (endpoint, owns_endpoint) = match endpoint {
@@ -625,7 +629,7 @@ impl Shared {
                     (core::RejectReason::GoingAway, Some(e)) => {
                         ConnectError::ConnectionLost(e.clone())
                     }
-                    _ => ConnectError::from_reject(reason),
+                    _ => ConnectError::from_reject(reason, self.config.session_timeout()),
                 };
                 if let Some(slot) = inner.sessions.get_mut(&session) {
                     slot.end(SessionStatus::Failed(error));

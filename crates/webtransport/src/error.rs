@@ -74,11 +74,13 @@ impl ConnectError {
         }
     }
 
-    pub(crate) fn from_reject(r: RejectReason) -> Self {
+    /// The error for a refused session request; `timeout` is how long the request was
+    /// given (what [`RejectReason::Timeout`] means).
+    pub(crate) fn from_reject(r: RejectReason, timeout: std::time::Duration) -> Self {
         match r {
             RejectReason::Status(s) => ConnectError::Rejected(s),
             RejectReason::Unsupported(what) => ConnectError::Unsupported(what),
-            RejectReason::Timeout => ConnectError::Timeout(std::time::Duration::ZERO),
+            RejectReason::Timeout => ConnectError::Timeout(timeout),
             RejectReason::Reset(code) => {
                 ConnectError::Protocol(format!("request stream reset with {code}"))
             }

@@ -6,6 +6,8 @@
 //!   "connection is going away" instead of naming that error;
 //! - wtransport 0.7 closes the connection as soon as its 404 is acknowledged, and our
 //!   connect sometimes reported the lost connection instead of the 404 it had received.
+//!
+//! And what a request the server never answers reports.
 
 use std::time::Duration;
 
@@ -88,4 +90,52 @@ async fn refusal_acknowledged_then_connection_closed_still_reads_as_the_status()
         }
     }
     server.abort();
+}
+
+/// A second session on an open connection whose CONNECT the server reads and never
+/// answers: the request gives up after the client's `connect_timeout` and says so.
+#[tokio::test]
+async fn unanswered_session_request_times_out_after_connect_timeout() {
+    const LIMIT: Duration = Duration::from_millis(400);
+    let support::RawServer {
+        endpoint,
+        port,
+        client,
+    } = support::raw_server_with(|c| c.connect_timeout = LIMIT);
+    let server = tokio::spawn(async move {
+        let conn = endpoint.accept().await.unwrap().await.unwrap();
+        let _control = support::open_control(&conn).await.unwrap();
+        let (mut send, mut first) = conn.accept_bi().await.unwrap();
+        let mut byte = [0u8; 1];
+        first.read_exact(&mut byte).await.unwrap();
+        send.write_all(&support::response(200)).await.unwrap();
+        let (_unanswered, mut second) = conn.accept_bi().await.unwrap();
+        second.read_exact(&mut byte).await.unwrap();
+        let _ = tokio::time::timeout(T, conn.closed()).await;
+    });
+
+    let session = tokio::time::timeout(T, client.connect(&format!("https://127.0.0.1:{port}/")))
+        .await
+        .expect("connect answered")
+        .expect("first session");
+    let request = session
+        .request()
+        .expect("a client session keeps its request");
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(T, session.connection().open_session(request))
+        .await
+        .expect("open_session gave up by itself")
+        .expect_err("the server never answered");
+    let waited = started.elapsed();
+    assert!(
+        matches!(err, ConnectError::Timeout(d) if d == LIMIT),
+        "open_session reported {err:?}"
+    );
+    assert_eq!(err.to_string(), "timed out after 400ms");
+    assert!(
+        waited >= LIMIT && waited < Duration::from_secs(5),
+        "gave up after {waited:?}"
+    );
+    session.connection().close(Code::H3_NO_ERROR, "done");
+    tokio::time::timeout(T, server).await.unwrap().unwrap();
 }

@@ -17,6 +17,11 @@ pub struct RawServer {
 }
 
 pub fn raw_server() -> RawServer {
+    raw_server_with(|_| {})
+}
+
+/// [`raw_server`] with the client's config changed by `tweak`.
+pub fn raw_server_with(tweak: impl FnOnce(&mut ClientConfig)) -> RawServer {
     let cert = generate_self_signed(&["localhost", "127.0.0.1"]).unwrap();
     let cfg = ServerConfig {
         bind: vec!["127.0.0.1:0".parse().unwrap()],
@@ -26,11 +31,12 @@ pub fn raw_server() -> RawServer {
     let (quinn_cfg, _) = tls::quinn_server_config(&cfg).unwrap();
     let endpoint = quinn::Endpoint::server(quinn_cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
     let port = endpoint.local_addr().unwrap().port();
-    let client = Client::new(ClientConfig {
+    let mut config = ClientConfig {
         verification: CertVerification::ServerCertificateHashes(vec![cert.sha256]),
         ..ClientConfig::default()
-    })
-    .unwrap();
+    };
+    tweak(&mut config);
+    let client = Client::new(config).unwrap();
     RawServer {
         endpoint,
         port,
