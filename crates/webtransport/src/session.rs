@@ -275,6 +275,13 @@ impl Session {
         }
     }
 
+    /// Why an operation the core refused failed: the session's end, or not established.
+    fn why_not_open(&self) -> SessionError {
+        self.check_open()
+            .err()
+            .unwrap_or(SessionError::NotEstablished)
+    }
+
     fn check_open(&self) -> Result<(), SessionError> {
         match self.conn.slot_status(self.id) {
             Some(SessionStatus::Established) => Ok(()),
@@ -368,11 +375,7 @@ impl Session {
             let slot = inner.sessions.get_mut(&self.id);
             let (Ok(preamble), Some(slot)) = (preamble, slot) else {
                 drop(inner);
-                return Err(self
-                    .check_open()
-                    .err()
-                    .unwrap_or(SessionError::NotEstablished)
-                    .into());
+                return Err(self.why_not_open().into());
             };
             let (send, cell) = SendStream::new(send, self.id);
             slot.register_send(&cell);
@@ -389,10 +392,7 @@ impl Session {
             (send, recv, preamble)
         };
         send.write_all(&preamble).await.map_err(|e| match e {
-            crate::error::WriteError::SessionGone => self
-                .check_open()
-                .err()
-                .unwrap_or(SessionError::NotEstablished),
+            crate::error::WriteError::SessionGone => self.why_not_open(),
             e => SessionError::Connection(crate::error::ConnectionError::Transport(e.to_string())),
         })?;
         shared.emit(ConnectionEvent::StreamOpened {
@@ -521,11 +521,7 @@ impl Session {
                 }
                 Err(_) => {
                     drop(inner);
-                    return Err(self
-                        .check_open()
-                        .err()
-                        .unwrap_or(SessionError::NotEstablished)
-                        .into());
+                    return Err(self.why_not_open().into());
                 }
             }
         };
