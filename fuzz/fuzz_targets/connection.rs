@@ -339,8 +339,8 @@ impl Driver {
         let base = if role == Role::Client { 2 } else { 3 };
         let local = LocalStreams {
             control: base,
-            encoder: base + 4,
-            decoder: base + 8,
+            encoder: Some(base + 4),
+            decoder: Some(base + 8),
         };
         let mut d = Driver {
             conn: Connection::new(role, config.clone(), local),

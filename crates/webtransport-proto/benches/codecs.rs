@@ -168,8 +168,8 @@ fn established_server() -> (Connection, SessionId) {
         Config::default(),
         LocalStreams {
             control: 3,
-            encoder: 7,
-            decoder: 11,
+            encoder: Some(7),
+            decoder: Some(11),
         },
     );
     let _ = c.handle_stream_data(now, 2, &hex(CONTROL_STREAM_START), false);

@@ -33,8 +33,8 @@ fn server() -> Connection {
         Config::default(),
         LocalStreams {
             control: 3,
-            encoder: 7,
-            decoder: 11,
+            encoder: Some(7),
+            decoder: Some(11),
         },
     )
 }

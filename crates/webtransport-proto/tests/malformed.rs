@@ -127,8 +127,8 @@ fn local_streams(role: Role) -> LocalStreams {
     };
     LocalStreams {
         control: base,
-        encoder: base + 4,
-        decoder: base + 8,
+        encoder: Some(base + 4),
+        decoder: Some(base + 8),
     }
 }
 

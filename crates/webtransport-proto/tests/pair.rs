@@ -38,8 +38,8 @@ impl Side {
         };
         let local = LocalStreams {
             control: uni0,
-            encoder: uni0 + 4,
-            decoder: uni0 + 8,
+            encoder: Some(uni0 + 4),
+            decoder: Some(uni0 + 8),
         };
         Side {
             conn: Connection::new(role, config, local),

@@ -393,13 +393,14 @@ impl Shared {
         requests: Option<mpsc::UnboundedSender<SessionRequest>>,
     ) -> Result<Arc<Shared>, ConnectionError> {
         let lost = |e: quinn::ConnectionError| ConnectionError::from_quinn(&e);
+        // Only the control stream: no QPACK encoder or decoder stream, since neither side
+        // uses a dynamic table (RFC 9204 §4.2); each would cost both peers a stream, and
+        // the peer a reader, for the connection's life.
         let control = quic.open_uni().await.map_err(lost)?;
-        let encoder = quic.open_uni().await.map_err(lost)?;
-        let decoder = quic.open_uni().await.map_err(lost)?;
         let local = LocalStreams {
             control: control.id().into(),
-            encoder: encoder.id().into(),
-            decoder: decoder.id().into(),
+            encoder: None,
+            decoder: None,
         };
         let core =
             core::Connection::new(role, proto_config(&limits, config.session_timeout()), local);
@@ -448,9 +449,7 @@ impl Shared {
             config,
         });
         let mut sends = HashMap::new();
-        for s in [control, encoder, decoder] {
-            sends.insert(u64::from(s.id()), s);
-        }
+        sends.insert(u64::from(control.id()), control);
         {
             let mut inner = shared.lock();
             shared.pump(&mut inner);

@@ -173,12 +173,16 @@ impl Connection {
         UniStreamHeader::Control.encode(&mut control);
         Frame::Settings(settings).encode(&mut control);
         c.write(local.control, control.into(), false);
-        let mut enc = Vec::new();
-        UniStreamHeader::QpackEncoder.encode(&mut enc);
-        c.write(local.encoder, enc.into(), false);
-        let mut dec = Vec::new();
-        UniStreamHeader::QpackDecoder.encode(&mut dec);
-        c.write(local.decoder, dec.into(), false);
+        for (stream, header) in [
+            (local.encoder, UniStreamHeader::QpackEncoder),
+            (local.decoder, UniStreamHeader::QpackDecoder),
+        ] {
+            if let Some(stream) = stream {
+                let mut out = Vec::new();
+                header.encode(&mut out);
+                c.write(stream, out.into(), false);
+            }
+        }
         c
     }
 
@@ -377,8 +381,8 @@ impl Connection {
     /// The peer asked us to stop sending on one of our streams.
     pub fn handle_stop_sending(&mut self, stream: u64, code: Code) {
         if stream == self.local.control
-            || stream == self.local.encoder
-            || stream == self.local.decoder
+            || Some(stream) == self.local.encoder
+            || Some(stream) == self.local.decoder
         {
             self.connection_error(
                 Code::H3_CLOSED_CRITICAL_STREAM,

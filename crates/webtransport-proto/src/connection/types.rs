@@ -60,16 +60,20 @@ impl Default for Config {
     }
 }
 
-/// The stream ids of our own three unidirectional HTTP/3 streams, opened by the caller
-/// before the state machine is built.
+/// The stream ids of our own unidirectional HTTP/3 streams, opened by the caller before
+/// the state machine is built.
+///
+/// The QPACK streams are optional: we use no dynamic table and allow the peer none, and
+/// RFC 9204 §4.2 lets such an endpoint skip its encoder and decoder streams (each open
+/// stream costs both sides memory for the connection's life).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocalStreams {
     /// Our control stream.
     pub control: u64,
-    /// Our QPACK encoder stream.
-    pub encoder: u64,
-    /// Our QPACK decoder stream.
-    pub decoder: u64,
+    /// Our QPACK encoder stream, if opened.
+    pub encoder: Option<u64>,
+    /// Our QPACK decoder stream, if opened.
+    pub decoder: Option<u64>,
 }
 
 /// What the caller should do with a stream after [`Connection::handle_stream_data`](super::Connection::handle_stream_data).
