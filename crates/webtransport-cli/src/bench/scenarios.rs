@@ -439,7 +439,7 @@ pub async fn handshakes<S: Stack>(
 ) -> Result<Vec<Metric>> {
     let start = Instant::now();
     for _ in 0..count {
-        let conn = stack.connect(addr).await?;
+        let conn = connect(stack.as_ref(), addr).await?;
         conn.close();
     }
     let sequential = count as f64 / start.elapsed().as_secs_f64();
@@ -452,7 +452,7 @@ pub async fn handshakes<S: Stack>(
         let next = next.clone();
         workers.spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < count {
-                let conn = stack.connect(addr).await?;
+                let conn = connect(stack.as_ref(), addr).await?;
                 conn.close();
             }
             anyhow::Ok(())
@@ -482,7 +482,7 @@ pub async fn sessions<S: Stack>(
     count: u64,
     concurrency: usize,
 ) -> Result<Vec<Metric>> {
-    let probe = stack.connect(addr).await?;
+    let probe = connect(stack.as_ref(), addr).await?;
     // A first batch warms up the allocator and the runtime, so that one-off growth does
     // not count as per-session memory.
     let warm = open_many(&stack, addr, count.min(100), concurrency).await?;
@@ -514,6 +514,18 @@ pub async fn sessions<S: Stack>(
     ])
 }
 
+/// How long one connect may take.
+const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+/// `stack.connect(addr)`, failing after [`CONNECT_LIMIT`]: a connect that never
+/// completes (a peer's server that stopped answering: wtransport 0.7's did once after
+/// thousands of sessions) ends the scenario with an error instead of hanging the run.
+async fn connect<S: Stack>(stack: &S, addr: std::net::SocketAddr) -> Result<S::Conn> {
+    tokio::time::timeout(CONNECT_LIMIT, stack.connect(addr))
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("connect took more than {CONNECT_LIMIT:?}")))
+}
+
 async fn open_many<S: Stack>(
     stack: &Arc<S>,
     addr: std::net::SocketAddr,
@@ -532,7 +544,7 @@ async fn open_many<S: Stack>(
                 // measurement: two more tries, then the error.
                 let mut tries = 0;
                 let conn = loop {
-                    match stack.connect(addr).await {
+                    match connect(stack.as_ref(), addr).await {
                         Ok(c) => break c,
                         Err(_) if tries < 2 => tries += 1,
                         Err(e) => return Err(e),
@@ -573,7 +585,7 @@ pub async fn run<S: Stack>(
         "throughput" | "streams" | "latency" | "datagrams" => {
             // A fresh connection per scenario, so that no congestion or flow-control
             // state carries over.
-            let conn = stack.connect(addr).await?;
+            let conn = connect(stack.as_ref(), addr).await?;
             let r = match scenario {
                 "throughput" => throughput(&conn, sizes.throughput_bytes).await,
                 "streams" => {
