@@ -201,8 +201,8 @@ pub struct TransportConfig {
     /// Bidirectional streams the peer may have open at once. Default 256 (RFC 9114 §6.1
     /// recommends at least 100 for the server's limit).
     pub max_concurrent_bidi_streams: u32,
-    /// Unidirectional streams the peer may have open at once. HTTP/3 itself uses three (control
-    /// and the two QPACK streams). Default 256.
+    /// Unidirectional streams the peer may have open at once. A peer's HTTP/3 uses up to three
+    /// (control and two QPACK streams; we open only the control stream). Default 256.
     pub max_concurrent_uni_streams: u32,
     /// Bytes of received datagrams quinn buffers before the application reads them (the oldest
     /// are dropped beyond). Always advertised, so the `max_datagram_frame_size` transport
