@@ -33,7 +33,8 @@ pub(crate) struct DatagramArena {
 impl DatagramArena {
     /// An arena for a connection whose QUIC datagram send buffer holds `send_buffer`
     /// bytes. Allocates nothing until the first datagram; holds at most about
-    /// `send_buffer` plus two blocks.
+    /// `send_buffer` plus two blocks (as much as quinn may hold queued), and gives blocks
+    /// back as the amount in flight falls.
     pub fn new(send_buffer: usize) -> Self {
         DatagramArena {
             current: BytesMut::new(),
@@ -72,6 +73,12 @@ impl DatagramArena {
         if let Some(mut oldest) = self.spent.pop_front() {
             if oldest.try_reclaim(BLOCK) {
                 self.current = oldest;
+                // When the next one is free too, less is in flight than the ring holds:
+                // give one block back to the allocator per block used, so that a
+                // connection whose datagram rate falls does not keep its peak's blocks.
+                if self.spent.front_mut().is_some_and(|b| b.try_reclaim(BLOCK)) {
+                    self.spent.pop_front();
+                }
                 return;
             }
             self.spent.push_front(oldest);
@@ -135,6 +142,24 @@ mod tests {
             assert!(d.iter().all(|b| *b == i as u8), "datagram {i} overwritten");
         }
         assert!(a.spent.len() <= a.keep + 1);
+    }
+
+    #[test]
+    fn blocks_are_given_back_when_less_is_in_flight() {
+        let mut a = DatagramArena::new(64 * BLOCK);
+        let payload = vec![3u8; 1000];
+        // A burst with everything held in flight: many blocks used up.
+        let burst: Vec<Bytes> = (0..20 * BLOCK / 1000)
+            .map(|_| send(&mut a, &payload))
+            .collect();
+        let peak = a.spent.len();
+        assert!(peak >= 19, "{peak} blocks after the burst");
+        drop(burst);
+        // Then a trickle where each datagram is gone before the next: the ring shrinks.
+        for _ in 0..(40 * BLOCK / 1000) {
+            drop(send(&mut a, &payload));
+        }
+        assert!(a.spent.len() <= 2, "{} blocks kept", a.spent.len());
     }
 
     #[test]
