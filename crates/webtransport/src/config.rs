@@ -209,8 +209,9 @@ pub struct TransportConfig {
     /// parameter that WebTransport needs is non-zero. Default 4 MiB.
     pub datagram_receive_buffer: usize,
     /// Bytes of outgoing datagrams quinn queues before dropping the oldest. Default 4 MiB.
-    /// Datagrams are built in 32 KiB blocks that are reused once sent; a connection keeps
-    /// at most this many bytes of them, and gives them back as its datagram rate falls.
+    /// Datagrams are built in 32 KiB blocks that are reused once sent: a connection keeps
+    /// at most this many bytes of them (the most quinn can hold queued anyway), gives them
+    /// back while its datagram rate falls, and holds what it has while it sends none.
     pub datagram_send_buffer: usize,
     /// Congestion controller. Default CUBIC.
     pub congestion_controller: CongestionController,
