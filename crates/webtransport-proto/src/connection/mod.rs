@@ -62,7 +62,9 @@ pub use types::{
 enum SessionState {
     /// Client: request waits for the server's SETTINGS to choose the upgrade token.
     AwaitingSettings {
-        request: ConnectRequest,
+        /// Boxed: it is the largest state by far and short-lived, and a session's size
+        /// sets the size of the session map's nodes for the connection's life.
+        request: Box<ConnectRequest>,
         deadline: Instant,
     },
     /// Client: request sent; server: request received, waiting for the application.
@@ -443,7 +445,10 @@ impl Connection {
         self.sessions.insert(
             session,
             Session {
-                state: SessionState::AwaitingSettings { request, deadline },
+                state: SessionState::AwaitingSettings {
+                    request: Box::new(request),
+                    deadline,
+                },
             },
         );
         self.streams
@@ -717,7 +722,7 @@ impl Connection {
             return;
         };
         let deadline = *deadline;
-        let mut request = request.clone();
+        let mut request = ConnectRequest::clone(request);
         let peer = self.peer_settings.as_ref();
         let missing = match peer {
             Some(p) if !p.connect_protocol_enabled() => Some("ENABLE_CONNECT_PROTOCOL"),
