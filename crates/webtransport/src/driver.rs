@@ -588,13 +588,14 @@ impl Shared {
             }
             Event::SessionRequested { session, request } => {
                 debug!(conn = %self.id, %session, path = %request.path, "session requested");
-                inner
-                    .sessions
-                    .insert(session, Box::new(SessionSlot::new(Some(request.clone()))));
+                inner.sessions.insert(
+                    session,
+                    Box::new(SessionSlot::new(Some(ConnectRequest::clone(&request)))),
+                );
                 let req = SessionRequest::new(
                     Connection::from_shared(self.clone(), false),
                     session,
-                    request,
+                    *request,
                 );
                 match &inner.requests {
                     Some(tx) => {

@@ -173,8 +173,10 @@ impl Connection {
         if self.draft.is_none() {
             debug!(%session, "client SETTINGS announce no WebTransport draft; assuming draft-02");
         }
-        self.events
-            .push_back(Event::SessionRequested { session, request });
+        self.events.push_back(Event::SessionRequested {
+            session,
+            request: Box::new(request),
+        });
     }
 
     pub(super) fn on_response_headers(

@@ -158,8 +158,9 @@ pub enum Event {
     SessionRequested {
         /// The session.
         session: SessionId,
-        /// The validated request.
-        request: ConnectRequest,
+        /// The validated request (boxed: the largest event by far, and the event queue's
+        /// slots are as large as its largest event).
+        request: Box<ConnectRequest>,
     },
     /// The session is open (client: 2xx received; server: accepted).
     SessionEstablished {
