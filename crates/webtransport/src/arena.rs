@@ -73,11 +73,13 @@ impl DatagramArena {
         if let Some(mut oldest) = self.spent.pop_front() {
             if oldest.try_reclaim(BLOCK) {
                 self.current = oldest;
-                // When the next one is free too, less is in flight than the ring holds:
-                // give one block back to the allocator per block used, so that a
-                // connection whose datagram rate falls does not keep its peak's blocks.
-                if self.spent.front_mut().is_some_and(|b| b.try_reclaim(BLOCK)) {
-                    self.spent.pop_front();
+                // When even the newest used-up block is free, quinn has sent everything:
+                // the ring is kept for bursts that are over. Give its free blocks back to
+                // the allocator, so that a connection whose datagram rate fell does not
+                // keep its peak's memory. (While datagrams queue up, the newest block is
+                // still in flight and the ring is left alone.)
+                if self.spent.back_mut().is_some_and(|b| b.try_reclaim(BLOCK)) {
+                    self.spent.retain_mut(|b| !b.try_reclaim(BLOCK));
                 }
                 return;
             }
