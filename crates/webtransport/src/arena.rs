@@ -33,8 +33,8 @@ pub(crate) struct DatagramArena {
 impl DatagramArena {
     /// An arena for a connection whose QUIC datagram send buffer holds `send_buffer`
     /// bytes. Allocates nothing until the first datagram; holds at most about
-    /// `send_buffer` plus two blocks (as much as quinn may hold queued), and gives blocks
-    /// back as the amount in flight falls.
+    /// `send_buffer` plus two blocks (as much as quinn may hold queued), and gives its
+    /// free blocks back once quinn has sent everything.
     pub fn new(send_buffer: usize) -> Self {
         DatagramArena {
             current: BytesMut::new(),
@@ -85,8 +85,9 @@ impl DatagramArena {
             }
             self.spent.push_front(oldest);
             if self.spent.len() > self.keep {
-                // Still in use past what the send buffer can hold (the application
-                // holds on to received copies?): stop waiting for it.
+                // Still in use although the ring covers the whole send buffer (blocks
+                // are never quite full): stop waiting for it, so the ring never grows
+                // past the send buffer.
                 self.spent.pop_front();
             }
         }
