@@ -21,11 +21,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use webtransport_proto::stream_header::SessionId;
 use webtransport_proto::Code;
 
+use crate::driver::quinn_code;
 use crate::error::{ReadError, WriteError};
-
-fn quinn_code(code: Code) -> quinn::VarInt {
-    quinn::VarInt::from_u64(code.0).unwrap_or(quinn::VarInt::MAX)
-}
 
 #[derive(Debug)]
 pub(crate) struct SendInner {

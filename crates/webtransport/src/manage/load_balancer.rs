@@ -352,6 +352,22 @@ struct Target {
 }
 
 impl Target {
+    /// A target with weight 1, never connected.
+    fn new(host: String, port: u16) -> Self {
+        Target {
+            host,
+            port,
+            weight: 1.0,
+            current: 0.0,
+            latency: None,
+            failed: false,
+            conn: None,
+            pending: None,
+            connect_attempts: 0,
+            connect_failures: 0,
+        }
+    }
+
     fn live_conn(&self) -> Option<&Connection> {
         self.conn
             .as_ref()
@@ -509,18 +525,7 @@ impl LoadBalancer {
         let targets: Vec<Target> = targets
             .into_iter()
             .filter(|t| seen.insert(t.clone()))
-            .map(|(host, port)| Target {
-                host,
-                port,
-                weight: 1.0,
-                current: 0.0,
-                latency: None,
-                failed: false,
-                conn: None,
-                pending: None,
-                connect_attempts: 0,
-                connect_failures: 0,
-            })
+            .map(|(host, port)| Target::new(host, port))
             .collect();
         if targets.is_empty() {
             return Err(LoadBalancerError::NoTargets);
@@ -928,20 +933,7 @@ mod tests {
 
     fn state(n: usize) -> State {
         State {
-            targets: (0..n)
-                .map(|i| Target {
-                    host: "h".into(),
-                    port: i as u16,
-                    weight: 1.0,
-                    current: 0.0,
-                    latency: None,
-                    failed: false,
-                    conn: None,
-                    pending: None,
-                    connect_attempts: 0,
-                    connect_failures: 0,
-                })
-                .collect(),
+            targets: (0..n).map(|i| Target::new("h".into(), i as u16)).collect(),
             rr_next: 0,
             next_attempt: 0,
             probe: None,
