@@ -15,7 +15,9 @@ use arbitrary::Arbitrary;
 use bytes::{BufMut, Bytes};
 use libfuzzer_sys::fuzz_target;
 use webtransport_proto::capsule::{self, Capsule};
-use webtransport_proto::connection::{Action, Config, Connection, Event, Feed, LocalStreams, Role};
+use webtransport_proto::connection::{
+    Action, CapsuleFraming, CommandError, Config, Connection, Event, Feed, LocalStreams, Role,
+};
 use webtransport_proto::datagram;
 use webtransport_proto::frame::{Frame, FrameHeader};
 use webtransport_proto::headers::{ConnectRequest, ConnectResponse};
@@ -52,7 +54,11 @@ impl ConfigIn {
             max_capsule_size: u64::from(self.max_capsule_size),
             pending_timeout: Duration::from_millis(1000),
             session_timeout: Duration::from_millis(2500),
-            unframed_capsules: self.unframed_capsules,
+            capsule_framing: if self.unframed_capsules {
+                CapsuleFraming::Unframed
+            } else {
+                CapsuleFraming::Auto
+            },
             ..Config::default()
         }
     }
@@ -209,7 +215,8 @@ impl Piece {
         match self {
             Piece::ControlStream { as_server } => {
                 UniStreamHeader::Control.encode(&mut out);
-                Frame::Settings(Settings::local(*as_server, 4, 16384)).encode(&mut out);
+                Frame::Settings(Settings::local(*as_server, 4, 16384, Default::default()))
+                    .encode(&mut out);
             }
             Piece::QpackEncoderStream => UniStreamHeader::QpackEncoder.encode(&mut out),
             Piece::QpackDecoderStream => UniStreamHeader::QpackDecoder.encode(&mut out),
@@ -330,7 +337,8 @@ struct Driver {
     in_flight: HashSet<Bytes>,
     tag: u32,
     rejected_stops: u64,
-    gone_stops: u64,
+    gone_streams: HashSet<u64>,
+    next_local: u64,
     failed: bool,
 }
 
@@ -354,7 +362,8 @@ impl Driver {
             in_flight: HashSet::new(),
             tag: 0,
             rejected_stops: 0,
-            gone_stops: 0,
+            gone_streams: HashSet::new(),
+            next_local: 0,
             failed: false,
         };
         d.drain();
@@ -390,8 +399,8 @@ impl Driver {
                     if stop && code == Code::WT_BUFFERED_STREAM_REJECTED {
                         self.rejected_stops += 1;
                     }
-                    if stop && code == Code::WT_SESSION_GONE {
-                        self.gone_stops += 1;
+                    if code == Code::WT_SESSION_GONE {
+                        self.gone_streams.insert(stream);
                     }
                 }
                 Action::CloseConnection { .. } => self.failed = true,
@@ -420,8 +429,8 @@ impl Driver {
     fn feed(&mut self, stream: u64, data: &[u8], fin: bool) -> Feed {
         let feed = self.conn.handle_stream_data(self.now, stream, data, fin);
         let state = match feed {
-            Feed::Continue if !fin => State::Core,
-            Feed::Continue | Feed::Done => State::Done,
+            Feed::Continue | Feed::Request if !fin => State::Core,
+            Feed::Continue | Feed::Request | Feed::Done => State::Done,
             Feed::Detach => {
                 self.pending.insert(stream);
                 State::Detached
@@ -453,7 +462,11 @@ impl Driver {
                     }
                     let at = split.map_or(data.len(), |s| usize::from(s) % (data.len() + 1));
                     let (a, b) = data.split_at(at);
-                    if self.feed(id, a, *fin && b.is_empty()) == Feed::Continue && !b.is_empty() {
+                    let more = matches!(
+                        self.feed(id, a, *fin && b.is_empty()),
+                        Feed::Continue | Feed::Request
+                    );
+                    if more && !b.is_empty() {
                         let _ = self.feed(id, b, *fin);
                     }
                 }
@@ -531,8 +544,20 @@ impl Driver {
                 let _ = self.conn.goaway();
             }
             Op::OpenStream { session: s, bidi } => {
-                let r = self.conn.open_stream(session(*s), *bidi);
-                assert_eq!(r.is_ok(), self.conn.is_established(session(*s)));
+                let established = self.conn.is_established(session(*s));
+                match self.conn.reserve_stream(session(*s), *bidi) {
+                    Ok(()) => {
+                        // A fresh local stream id of the right kind, far above the picks.
+                        let local_bit = u64::from(self.role == Role::Server);
+                        let id =
+                            4 * (1000 + self.next_local) + local_bit + if *bidi { 0 } else { 2 };
+                        self.next_local += 1;
+                        assert!(established);
+                        assert!(self.conn.open_stream(session(*s), id, *bidi).is_ok());
+                    }
+                    Err(CommandError::StreamsBlocked { .. }) => assert!(established),
+                    Err(_) => assert!(!established),
+                }
             }
             Op::EncodeDatagram { session: s } => {
                 if let Ok(d) = self.conn.encode_datagram(session(*s), b"payload") {
@@ -547,9 +572,13 @@ impl Driver {
 
     fn check(&self) {
         let stats = self.conn.stats();
-        assert!(self.conn.session_ids().count() <= self.config.max_sessions as usize);
+        assert!(self.conn.live_sessions() <= self.config.max_sessions as usize);
+        assert!(
+            self.conn.session_ids().count()
+                <= self.config.max_sessions as usize + self.config.closed_session_memory
+        );
         assert_eq!(stats.streams_rejected, self.rejected_stops);
-        assert!(stats.streams_gone <= self.gone_stops);
+        assert!(stats.streams_gone <= self.gone_streams.len() as u64);
         if self.failed {
             assert!(self.conn.error().is_some());
             return;

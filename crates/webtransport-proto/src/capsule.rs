@@ -29,6 +29,10 @@ pub mod ty {
     pub const WT_STREAMS_BLOCKED_BIDI: u64 = 0x190b_4d43;
     /// WT_STREAMS_BLOCKED (unidirectional).
     pub const WT_STREAMS_BLOCKED_UNI: u64 = 0x190b_4d44;
+    /// WT_MAX_STREAM_DATA (draft-ietf-webtrans-http2 only; prohibited over HTTP/3).
+    pub const WT_MAX_STREAM_DATA: u64 = 0x190b_4d3e;
+    /// WT_STREAM_DATA_BLOCKED (draft-ietf-webtrans-http2 only; prohibited over HTTP/3).
+    pub const WT_STREAM_DATA_BLOCKED: u64 = 0x190b_4d42;
 
     /// Whether `t` is a reserved capsule type `0x29 * N + 0x17` (RFC 9297 §5.4).
     pub const fn is_grease(t: u64) -> bool {

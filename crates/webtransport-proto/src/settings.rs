@@ -266,11 +266,28 @@ impl Settings {
             .or_else(|| self.get(id::WEBTRANSPORT_MAX_SESSIONS_DRAFT07))
     }
 
+    /// Whether these settings announce draft-13/14 alone: WT_MAX_SESSIONS without
+    /// draft-02's ENABLE_WEBTRANSPORT or draft-15's WT_ENABLED (what pywebtransport 0.8.1's
+    /// server sends).
+    pub fn announces_only_draft13(&self) -> bool {
+        self.get(id::WT_MAX_SESSIONS).is_some_and(|v| v >= 1)
+            && self.get(id::ENABLE_WEBTRANSPORT).is_none_or(|v| v == 0)
+            && self.get(id::WT_ENABLED).is_none_or(|v| v == 0)
+    }
+
     /// The settings we send: the superset every known client and server accepts
     /// (docs/protocol.md, "What a server must send to reach every client").
     ///
-    /// `server` adds ENABLE_CONNECT_PROTOCOL (RFC 9220 §3: only servers send it).
-    pub fn local(server: bool, max_sessions: u64, max_field_section_size: u64) -> Settings {
+    /// `server` adds ENABLE_CONNECT_PROTOCOL (RFC 9220 §3: only servers send it). `flow`
+    /// are the session flow-control windows we give the peer, sent as the three
+    /// WT_INITIAL_* settings unless all are zero (no flow control, draft-ietf-webtrans-http3
+    /// §5.1).
+    pub fn local(
+        server: bool,
+        max_sessions: u64,
+        max_field_section_size: u64,
+        flow: crate::connection::FlowLimits,
+    ) -> Settings {
         let mut s = Settings::new();
         s.set(id::QPACK_MAX_TABLE_CAPACITY, 0);
         s.set(id::MAX_FIELD_SECTION_SIZE, max_field_section_size);
@@ -284,11 +301,20 @@ impl Settings {
         s.set(id::WEBTRANSPORT_MAX_SESSIONS_DRAFT07, max_sessions);
         s.set(id::WT_MAX_SESSIONS, max_sessions);
         s.set(id::WT_ENABLED, 1);
-        // Session-level flow control is not enforced yet, so announce limits large enough
-        // that no WT_MAX_DATA / WT_MAX_STREAMS capsule is ever needed (protocol.md).
-        s.set(id::WT_INITIAL_MAX_DATA, (1 << 62) - 1);
-        s.set(id::WT_INITIAL_MAX_STREAMS_UNI, (1 << 60) - 1);
-        s.set(id::WT_INITIAL_MAX_STREAMS_BIDI, (1 << 60) - 1);
+        if flow.enabled() {
+            // Values above 2^62 - 1 cannot be sent; the stream counts stop at 2^60
+            // (draft-ietf-webtrans-http3 §5.6.2).
+            let max = (1 << 62) - 1;
+            s.set(id::WT_INITIAL_MAX_DATA, flow.max_data.min(max));
+            s.set(
+                id::WT_INITIAL_MAX_STREAMS_UNI,
+                flow.max_streams_uni.min(1 << 60),
+            );
+            s.set(
+                id::WT_INITIAL_MAX_STREAMS_BIDI,
+                flow.max_streams_bidi.min(1 << 60),
+            );
+        }
         s
     }
 }
@@ -356,7 +382,7 @@ mod tests {
     #[test]
     fn local_settings_round_trip() {
         for server in [true, false] {
-            let s = Settings::local(server, 16, 16384);
+            let s = Settings::local(server, 16, 16384, Default::default());
             let mut out = Vec::new();
             s.encode(&mut out);
             assert_eq!(out.len(), s.encoded_len());

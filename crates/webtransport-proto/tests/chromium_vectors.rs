@@ -5,7 +5,9 @@
 
 use std::time::Instant;
 
-use webtransport_proto::connection::{Action, Config, Connection, Event, Feed, LocalStreams, Role};
+use webtransport_proto::connection::{
+    Action, Config, Connection, Event, Feed, LocalStreams, Role, SessionEnd,
+};
 use webtransport_proto::frame::{Frame, FrameHeader};
 use webtransport_proto::headers::{ConnectResponse, UpgradeToken};
 use webtransport_proto::settings::WtDraft;
@@ -78,17 +80,26 @@ fn a_whole_chromium_session() {
         Feed::Continue
     );
     let ev = events(&mut c);
-    let Some(Event::PeerSettings { settings, draft }) = ev.first() else {
+    let Some(Event::PeerSettings {
+        settings,
+        draft,
+        flow_control,
+    }) = ev.first()
+    else {
         panic!("{ev:?}")
     };
     assert_eq!(*draft, Some(WtDraft::Draft02));
+    assert!(
+        !flow_control,
+        "Chromium speaks draft-02: no session flow control"
+    );
     assert_eq!(settings.get(0x1), Some(65536));
     assert_eq!(settings.len(), 6, "the GREASE setting is dropped");
 
     // The CONNECT request on stream 0.
     let mut req = Vec::new();
     Frame::Headers(hex(CONNECT_HEADER_BLOCK).into()).encode(&mut req);
-    assert_eq!(c.handle_stream_data(now, 0, &req, false), Feed::Continue);
+    assert_eq!(c.handle_stream_data(now, 0, &req, false), Feed::Request);
     let ev = events(&mut c);
     let Some(Event::SessionRequested { session, request }) = ev.first() else {
         panic!("{ev:?}")
@@ -114,11 +125,13 @@ fn a_whole_chromium_session() {
     let ev = events(&mut c);
     assert_eq!(
         ev,
-        [Event::SessionClosed {
+        [Event::SessionEnded {
             session,
-            code: 4242,
-            reason: "bye from chromium".into(),
-            remote: true
+            end: SessionEnd::Closed {
+                code: 4242,
+                reason: "bye from chromium".into(),
+                remote: true
+            }
         }]
     );
     // Our side of the CONNECT stream is finished in answer, and nothing failed.
@@ -156,6 +169,9 @@ fn chromium_dynamic_table_request_fails_decompression() {
     let mut req = Vec::new();
     Frame::Headers(hex(CONNECT_HEADER_BLOCK_DYNAMIC).into()).encode(&mut req);
     let _ = c.handle_stream_data(now, 0, &req, false);
-    let (code, _) = c.error().cloned().expect("connection error");
-    assert_eq!(code, webtransport_proto::Code::QPACK_DECOMPRESSION_FAILED);
+    let error = c.error().cloned().expect("connection error");
+    assert_eq!(
+        error.code(),
+        webtransport_proto::Code::QPACK_DECOMPRESSION_FAILED
+    );
 }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes};
 use webtransport_proto::capsule::{self, Capsule};
-use webtransport_proto::connection::{Action, Config, Connection, Event, Feed, LocalStreams, Role};
+use webtransport_proto::connection::{
+    Action, Config, Connection, Event, Feed, LocalStreams, Role, SessionEnd,
+};
 use webtransport_proto::frame::{Frame, FrameHeader, FrameLimits};
 use webtransport_proto::headers::{ConnectRequest, ConnectResponse};
 use webtransport_proto::qpack::{self, DecoderInstruction, EncoderInstruction, HeaderField};
@@ -187,7 +189,8 @@ impl H {
 
     fn with_config(role: Role, config: Config) -> Self {
         let mut h = Self::bare(role, config);
-        let peer_settings = Settings::local(role == Role::Client, 16, 16 * 1024);
+        let peer_settings =
+            Settings::local(role == Role::Client, 16, 16 * 1024, Default::default());
         let control = cat(&[
             &uni_preamble(UniStreamHeader::Control),
             &frame(Frame::Settings(peer_settings)),
@@ -278,12 +281,12 @@ impl H {
             .events
             .iter()
             .filter_map(|e| match e {
-                Event::ConnectionError { code, .. } => Some(*code),
+                Event::ConnectionError { error } => Some(error.code()),
                 _ => None,
             })
             .collect();
         assert_eq!(errors, [code], "events: {:?}", self.events);
-        assert_eq!(self.conn.error().map(|e| e.0), Some(code));
+        assert_eq!(self.conn.error().map(|e| e.code()), Some(code));
     }
 
     /// Asserts the connection is still up.
@@ -349,7 +352,7 @@ impl H {
         let stream = self.peer_bidi(0);
         assert_eq!(
             self.feed(stream, &headers_frame(&request().to_fields()), false),
-            Feed::Continue
+            Feed::Request
         );
         let sid = SessionId::from_stream_id(stream).unwrap();
         assert!(self
@@ -469,7 +472,12 @@ fn first_control_frame_is_grease() {
             ty: 0x21 + 0x1f * 3,
             len: 2,
         }),
-        &frame(Frame::Settings(Settings::local(true, 1, 16384))),
+        &frame(Frame::Settings(Settings::local(
+            true,
+            1,
+            16384,
+            Default::default(),
+        ))),
     ]);
     h.send(peer_uni(Role::Client, 0), &bytes, false);
     h.assert_connection_error(Code::H3_MISSING_SETTINGS);
@@ -479,7 +487,12 @@ fn first_control_frame_is_grease() {
 fn second_settings_frame() {
     // RFC 9114 §7.2.4: a second SETTINGS frame is H3_FRAME_UNEXPECTED.
     let mut h = H::new(Role::Server);
-    h.control(&frame(Frame::Settings(Settings::local(false, 1, 100))));
+    h.control(&frame(Frame::Settings(Settings::local(
+        false,
+        1,
+        100,
+        Default::default(),
+    ))));
     h.assert_connection_error(Code::H3_FRAME_UNEXPECTED);
 }
 
@@ -1124,11 +1137,13 @@ fn close_capsule_of_exactly_1024_bytes_is_fine() {
     ));
     h.send(sid.stream_id(), &bytes, false);
     h.assert_alive();
-    assert!(h.events.contains(&Event::SessionClosed {
+    assert!(h.events.contains(&Event::SessionEnded {
         session: sid,
-        code: 9,
-        reason,
-        remote: true
+        end: SessionEnd::Closed {
+            code: 9,
+            reason,
+            remote: true
+        }
     }));
 }
 

@@ -13,7 +13,10 @@ use bytes::{BufMut, Bytes};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use webtransport_proto::capsule::{self, Capsule, CapsuleError, CapsuleReader};
-use webtransport_proto::connection::{Action, Config, Connection, Event, Feed, LocalStreams, Role};
+use webtransport_proto::connection::{
+    Action, CapsuleFraming, CommandError, Config, Connection, Event, Feed, LocalStreams, Role,
+    SessionStatus,
+};
 use webtransport_proto::frame::{Frame, FrameError, FrameEvent, FrameLimits, FrameReader};
 use webtransport_proto::headers::{ConnectRequest, ConnectResponse};
 use webtransport_proto::qpack::{self, HeaderField};
@@ -781,7 +784,11 @@ fn config() -> impl Strategy<Value = Config> {
                 max_capsule_size: capsule,
                 pending_timeout: Duration::from_millis(1000),
                 session_timeout: Duration::from_millis(2500),
-                unframed_capsules: unframed,
+                capsule_framing: if unframed {
+                    CapsuleFraming::Unframed
+                } else {
+                    CapsuleFraming::Auto
+                },
                 ..Config::default()
             },
         )
@@ -815,8 +822,10 @@ struct Driver {
     in_flight: HashSet<Bytes>,
     datagrams_out: u64,
     next_tag: u32,
+    next_local: u64,
     rejected_stops: u64,
-    gone_stops: u64,
+    /// Streams stopped or reset with WT_SESSION_GONE.
+    gone_streams: HashSet<u64>,
     failed: bool,
 }
 
@@ -843,8 +852,9 @@ impl Driver {
             in_flight: HashSet::new(),
             datagrams_out: 0,
             next_tag: 0,
+            next_local: 0,
             rejected_stops: 0,
-            gone_stops: 0,
+            gone_streams: HashSet::new(),
             failed: false,
         };
         d.drain();
@@ -882,8 +892,8 @@ impl Driver {
                     if stop && code == Code::WT_BUFFERED_STREAM_REJECTED {
                         self.rejected_stops += 1;
                     }
-                    if stop && code == Code::WT_SESSION_GONE {
-                        self.gone_stops += 1;
+                    if code == Code::WT_SESSION_GONE {
+                        self.gone_streams.insert(stream);
                     }
                 }
                 Action::CloseConnection { .. } => self.failed = true,
@@ -895,9 +905,12 @@ impl Driver {
                 Event::IncomingStream {
                     stream, session, ..
                 } => {
+                    // Delivered into an established session, which may have ended since.
                     assert!(
-                        self.conn.is_established(session)
-                            || !self.conn.session_ids().any(|s| s == session),
+                        !matches!(
+                            self.conn.session_status(session),
+                            Some(SessionStatus::Pending)
+                        ),
                         "stream {stream} released into session {session} that is not open"
                     );
                     assert_eq!(
@@ -924,11 +937,11 @@ impl Driver {
     fn feed(&mut self, stream: u64, data: &[u8], fin: bool) -> Feed {
         let feed = self.conn.handle_stream_data(self.now, stream, data, fin);
         match feed {
-            Feed::Continue if fin => {
+            Feed::Continue | Feed::Request if fin => {
                 // The stream ended; nothing more will come.
                 self.streams.insert(stream, StreamState::Done);
             }
-            Feed::Continue => {}
+            Feed::Continue | Feed::Request => {}
             Feed::Detach => {
                 self.streams.insert(stream, StreamState::Detached);
                 self.pending.insert(stream);
@@ -980,7 +993,11 @@ impl Driver {
                     self.started.insert(id);
                     let at = split.map_or(data.len(), |i| i.index(data.len() + 1));
                     let (a, b) = data.split_at(at);
-                    if self.feed(id, a, *fin && b.is_empty()) == Feed::Continue && !b.is_empty() {
+                    let more = matches!(
+                        self.feed(id, a, *fin && b.is_empty()),
+                        Feed::Continue | Feed::Request
+                    );
+                    if more && !b.is_empty() {
                         let _ = self.feed(id, b, *fin);
                     }
                 }
@@ -1074,8 +1091,20 @@ impl Driver {
             }
             Op::OpenStream { session, bidi } => {
                 let s = self.session(*session);
-                let r = self.conn.open_stream(s, *bidi);
-                assert_eq!(r.is_ok(), self.conn.is_established(s));
+                let established = self.conn.is_established(s);
+                match self.conn.reserve_stream(s, *bidi) {
+                    Ok(()) => {
+                        // A fresh local stream id of the right kind, far above the picks.
+                        let local_bit = u64::from(self.role == Role::Server);
+                        let id =
+                            4 * (1000 + self.next_local) + local_bit + if *bidi { 0 } else { 2 };
+                        self.next_local += 1;
+                        assert!(established);
+                        assert!(self.conn.open_stream(s, id, *bidi).is_ok());
+                    }
+                    Err(CommandError::StreamsBlocked { .. }) => assert!(established),
+                    Err(_) => assert!(!established),
+                }
             }
             Op::EncodeDatagram { session } => {
                 let s = self.session(*session);
@@ -1093,14 +1122,19 @@ impl Driver {
     fn check(&self) {
         let stats = self.conn.stats();
         assert!(
-            self.conn.session_ids().count() <= self.config.max_sessions as usize,
+            self.conn.live_sessions() <= self.config.max_sessions as usize,
             "more sessions than max_sessions"
+        );
+        assert!(
+            self.conn.session_ids().count()
+                <= self.config.max_sessions as usize + self.config.closed_session_memory,
+            "ended sessions remembered beyond closed_session_memory"
         );
         assert_eq!(
             stats.streams_rejected, self.rejected_stops,
             "streams_rejected does not match the WT_BUFFERED_STREAM_REJECTED refusals"
         );
-        assert!(stats.streams_gone <= self.gone_stops);
+        assert!(stats.streams_gone <= self.gone_streams.len() as u64);
         if self.failed {
             assert!(self.conn.error().is_some());
             return;
@@ -1154,7 +1188,13 @@ fn run(role: Role, config: Config, ops: &[Op]) {
 fn with_settings(role: Role, ops: Vec<Op>) -> Vec<Op> {
     let mut control = Vec::new();
     UniStreamHeader::Control.encode(&mut control);
-    Frame::Settings(Settings::local(role == Role::Client, 4, 16384)).encode(&mut control);
+    Frame::Settings(Settings::local(
+        role == Role::Client,
+        4,
+        16384,
+        Default::default(),
+    ))
+    .encode(&mut control);
     let mut enc = Vec::new();
     UniStreamHeader::QpackEncoder.encode(&mut enc);
     let mut dec = Vec::new();

@@ -3,42 +3,87 @@
 use super::*;
 
 impl Connection {
+    /// Feeds a CONNECT stream.
+    pub(super) fn feed_request(
+        &mut self,
+        now: Instant,
+        stream: u64,
+        mut req: Box<RequestStream>,
+        data: &[u8],
+        fin: bool,
+    ) -> Result<(Option<StreamKind>, Feed), ProtocolError> {
+        let session = SessionId::from_stream_id(stream)?;
+        req.reader.push(data);
+        while let Some(ev) = req.reader.poll()? {
+            if req.closed {
+                continue;
+            }
+            if let Some(feed) = self.on_request_frame(now, stream, session, &mut req, ev)? {
+                return Ok((None, feed));
+            }
+        }
+        if !fin {
+            return Ok((Some(StreamKind::Request(req)), Feed::Continue));
+        }
+        if !req.reader.is_at_boundary() {
+            // RFC 9114 §7.1: a frame cut short by the end of the stream.
+            return Err(Violation::TruncatedFrame(stream).into());
+        }
+        if !req.got_headers && self.role == Role::Server {
+            // RFC 9114 §4.1.2: a request stream that ends without a complete request is
+            // H3_REQUEST_INCOMPLETE.
+            self.refuse_stream(stream, true, Code::H3_REQUEST_INCOMPLETE);
+            self.stats.errors += 1;
+            return Ok((None, Feed::Done));
+        }
+        if !req.closed {
+            if let Err(e) = req.capsules.finish() {
+                debug!(stream, error = %e, "CONNECT stream ended inside a capsule");
+            }
+        }
+        self.connect_stream_ended(session, None);
+        Ok((None, Feed::Done))
+    }
+
     /// Handles one frame event on a request (CONNECT) stream. `Some(feed)` ends the
     /// stream's processing.
-    pub(super) fn on_request_frame(
+    fn on_request_frame(
         &mut self,
         now: Instant,
         stream: u64,
         session: SessionId,
         req: &mut RequestStream,
         ev: FrameEvent,
-    ) -> Result<Option<Feed>, (Code, String)> {
+    ) -> Result<Option<Feed>, ProtocolError> {
+        let before_headers = |frame: u64| -> ProtocolError {
+            // RFC 9114 §4.1: DATA (or anything carrying a capsule) before HEADERS is
+            // H3_FRAME_UNEXPECTED.
+            Violation::FrameUnexpected {
+                frame,
+                place: FramePlace::BeforeHeaders,
+            }
+            .into()
+        };
         let frame = match ev {
             FrameEvent::DataStart(_) if !req.got_headers => {
-                // RFC 9114 §4.1: DATA before HEADERS is H3_FRAME_UNEXPECTED.
-                return Err((
-                    Code::H3_FRAME_UNEXPECTED,
-                    format!("DATA before HEADERS on stream {stream}"),
-                ));
+                return Err(before_headers(crate::frame::ty::DATA));
             }
             FrameEvent::DataStart(_) => return Ok(None),
             FrameEvent::Raw { ty, payload } => {
                 if !req.got_headers {
-                    return Err((
-                        Code::H3_FRAME_UNEXPECTED,
-                        format!("capsule before HEADERS on stream {stream}"),
-                    ));
+                    return Err(before_headers(ty));
                 }
                 debug!(
                     stream,
                     capsule_type = ty,
                     "capsule without DATA framing (pywebtransport 0.8.1 style) accepted"
                 );
+                self.prefer_unframed("the peer sent a capsule without a DATA frame");
                 match Capsule::from_value(ty, payload) {
                     Ok(capsule) => self.on_capsule(now, session, capsule),
                     Err(e) => return Ok(Some(self.malformed_capsule(stream, session, &e))),
                 }
-                if !self.sessions.contains_key(&session) {
+                if !self.is_live(session) {
                     req.closed = true;
                 }
                 return Ok(None);
@@ -51,7 +96,7 @@ impl Connection {
                         Ok(None) => break,
                         Err(e) => return Ok(Some(self.malformed_capsule(stream, session, &e))),
                     }
-                    if !self.sessions.contains_key(&session) {
+                    if !self.is_live(session) {
                         req.closed = true;
                         break;
                     }
@@ -68,15 +113,7 @@ impl Connection {
                     return Ok(None);
                 }
                 let fields =
-                    match qpack::decode_field_section(&block, self.config.max_field_section_size) {
-                        Ok(f) => f,
-                        Err(e) => {
-                            return Err((
-                                e.code(),
-                                format!("field section on stream {stream}: {e}"),
-                            ))
-                        }
-                    };
+                    qpack::decode_field_section(&block, self.config.max_field_section_size)?;
                 // RFC 9114 §4.1: a response is zero or more interim (1xx) HEADERS and then
                 // the final one; only the final one opens the way for DATA.
                 let interim = self.role == Role::Client
@@ -86,29 +123,30 @@ impl Connection {
                     req.got_headers = true;
                 }
                 match self.role {
-                    Role::Server => self.on_request_headers(stream, session, &fields),
-                    Role::Client => self.on_response_headers(session, &fields),
+                    Role::Server => Ok(self.on_request_headers(stream, session, &fields)),
+                    Role::Client => Ok(self.on_response_headers(session, &fields)),
                 }
             }
             Frame::Data(_) => Ok(None),
+            // RFC 9114 §7.2.4, §7.2.6, §7.2.7, §7.2.3: these frames on a request stream
+            // are H3_FRAME_UNEXPECTED; RFC 9114 §7.2.5: so is PUSH_PROMISE at a server.
             Frame::Settings(_) | Frame::Goaway(_) | Frame::MaxPushId(_) | Frame::CancelPush(_) => {
-                // RFC 9114 §7.2.4, §7.2.6, §7.2.7, §7.2.3: these frames on a request stream
-                // are H3_FRAME_UNEXPECTED.
-                Err((
-                    Code::H3_FRAME_UNEXPECTED,
-                    format!("frame type {:#x} on request stream {stream}", frame.ty()),
-                ))
+                Err(Violation::FrameUnexpected {
+                    frame: frame.ty(),
+                    place: FramePlace::RequestStream,
+                }
+                .into())
             }
-            // RFC 9114 §7.2.5: a server receiving PUSH_PROMISE is H3_FRAME_UNEXPECTED; a
-            // client that never sent MAX_PUSH_ID sees a push id above its maximum, which
-            // §4.6 makes H3_ID_ERROR.
             Frame::PushPromise => Err(match self.role {
-                Role::Server => (
-                    Code::H3_FRAME_UNEXPECTED,
-                    "PUSH_PROMISE from a client".into(),
-                ),
-                Role::Client => (Code::H3_ID_ERROR, "PUSH_PROMISE without MAX_PUSH_ID".into()),
-            }),
+                Role::Server => Violation::FrameUnexpected {
+                    frame: frame.ty(),
+                    place: FramePlace::RequestStream,
+                },
+                // A client that never sent MAX_PUSH_ID sees a push id above its maximum,
+                // which RFC 9114 §4.6 makes H3_ID_ERROR.
+                Role::Client => Violation::PushWithoutMaxPushId(stream),
+            }
+            .into()),
             Frame::Unknown { ty, len } => {
                 debug!(
                     stream,
@@ -121,31 +159,29 @@ impl Connection {
         }
     }
 
-    pub(super) fn on_request_headers(
+    fn on_request_headers(
         &mut self,
         stream: u64,
         session: SessionId,
         fields: &[qpack::HeaderField],
-    ) -> Result<Option<Feed>, (Code, String)> {
+    ) -> Option<Feed> {
         let request = match ConnectRequest::from_fields(fields) {
             Ok(r) => r,
             Err(e) => {
                 // RFC 9114 §4.1.2: a malformed request is a stream error of type
                 // H3_MESSAGE_ERROR.
                 debug!(stream, error = %e, "malformed CONNECT request");
-                if let Some(status) = e.status() {
-                    let response = ConnectResponse {
-                        status,
-                        ..ConnectResponse::default()
-                    };
-                    self.send_headers(stream, &response.to_fields(), true);
-                } else {
-                    self.refuse_stream(stream, true, e.code());
+                self.stats.errors += 1;
+                match e.status() {
+                    Some(status) => {
+                        self.send_headers(stream, &ConnectResponse::new(status).to_fields(), true)
+                    }
+                    None => self.refuse_stream(stream, true, e.code()),
                 }
-                return Ok(Some(Feed::Done));
+                return Some(Feed::Done);
             }
         };
-        if self.sessions.len() >= self.config.max_sessions as usize {
+        if self.live_sessions >= self.config.max_sessions as usize {
             debug!(
                 stream,
                 limit = self.config.max_sessions,
@@ -153,25 +189,46 @@ impl Connection {
             );
             self.stats.sessions_refused += 1;
             self.refuse_stream(stream, true, Code::H3_REQUEST_REJECTED);
-            return Ok(Some(Feed::Done));
+            return Some(Feed::Done);
         }
-        self.sessions.insert(
+        if is_pywebtransport_081(&request) {
+            self.prefer_unframed("client is pywebtransport 0.8");
+        }
+        self.insert_session(
             session,
-            Session {
-                state: SessionState::Requested { deadline: None },
+            SessionState::Requested {
+                deadline: None,
+                draft02: request.draft02,
             },
         );
         if self.peer_settings.is_none() {
+            // draft-ietf-webtrans-http3 §7.1: "the server MUST NOT process any incoming
+            // WebTransport requests until the client's SETTINGS have been received."
             self.early_requests.push((session, request));
         } else {
             self.on_session_request(session, request);
         }
-        Ok(None)
+        None
     }
 
+    /// (Server) A request that may now be handed to the application.
     pub(super) fn on_session_request(&mut self, session: SessionId, request: ConnectRequest) {
         if self.draft.is_none() {
             debug!(%session, "client SETTINGS announce no WebTransport draft; assuming draft-02");
+        }
+        if self.draft.is_some_and(|d| d >= WtDraft::Draft15)
+            && !self.flow_control
+            && self.live_sessions > 1
+        {
+            // draft-ietf-webtrans-http3 §5.1: "A server that receives more than one session
+            // on an underlying transport connection when flow control is not enabled MUST
+            // reset the excessive CONNECT streams with a H3_REQUEST_REJECTED status".
+            debug!(%session, "second session without flow control rejected");
+            self.stats.sessions_refused += 1;
+            self.refuse_stream(session.stream_id(), true, Code::H3_REQUEST_REJECTED);
+            self.streams.remove(&session.stream_id());
+            self.end_session(session, SessionEnd::Refused { status: 0 });
+            return;
         }
         self.events.push_back(Event::SessionRequested {
             session,
@@ -179,32 +236,27 @@ impl Connection {
         });
     }
 
-    pub(super) fn on_response_headers(
+    fn on_response_headers(
         &mut self,
         session: SessionId,
         fields: &[qpack::HeaderField],
-    ) -> Result<Option<Feed>, (Code, String)> {
+    ) -> Option<Feed> {
         let response = match ConnectResponse::from_fields(fields) {
             Ok(r) => r,
             Err(e) => {
-                self.reject_client_session(
-                    session,
-                    RejectReason::Malformed(e.to_string()),
-                    None,
-                    true,
-                );
-                return Ok(Some(Feed::Done));
+                self.fail_request(session, RejectReason::Malformed(e), None, true);
+                return Some(Feed::Done);
             }
         };
         if !matches!(
             self.sessions.get(&session).map(|s| &s.state),
             Some(SessionState::Requested { .. })
         ) {
-            return Ok(Some(Feed::Done));
+            return Some(Feed::Done);
         }
         if (100..200).contains(&response.status) {
             // Interim responses precede the final one (RFC 9114 §4.1).
-            return Ok(None);
+            return None;
         }
         if !response.is_success() {
             let status = response.status;
@@ -212,65 +264,107 @@ impl Connection {
                 stream: session.stream_id(),
                 code: Code::H3_NO_ERROR,
             });
-            self.reject_client_session(
-                session,
-                RejectReason::Status(status),
-                Some(response),
-                false,
-            );
-            return Ok(Some(Feed::Done));
+            self.fail_request(session, RejectReason::Status(status), Some(response), false);
+            return Some(Feed::Done);
         }
+        let flow = self.new_flow();
         if let Some(s) = self.sessions.get_mut(&session) {
-            s.state = SessionState::Established { draining: false };
+            s.state = SessionState::Established {
+                draining: false,
+                flow,
+            };
         }
         self.events
             .push_back(Event::SessionEstablished { session, response });
         self.release_pending(session);
-        Ok(None)
+        None
     }
 
-    pub(super) fn on_capsule(&mut self, _now: Instant, session: SessionId, capsule: Capsule) {
+    fn on_capsule(&mut self, _now: Instant, session: SessionId, capsule: Capsule) {
         let Some(state) = self.sessions.get(&session).map(|s| &s.state) else {
-            debug!(%session, capsule_type = capsule.ty(), "capsule for a session that is gone dropped");
+            debug!(%session, capsule_type = capsule.ty(), "capsule for an unknown session dropped");
             return;
         };
-        if !matches!(state, SessionState::Established { .. }) {
-            if matches!(capsule, Capsule::CloseSession { .. }) && self.role == Role::Server {
-                // The client closed before we answered: it gave up on the request.
-                self.forget_session(session);
+        match state {
+            SessionState::Established { .. } => {}
+            SessionState::Ended(_) => return,
+            _ => {
+                if matches!(capsule, Capsule::CloseSession { .. }) && self.role == Role::Server {
+                    // The client closed before we answered: it gave up on the request.
+                    self.end_session(session, SessionEnd::Withdrawn);
+                }
+                return;
             }
-            return;
         }
         match capsule {
             Capsule::CloseSession { code, reason } => {
-                // draft-ietf-webtrans-http3 §6: on CLOSE_WEBTRANSPORT_SESSION the receiver
-                // closes its side of the CONNECT stream; its streams are reset with
-                // WT_SESSION_GONE by whoever holds them.
+                // draft-ietf-webtrans-http3 §6: on WT_CLOSE_SESSION the receiver closes its
+                // side of the CONNECT stream, and every stream of the session is reset and
+                // stopped with WT_SESSION_GONE.
                 self.write(session.stream_id(), Bytes::new(), true);
-                self.close_session_state(session, code, reason, true);
+                self.end_session(
+                    session,
+                    SessionEnd::Closed {
+                        code,
+                        reason,
+                        remote: true,
+                    },
+                );
             }
             Capsule::DrainSession => {
-                if let Some(Session {
-                    state: SessionState::Established { draining },
-                }) = self.sessions.get_mut(&session)
-                {
-                    *draining = true;
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    if let SessionState::Established { draining, .. } = &mut s.state {
+                        *draining = true;
+                    }
                 }
                 self.events.push_back(Event::SessionDraining { session });
             }
             Capsule::Datagram(payload) => {
-                if self.is_established(session) {
-                    self.events.push_back(Event::Datagram { session, payload });
-                }
+                self.events.push_back(Event::Datagram { session, payload });
             }
-            // Flow control is announced so large that these carry nothing we act on.
             Capsule::MaxData(_)
             | Capsule::MaxStreams { .. }
             | Capsule::DataBlocked(_)
-            | Capsule::StreamsBlocked { .. } => {}
+            | Capsule::StreamsBlocked { .. } => self.on_flow_capsule(session, capsule),
+            Capsule::Unknown { ty, .. }
+                if ty == crate::capsule::ty::WT_MAX_STREAM_DATA
+                    || ty == crate::capsule::ty::WT_STREAM_DATA_BLOCKED =>
+            {
+                // draft-ietf-webtrans-http3 §5.4: "Endpoints MUST treat receipt of a
+                // WT_MAX_STREAM_DATA or a WT_STREAM_DATA_BLOCKED capsule as a session
+                // error."
+                if self.flow_control {
+                    self.flow_violation(session, FlowViolation::StreamDataCapsule);
+                }
+            }
             Capsule::Unknown { ty, len } => {
                 debug!(%session, capsule_type = ty, len, "unknown capsule skipped");
             }
+        }
+    }
+
+    /// A flow-control capsule. draft-ietf-webtrans-http3 §5.1: "if flow control is not
+    /// enabled, an endpoint MUST ignore receipt of any flow control capsules".
+    fn on_flow_capsule(&mut self, session: SessionId, capsule: Capsule) {
+        let Some(flow) = self.sessions.get_mut(&session).and_then(Session::flow_mut) else {
+            return;
+        };
+        let result = match capsule {
+            Capsule::MaxData(max) => flow.on_max_data(max.into_inner()),
+            Capsule::MaxStreams { bidi, max } => flow.on_max_streams(bidi, max.into_inner()),
+            Capsule::StreamsBlocked { max, .. } => {
+                flow.on_streams_blocked(max.into_inner()).map(|()| false)
+            }
+            Capsule::DataBlocked(max) => {
+                debug!(%session, limit = max.into_inner(), "peer blocked by our WT_MAX_DATA");
+                Ok(false)
+            }
+            _ => Ok(false),
+        };
+        match result {
+            Ok(true) => self.events.push_back(Event::SessionCredit { session }),
+            Ok(false) => {}
+            Err(v) => self.flow_violation(session, v),
         }
     }
 
@@ -278,16 +372,22 @@ impl Connection {
     /// malformed, which RFC 9114 §4.1.2 treats as a stream error of type H3_MESSAGE_ERROR
     /// (H3_EXCESSIVE_LOAD for one over our size cap): the CONNECT stream is reset and
     /// stopped, which ends its session; the connection stays up.
-    pub(super) fn malformed_capsule(
-        &mut self,
-        stream: u64,
-        session: SessionId,
-        e: &CapsuleError,
-    ) -> Feed {
+    fn malformed_capsule(&mut self, stream: u64, session: SessionId, e: &CapsuleError) -> Feed {
         debug!(stream, %session, error = %e, "malformed capsule: CONNECT stream refused");
-        self.refuse_stream(stream, true, e.code());
-        self.close_session_state(session, 0, format!("malformed capsule: {e}"), true);
-        self.forget_session(session);
+        if self.is_live(session) {
+            self.abort_session(session, e.code());
+        } else {
+            self.refuse_stream(stream, true, e.code());
+        }
         Feed::Done
     }
+}
+
+/// Whether a request comes from pywebtransport 0.8, which wants bare capsules
+/// (`user-agent: pywebtransport/0.8.x`).
+fn is_pywebtransport_081(request: &ConnectRequest) -> bool {
+    request
+        .headers
+        .iter()
+        .any(|h| &h.name[..] == b"user-agent" && h.value.starts_with(b"pywebtransport/0.8."))
 }

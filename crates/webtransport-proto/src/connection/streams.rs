@@ -2,9 +2,12 @@
 
 use super::*;
 
+/// The outcome of feeding a stream: its new state (`None`: forget it) and what the caller
+/// should do, or a connection error.
+type Fed = Result<(Option<StreamKind>, Feed), ProtocolError>;
+
 impl Connection {
-    /// Feeds bytes to one stream. Returns the stream's new state (None: forget it) and
-    /// what the caller should do, or a connection error.
+    /// Feeds bytes to one stream.
     pub(super) fn feed(
         &mut self,
         now: Instant,
@@ -12,13 +15,11 @@ impl Connection {
         kind: StreamKind,
         data: &[u8],
         fin: bool,
-    ) -> Result<(Option<StreamKind>, Feed), (Code, String)> {
+    ) -> Fed {
         match kind {
             StreamKind::UniPreamble(mut buf) => {
                 buf.extend_from_slice(data);
-                let Some((header, n)) =
-                    UniStreamHeader::decode(&buf).map_err(|e| (e.code(), e.to_string()))?
-                else {
+                let Some((header, n)) = UniStreamHeader::decode(&buf)? else {
                     if fin {
                         // A uni stream that ended before saying what it is: nothing to do.
                         return Ok((None, Feed::Done));
@@ -30,14 +31,13 @@ impl Connection {
             }
             StreamKind::BidiPreamble(mut buf) => {
                 buf.extend_from_slice(data);
-                let Some((header, n)) =
-                    BidiStreamHeader::decode(&buf).map_err(|e| (e.code(), e.to_string()))?
-                else {
+                let Some((header, n)) = BidiStreamHeader::decode(&buf)? else {
                     if fin {
                         if self.role == Role::Server {
                             // RFC 9114 §4.1.2: a request stream that ends without a
                             // complete request is H3_REQUEST_INCOMPLETE.
                             self.refuse_stream(stream, true, Code::H3_REQUEST_INCOMPLETE);
+                            self.stats.errors += 1;
                         }
                         return Ok((None, Feed::Done));
                     }
@@ -54,10 +54,7 @@ impl Connection {
                             // server-initiated bidirectional stream as a connection error
                             // of type H3_STREAM_CREATION_ERROR unless such an extension has
                             // been negotiated" (WebTransport's is the 0x41 signal).
-                            return Err((
-                                Code::H3_STREAM_CREATION_ERROR,
-                                format!("server opened bidirectional stream {stream} that is not WebTransport"),
-                            ));
+                            return Err(Violation::ServerBidiStream(stream).into());
                         }
                         self.max_request_id =
                             Some(self.max_request_id.map_or(stream, |m| m.max(stream)));
@@ -67,7 +64,14 @@ impl Connection {
                             return Ok((None, Feed::Done));
                         }
                         let req = self.request_stream();
-                        self.feed(now, stream, StreamKind::Request(Box::new(req)), &buf, fin)
+                        let (kind, feed) =
+                            self.feed(now, stream, StreamKind::Request(Box::new(req)), &buf, fin)?;
+                        // The caller learns once that this stream's sending half is ours.
+                        let feed = match feed {
+                            Feed::Continue => Feed::Request,
+                            other => other,
+                        };
+                        Ok((kind, feed))
                     }
                 }
             }
@@ -76,17 +80,15 @@ impl Connection {
                 mut got_settings,
             } => {
                 reader.push(data);
-                while let Some(ev) = reader
-                    .poll()
-                    .map_err(|e| (e.code(), format!("control stream: {e}")))?
-                {
+                while let Some(ev) = reader.poll()? {
                     self.on_control(&mut got_settings, ev)?;
                 }
                 if fin {
-                    return Err((
-                        Code::H3_CLOSED_CRITICAL_STREAM,
-                        "peer closed its control stream".into(),
-                    ));
+                    return Err(Violation::CriticalStreamClosed {
+                        kind: CriticalStream::Control,
+                        how: Closure::Finished,
+                    }
+                    .into());
                 }
                 Ok((
                     Some(StreamKind::Control {
@@ -98,75 +100,33 @@ impl Connection {
             }
             StreamKind::QpackEncoder(mut buf) => {
                 buf.extend_from_slice(data);
-                while let Some((_, n)) = qpack::parse_encoder_instruction(&buf)
-                    .map_err(|e| (e.code(), format!("QPACK encoder stream: {e}")))?
-                {
+                while let Some((_, n)) = qpack::parse_encoder_instruction(&buf)? {
                     let _ = buf.split_to(n);
                 }
                 if fin {
-                    return Err((
-                        Code::H3_CLOSED_CRITICAL_STREAM,
-                        "peer closed its QPACK encoder stream".into(),
-                    ));
+                    return Err(Violation::CriticalStreamClosed {
+                        kind: CriticalStream::QpackEncoder,
+                        how: Closure::Finished,
+                    }
+                    .into());
                 }
                 Ok((Some(StreamKind::QpackEncoder(buf)), Feed::Continue))
             }
             StreamKind::QpackDecoder(mut buf) => {
                 buf.extend_from_slice(data);
-                while let Some((_, n)) = qpack::parse_decoder_instruction(&buf)
-                    .map_err(|e| (e.code(), format!("QPACK decoder stream: {e}")))?
-                {
+                while let Some((_, n)) = qpack::parse_decoder_instruction(&buf)? {
                     let _ = buf.split_to(n);
                 }
                 if fin {
-                    return Err((
-                        Code::H3_CLOSED_CRITICAL_STREAM,
-                        "peer closed its QPACK decoder stream".into(),
-                    ));
+                    return Err(Violation::CriticalStreamClosed {
+                        kind: CriticalStream::QpackDecoder,
+                        how: Closure::Finished,
+                    }
+                    .into());
                 }
                 Ok((Some(StreamKind::QpackDecoder(buf)), Feed::Continue))
             }
-            StreamKind::Request(mut req) => {
-                let session =
-                    SessionId::from_stream_id(stream).map_err(|e| (e.code(), e.to_string()))?;
-                req.reader.push(data);
-                loop {
-                    let ev = match req.reader.poll() {
-                        Ok(Some(ev)) => ev,
-                        Ok(None) => break,
-                        Err(e) => return Err((e.code(), format!("request stream {stream}: {e}"))),
-                    };
-                    if req.closed {
-                        continue;
-                    }
-                    if let Some(feed) = self.on_request_frame(now, stream, session, &mut req, ev)? {
-                        return Ok((None, feed));
-                    }
-                }
-                if fin {
-                    if !req.reader.is_at_boundary() {
-                        // RFC 9114 §7.1: a frame cut short by the end of the stream.
-                        return Err((
-                            Code::H3_FRAME_ERROR,
-                            format!("request stream {stream} ended inside a frame"),
-                        ));
-                    }
-                    if !req.got_headers && self.role == Role::Server {
-                        // RFC 9114 §4.1.2: a request stream that ends without a complete
-                        // request is H3_REQUEST_INCOMPLETE.
-                        self.refuse_stream(stream, true, Code::H3_REQUEST_INCOMPLETE);
-                        return Ok((None, Feed::Done));
-                    }
-                    if !req.closed {
-                        if let Err(e) = req.capsules.finish() {
-                            debug!(stream, error = %e, "CONNECT stream ended inside a capsule");
-                        }
-                    }
-                    self.session_stream_ended(session, None, true);
-                    return Ok((None, Feed::Done));
-                }
-                Ok((Some(StreamKind::Request(req)), Feed::Continue))
-            }
+            StreamKind::Request(req) => self.feed_request(now, stream, req, data, fin),
         }
     }
 
@@ -177,46 +137,44 @@ impl Connection {
         header: UniStreamHeader,
         rest: BytesMut,
         fin: bool,
-    ) -> Result<(Option<StreamKind>, Feed), (Code, String)> {
-        let critical = |slot: &mut Option<u64>, name: &str| -> Result<(), (Code, String)> {
-            // RFC 9114 §6.2.1: "Only one control stream per peer is permitted; receipt of a
-            // second stream claiming to be a control stream MUST be treated as a
-            // connection error of type H3_STREAM_CREATION_ERROR." RFC 9204 §4.2: likewise
-            // for the QPACK streams.
-            if slot.is_some() {
-                return Err((
-                    Code::H3_STREAM_CREATION_ERROR,
-                    format!("second {name} stream {stream}"),
-                ));
-            }
-            *slot = Some(stream);
-            Ok(())
-        };
+    ) -> Fed {
+        let critical =
+            |slot: &mut Option<u64>, kind: CriticalStream| -> Result<(), ProtocolError> {
+                // RFC 9114 §6.2.1: "Only one control stream per peer is permitted; receipt
+                // of a second stream claiming to be a control stream MUST be treated as a
+                // connection error of type H3_STREAM_CREATION_ERROR." RFC 9204 §4.2:
+                // likewise for the QPACK streams.
+                if slot.is_some() {
+                    return Err(Violation::DuplicateCriticalStream { kind, stream }.into());
+                }
+                *slot = Some(stream);
+                Ok(())
+            };
         let kind = match header {
             UniStreamHeader::Control => {
-                critical(&mut self.peer_control, "control")?;
+                critical(&mut self.peer_control, CriticalStream::Control)?;
                 StreamKind::Control {
                     reader: FrameReader::new(self.frame_limits()),
                     got_settings: false,
                 }
             }
             UniStreamHeader::QpackEncoder => {
-                critical(&mut self.peer_encoder, "QPACK encoder")?;
+                critical(&mut self.peer_encoder, CriticalStream::QpackEncoder)?;
                 StreamKind::QpackEncoder(BytesMut::new())
             }
             UniStreamHeader::QpackDecoder => {
-                critical(&mut self.peer_decoder, "QPACK decoder")?;
+                critical(&mut self.peer_decoder, CriticalStream::QpackDecoder)?;
                 StreamKind::QpackDecoder(BytesMut::new())
             }
             UniStreamHeader::Push => {
                 // RFC 9114 §6.2.2: only servers push, and only after MAX_PUSH_ID, which we
                 // never send: a push stream from a client is H3_STREAM_CREATION_ERROR, one
                 // from a server H3_ID_ERROR.
-                let code = match self.role {
-                    Role::Server => Code::H3_STREAM_CREATION_ERROR,
-                    Role::Client => Code::H3_ID_ERROR,
-                };
-                return Err((code, format!("push stream {stream} without MAX_PUSH_ID")));
+                return Err(match self.role {
+                    Role::Server => Violation::PushStreamFromClient(stream),
+                    Role::Client => Violation::PushWithoutMaxPushId(stream),
+                }
+                .into());
             }
             UniStreamHeader::WebTransport(session) => {
                 return Ok((
@@ -249,26 +207,27 @@ impl Connection {
         &mut self,
         got_settings: &mut bool,
         ev: FrameEvent,
-    ) -> Result<(), (Code, String)> {
+    ) -> Result<(), ProtocolError> {
+        let unexpected = |frame: u64| -> ProtocolError {
+            Violation::FrameUnexpected {
+                frame,
+                place: FramePlace::ControlStream,
+            }
+            .into()
+        };
         let frame = match ev {
             FrameEvent::Frame(f) => f,
             FrameEvent::Raw { ty, .. } => Frame::Unknown { ty, len: 0 },
+            // RFC 9114 §7.2.1: DATA on a control stream is H3_FRAME_UNEXPECTED.
             FrameEvent::DataStart(_) | FrameEvent::DataChunk(_) => {
-                // RFC 9114 §7.2.1: DATA on a control stream is H3_FRAME_UNEXPECTED.
-                return Err((
-                    Code::H3_FRAME_UNEXPECTED,
-                    "DATA frame on the control stream".into(),
-                ));
+                return Err(unexpected(crate::frame::ty::DATA));
             }
         };
         if !*got_settings {
             // RFC 9114 §6.2.1: "If the first frame of the control stream is any other frame
             // type, this MUST be treated as a connection error of type H3_MISSING_SETTINGS."
             let Frame::Settings(settings) = frame else {
-                return Err((
-                    Code::H3_MISSING_SETTINGS,
-                    format!("first control frame is type {:#x}", frame.ty()),
-                ));
+                return Err(Violation::MissingSettings(frame.ty()).into());
             };
             *got_settings = true;
             self.on_peer_settings(settings);
@@ -278,38 +237,26 @@ impl Connection {
             // RFC 9114 §7.2.4: "If an endpoint receives a second SETTINGS frame on the
             // control stream, the endpoint MUST respond with a connection error of type
             // H3_FRAME_UNEXPECTED."
-            Frame::Settings(_) => Err((Code::H3_FRAME_UNEXPECTED, "second SETTINGS frame".into())),
-            Frame::Headers(_) | Frame::Data(_) | Frame::PushPromise => Err((
-                Code::H3_FRAME_UNEXPECTED,
-                format!("frame type {:#x} on the control stream", frame.ty()),
-            )),
-            Frame::Goaway(id) => self.on_goaway(id.into_inner()),
-            Frame::MaxPushId(_) if self.role == Role::Client => {
-                // RFC 9114 §7.2.7: a client receiving MAX_PUSH_ID: H3_FRAME_UNEXPECTED.
-                Err((
-                    Code::H3_FRAME_UNEXPECTED,
-                    "MAX_PUSH_ID sent by a server".into(),
-                ))
+            Frame::Settings(_) | Frame::Headers(_) | Frame::Data(_) | Frame::PushPromise => {
+                Err(unexpected(frame.ty()))
             }
+            Frame::Goaway(id) => self.on_goaway(id.into_inner()),
+            // RFC 9114 §7.2.7: a client receiving MAX_PUSH_ID: H3_FRAME_UNEXPECTED.
+            Frame::MaxPushId(_) if self.role == Role::Client => Err(unexpected(frame.ty())),
             Frame::MaxPushId(id) => {
                 // RFC 9114 §7.2.7: "receipt of a MAX_PUSH_ID frame that contains a smaller
                 // value than previously received MUST be treated as a connection error of
                 // type H3_ID_ERROR."
                 let id = id.into_inner();
                 if self.max_push_id.is_some_and(|prev| id < prev) {
-                    return Err((Code::H3_ID_ERROR, format!("MAX_PUSH_ID decreased to {id}")));
+                    return Err(Violation::MaxPushIdDecreased(id).into());
                 }
                 self.max_push_id = Some(id);
                 Ok(())
             }
-            Frame::CancelPush(id) => {
-                // RFC 9114 §7.2.3: a push id we never allowed (no MAX_PUSH_ID sent, or
-                // server side where push ids are ours) is H3_ID_ERROR.
-                Err((
-                    Code::H3_ID_ERROR,
-                    format!("CANCEL_PUSH for push id {id} that was never allowed"),
-                ))
-            }
+            // RFC 9114 §7.2.3: a push id we never allowed (no MAX_PUSH_ID sent, or server
+            // side where push ids are ours) is H3_ID_ERROR.
+            Frame::CancelPush(id) => Err(Violation::CancelPush(id.into_inner()).into()),
             Frame::Unknown { ty, len } => {
                 debug!(
                     frame_type = ty,
@@ -320,17 +267,14 @@ impl Connection {
         }
     }
 
-    pub(super) fn on_goaway(&mut self, id: u64) -> Result<(), (Code, String)> {
+    pub(super) fn on_goaway(&mut self, id: u64) -> Result<(), ProtocolError> {
         // RFC 9114 §5.2: a GOAWAY from a server carries a client-initiated bidirectional
         // stream id (else H3_ID_ERROR), and the id must never increase (H3_ID_ERROR).
         if self.role == Role::Client && id % 4 != 0 {
-            return Err((
-                Code::H3_ID_ERROR,
-                format!("GOAWAY id {id} is not a client bidi stream id"),
-            ));
+            return Err(Violation::GoawayNotRequestId(id).into());
         }
         if self.goaway_received.is_some_and(|prev| id > prev) {
-            return Err((Code::H3_ID_ERROR, format!("GOAWAY id grew to {id}")));
+            return Err(Violation::GoawayIncreased(id).into());
         }
         self.goaway_received = Some(id);
         self.events.push_back(Event::GoAway { id });
@@ -339,12 +283,16 @@ impl Connection {
                 .sessions
                 .iter()
                 .filter(|(sid, s)| {
-                    sid.stream_id() >= id && !matches!(s.state, SessionState::Established { .. })
+                    sid.stream_id() >= id
+                        && matches!(
+                            s.state,
+                            SessionState::AwaitingSettings { .. } | SessionState::Requested { .. }
+                        )
                 })
                 .map(|(sid, _)| *sid)
                 .collect();
             for s in refused {
-                self.reject_client_session(s, RejectReason::GoingAway, None, true);
+                self.fail_request(s, RejectReason::GoingAway, None, true);
             }
         }
         Ok(())
@@ -353,10 +301,23 @@ impl Connection {
     pub(super) fn on_peer_settings(&mut self, settings: Settings) {
         let draft = settings.wt_draft();
         self.draft = draft;
-        debug!(role = ?self.role, settings = %settings, draft = ?draft, "peer SETTINGS received");
+        // draft-ietf-webtrans-http3 §5.1: "If both endpoints take at least one of these
+        // actions, flow control is enabled". Only drafts 13 and later have it.
+        self.flow_control = draft.is_some_and(|d| d >= WtDraft::Draft13)
+            && self.config.flow.enabled()
+            && FlowLimits::from_settings(&settings).enabled();
+        debug!(role = ?self.role, settings = %settings, draft = ?draft, flow_control = self.flow_control, "peer SETTINGS received");
+        if self.role == Role::Client && settings.announces_only_draft13() {
+            // pywebtransport 0.8.1's server announces draft-13/14 alone and refuses framed
+            // capsules (CapsuleFraming::Auto).
+            self.prefer_unframed("server announces only draft-13/14");
+        }
         self.peer_settings = Some(settings.clone());
-        self.events
-            .push_back(Event::PeerSettings { settings, draft });
+        self.events.push_back(Event::PeerSettings {
+            settings,
+            draft,
+            flow_control: self.flow_control,
+        });
         match self.role {
             Role::Client => {
                 let waiting: Vec<SessionId> = self

@@ -4,9 +4,11 @@ use bytes::Bytes;
 use std::time::Duration;
 
 use crate::error::Code;
-use crate::headers::{ConnectRequest, ConnectResponse};
+use crate::headers::{ConnectRequest, ConnectResponse, HeaderError};
 use crate::settings::{Settings, WtDraft};
 use crate::stream_header::SessionId;
+
+use super::error::ProtocolError;
 
 /// Which end of the connection this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -15,6 +17,84 @@ pub enum Role {
     Client,
     /// Accepts or rejects sessions.
     Server,
+}
+
+/// How capsules are written on a CONNECT stream.
+///
+/// HTTP/3 carries capsules inside DATA frames. pywebtransport 0.8.1 writes them bare and
+/// closes the connection with H3_FRAME_UNEXPECTED when it receives a framed one
+/// (docs/protocol.md), so a stack that wants to reach it must write them bare too.
+/// Capsules are read in both forms whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CapsuleFraming {
+    /// Framed, until the peer shows that it wants them bare: a server that announces only
+    /// the draft-13/14 setting (neither draft-02's nor draft-15's), a client whose
+    /// `user-agent` is `pywebtransport/0.8.x`, or any peer that sent a bare capsule itself.
+    #[default]
+    Auto,
+    /// Always inside DATA frames (RFC 9297 §3.2 over HTTP/3).
+    Framed,
+    /// Always bare.
+    Unframed,
+}
+
+/// The session-level flow-control windows one side gives its peer, per session
+/// (draft-ietf-webtrans-http3 §5). Announced as SETTINGS_WT_INITIAL_MAX_DATA /
+/// _STREAMS_BIDI / _STREAMS_UNI and kept open as the application reads and closes
+/// streams. All zero: this side does not take part in flow control (the settings are not
+/// sent), and flow control stays off for the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowLimits {
+    /// Stream payload bytes the peer may send in a session beyond what was read.
+    pub max_data: u64,
+    /// Bidirectional streams the peer may have open in a session.
+    pub max_streams_bidi: u64,
+    /// Unidirectional streams the peer may have open in a session.
+    pub max_streams_uni: u64,
+}
+
+impl FlowLimits {
+    /// No flow control.
+    pub const OFF: FlowLimits = FlowLimits {
+        max_data: 0,
+        max_streams_bidi: 0,
+        max_streams_uni: 0,
+    };
+
+    /// Whether these limits declare the intent to use flow control (draft-ietf-webtrans-http3
+    /// §5.1: any of the three settings non-zero).
+    pub fn enabled(&self) -> bool {
+        *self != FlowLimits::OFF
+    }
+
+    /// The limits a peer's SETTINGS announce (absent settings are 0).
+    pub fn from_settings(settings: &Settings) -> FlowLimits {
+        use crate::settings::id;
+        FlowLimits {
+            max_data: settings.get(id::WT_INITIAL_MAX_DATA).unwrap_or(0),
+            max_streams_bidi: settings.get(id::WT_INITIAL_MAX_STREAMS_BIDI).unwrap_or(0),
+            max_streams_uni: settings.get(id::WT_INITIAL_MAX_STREAMS_UNI).unwrap_or(0),
+        }
+    }
+
+    pub(super) fn streams(&self, bidi: bool) -> u64 {
+        if bidi {
+            self.max_streams_bidi
+        } else {
+            self.max_streams_uni
+        }
+    }
+}
+
+impl Default for FlowLimits {
+    /// 16 MiB of data (the default QUIC connection window) and 256 streams of each kind.
+    fn default() -> Self {
+        FlowLimits {
+            max_data: 16 * 1024 * 1024,
+            max_streams_bidi: 256,
+            max_streams_uni: 256,
+        }
+    }
 }
 
 /// Limits and options of the state machine. Every buffer a peer can fill has a cap here.
@@ -32,16 +112,21 @@ pub struct Config {
     /// Most datagrams held while their session is not yet established; more are dropped
     /// and counted.
     pub max_pending_datagrams: usize,
+    /// Most incoming streams of one session handed to the application but not yet taken
+    /// by it ([`Connection::stream_accepted`](super::Connection::stream_accepted)); more
+    /// are refused with WT_BUFFERED_STREAM_REJECTED.
+    pub max_queued_streams: usize,
     /// How long a stream or datagram may wait for its session before it is refused.
     pub pending_timeout: Duration,
     /// How long a client waits for the answer to its CONNECT request.
     pub session_timeout: Duration,
-    /// Closed sessions remembered, so that late streams for them are refused with
-    /// WT_SESSION_GONE rather than buffered.
+    /// Ended sessions remembered (their end, so late streams for them are refused with
+    /// WT_SESSION_GONE rather than buffered, and callers can ask how they ended).
     pub closed_session_memory: usize,
-    /// Write capsules onto the CONNECT stream without the HTTP/3 DATA frame around them.
-    /// Only for pywebtransport 0.8.1, which expects that (docs/protocol.md); off by default.
-    pub unframed_capsules: bool,
+    /// How capsules are written.
+    pub capsule_framing: CapsuleFraming,
+    /// The flow-control windows we give the peer in each session.
+    pub flow: FlowLimits,
 }
 
 impl Default for Config {
@@ -52,10 +137,12 @@ impl Default for Config {
             max_capsule_size: 8 * 1024,
             max_pending_streams: 32,
             max_pending_datagrams: 64,
+            max_queued_streams: 256,
             pending_timeout: Duration::from_secs(5),
             session_timeout: Duration::from_secs(10),
             closed_session_memory: 64,
-            unframed_capsules: false,
+            capsule_framing: CapsuleFraming::Auto,
+            flow: FlowLimits::default(),
         }
     }
 }
@@ -82,11 +169,23 @@ pub struct LocalStreams {
 pub enum Feed {
     /// Keep reading it and feeding the bytes here.
     Continue,
+    /// It is an HTTP/3 request stream: keep feeding it, and from now on its sending half
+    /// belongs to the core (answers come as [`Action::Write`] on it). Said once per stream.
+    Request,
     /// It is a WebTransport stream: read it yourself from now on (the bytes already fed
     /// after its preamble come with [`Event::IncomingStream`]).
     Detach,
     /// Stop reading it; the core has no further use for its bytes.
     Done,
+}
+
+/// One half of a WebTransport stream, as the application holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamHalf {
+    /// The sending half: finished, reset, or dropped.
+    Send,
+    /// The receiving half: read to its end, reset by the peer, stopped, or dropped.
+    Recv,
 }
 
 /// Something the caller must do on the QUIC connection.
@@ -124,22 +223,112 @@ pub enum Action {
     },
 }
 
+/// A setting a server must send for a client to open sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MissingSetting {
+    /// SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 9220).
+    ConnectProtocol,
+    /// SETTINGS_H3_DATAGRAM (RFC 9297).
+    Datagrams,
+    /// Any of the WebTransport settings of the drafts we speak.
+    WebTransport,
+}
+
+impl std::fmt::Display for MissingSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MissingSetting::ConnectProtocol => "ENABLE_CONNECT_PROTOCOL",
+            MissingSetting::Datagrams => "H3_DATAGRAM",
+            MissingSetting::WebTransport => "a WebTransport setting",
+        })
+    }
+}
+
 /// Why a client's session did not open.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RejectReason {
     /// The server answered with a status outside 2xx.
+    #[error("server answered with status {0}")]
     Status(u16),
-    /// The server's SETTINGS do not offer WebTransport (what is missing is said).
-    Unsupported(&'static str),
+    /// The server's SETTINGS do not offer WebTransport.
+    #[error("server does not support WebTransport: missing {0}")]
+    Unsupported(MissingSetting),
     /// No answer came within the session timeout.
+    #[error("no answer within the session timeout")]
     Timeout,
     /// The request stream was reset, with this code.
+    #[error("request stream reset with {0}")]
     Reset(Code),
     /// The answer was malformed.
-    Malformed(String),
-    /// The connection is going away (GOAWAY) or closed.
+    #[error("malformed response")]
+    Malformed(#[source] HeaderError),
+    /// The request stream ended without an answer.
+    #[error("request stream ended without a response")]
+    NoResponse,
+    /// The server sent GOAWAY before answering.
+    #[error("server is going away (GOAWAY)")]
     GoingAway,
+    /// The connection closed before an answer came.
+    #[error("connection closed before an answer")]
+    ConnectionClosed,
+    /// This side cancelled the request.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEnd {
+    /// Closed by a CLOSE_WEBTRANSPORT_SESSION capsule, or by a FIN on the CONNECT stream
+    /// (code 0, empty reason; draft-ietf-webtrans-http3 §6).
+    Closed {
+        /// Application error code.
+        code: u32,
+        /// Reason.
+        reason: String,
+        /// Whether the peer closed it.
+        remote: bool,
+    },
+    /// The CONNECT stream was reset: by the peer, or by this side for a session error
+    /// (a flow-control violation, a malformed capsule).
+    Aborted {
+        /// HTTP/3 error code.
+        code: Code,
+        /// Whether the peer reset it.
+        remote: bool,
+    },
+    /// (Client) the session never opened.
+    Rejected {
+        /// Why.
+        reason: RejectReason,
+        /// The response, if one came.
+        response: Option<ConnectResponse>,
+    },
+    /// (Server) the request was answered with a non-2xx status.
+    Refused {
+        /// The status sent.
+        status: u16,
+    },
+    /// (Server) the client gave up on its request before it was answered.
+    Withdrawn,
+    /// The connection closed under it.
+    ConnectionClosed,
+}
+
+/// Where a session stands, from [`Connection::session_status`](super::Connection::session_status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStatus<'a> {
+    /// Requested and not answered yet.
+    Pending,
+    /// Open for streams and datagrams.
+    Established {
+        /// The peer asked to wind it down.
+        draining: bool,
+    },
+    /// Over.
+    Ended(&'a SessionEnd),
 }
 
 /// Something that happened on the connection.
@@ -152,6 +341,8 @@ pub enum Event {
         settings: Settings,
         /// The draft chosen, if the peer offers WebTransport at all.
         draft: Option<WtDraft>,
+        /// Whether session-level flow control is in effect.
+        flow_control: bool,
     },
     /// (Server) A client asks for a session; answer with `accept_session` or
     /// `reject_session`.
@@ -169,14 +360,19 @@ pub enum Event {
         /// The response sent or received.
         response: ConnectResponse,
     },
-    /// (Client) The session did not open.
-    SessionRejected {
+    /// The session is over (see [`SessionEnd`]); its streams were reset and stopped with
+    /// WT_SESSION_GONE by the actions that came with this event.
+    SessionEnded {
         /// The session.
         session: SessionId,
-        /// Why.
-        reason: RejectReason,
-        /// The response, if one came.
-        response: Option<ConnectResponse>,
+        /// How.
+        end: SessionEnd,
+    },
+    /// An ended session dropped out of the core's memory
+    /// ([`Config::closed_session_memory`]): forget what you keep about it.
+    SessionForgotten {
+        /// The session.
+        session: SessionId,
     },
     /// The peer opened a WebTransport stream in an established session.
     IncomingStream {
@@ -201,47 +397,43 @@ pub enum Event {
         /// The session.
         session: SessionId,
     },
-    /// The session is closed; `remote` tells which side closed it.
-    SessionClosed {
+    /// The peer raised a flow-control limit of the session: writers and stream openers
+    /// that were blocked may try again.
+    SessionCredit {
         /// The session.
         session: SessionId,
-        /// Application error code (0 when the stream ended without a capsule).
-        code: u32,
-        /// Reason.
-        reason: String,
-        /// Whether the peer closed it.
-        remote: bool,
     },
     /// The peer sent GOAWAY with this id.
     GoAway {
         /// Stream id (from a server) or push id (from a client).
         id: u64,
     },
-    /// A connection error: the connection is closed with this code.
+    /// A connection error: the connection is closed with its code.
     ConnectionError {
-        /// HTTP/3 error code.
-        code: Code,
         /// What went wrong.
-        reason: String,
+        error: ProtocolError,
     },
 }
 
 /// An application command that cannot be carried out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum SessionError {
-    /// No such session, or it is closed.
+pub enum CommandError {
+    /// No such session, or it is over.
     #[error("session {0} is not open")]
     NotOpen(SessionId),
-    /// The session is not established yet (or no longer).
+    /// The session is not established (yet, or any more).
     #[error("session {0} is not established")]
     NotEstablished(SessionId),
     /// Too many sessions on this connection.
     #[error("session limit of {0} reached")]
     TooManySessions(u64),
-    /// The stream id cannot carry a session.
-    #[error("stream {0} cannot carry a session")]
+    /// The stream id cannot be used for this.
+    #[error("stream {0} cannot be used for this")]
     BadStream(u64),
+    /// The stream is not a live WebTransport stream the core knows.
+    #[error("stream {0} is not a live WebTransport stream")]
+    UnknownStream(u64),
     /// This role cannot do that.
     #[error("a {0:?} cannot do this")]
     WrongRole(Role),
@@ -254,17 +446,32 @@ pub enum SessionError {
     /// A close reason over 1024 bytes.
     #[error("close reason over 1024 bytes")]
     ReasonTooLong,
+    /// The peer's WT_MAX_STREAMS allows no further stream of this kind yet.
+    #[error("stream limit of {limit} reached in session {session}")]
+    StreamsBlocked {
+        /// The session.
+        session: SessionId,
+        /// Bidirectional or unidirectional.
+        bidi: bool,
+        /// The peer's current limit.
+        limit: u64,
+    },
 }
 
-/// Counters of what the core refused or dropped.
+/// Counters of what the core refused, dropped, or found wrong.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Datagrams dropped (no room in the pending buffer, unknown or closed session).
     pub datagrams_dropped: u64,
     /// Streams refused with WT_BUFFERED_STREAM_REJECTED.
     pub streams_rejected: u64,
-    /// Streams refused with WT_SESSION_GONE.
+    /// Streams refused or reset with WT_SESSION_GONE.
     pub streams_gone: u64,
     /// Sessions refused by the limit.
     pub sessions_refused: u64,
+    /// Errors detected here or reported by the peer: connection errors, sessions aborted
+    /// or rejected, malformed requests, flow-control violations.
+    pub errors: u64,
+    /// Times this side was blocked by the peer's flow-control limits.
+    pub flow_blocked: u64,
 }
