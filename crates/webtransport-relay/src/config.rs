@@ -64,6 +64,9 @@ pub struct Impairment {
     /// Fixed one-way delay added to every packet.
     pub delay: Duration,
     /// Upper bound of the uniform random delay added on top of [`delay`](Self::delay).
+    /// Since a packet never leaves before one that arrived earlier, packets closer together
+    /// than the jitter mostly wait for their predecessors: their delays bunch towards the
+    /// top of the range rather than spread evenly over it.
     pub jitter: Duration,
     /// Rate limit in bytes per second (UDP payload bytes); `None` for no limit.
     pub rate: Option<u64>,
