@@ -97,6 +97,12 @@ impl Relay {
     ///
     /// [`RelayError::InvalidConfig`] for an out-of-range setting, [`RelayError::NoRuntime`]
     /// outside a tokio runtime, [`RelayError::Bind`] if the socket cannot be bound.
+    ///
+    /// # Panics
+    ///
+    /// If the runtime has no IO or no time driver (`#[tokio::test]` and `#[tokio::main]`
+    /// enable both; a hand-built runtime needs `enable_all()`), as tokio's own sockets and
+    /// timers do.
     pub fn start(upstream: SocketAddr, config: RelayConfig) -> Result<Self, RelayError> {
         config.validate()?;
         let runtime = Handle::try_current().map_err(|_| RelayError::NoRuntime)?;
