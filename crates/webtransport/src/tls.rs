@@ -154,44 +154,16 @@ pub fn certificate_sha256(cert_der: &[u8]) -> [u8; 32] {
     out
 }
 
-/// Lowercase hex without separators, as [`parse_sha256_hex`] reads it.
-pub fn sha256_hex(hash: &[u8; 32]) -> String {
-    use fmt::Write;
-    hash.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
+pub use crate::config::hex::sha256_hex;
 
 /// Parses a SHA-256 hash as users paste it: plain hex (`ab12...`), bytes separated by `:` or
 /// spaces (`AB:12:...`), in either case, optionally after an `=` as in OpenSSL's
 /// `SHA256 Fingerprint=AB:12:...`.
 pub fn parse_sha256_hex(text: &str) -> Result<[u8; 32], TlsError> {
-    let error = |reason: String| TlsError::InvalidHash {
+    crate::config::hex::parse_sha256_hex(text).map_err(|e| TlsError::InvalidHash {
         input: text.to_owned(),
-        reason,
-    };
-    let value = text.rsplit_once('=').map_or(text, |(_, v)| v);
-    let digits: Vec<u8> = value
-        .bytes()
-        .filter(|b| !(b.is_ascii_whitespace() || *b == b':'))
-        .collect();
-    if digits.len() != 64 {
-        return Err(error(format!(
-            "expected 32 bytes (64 hex digits), found {} digits",
-            digits.len()
-        )));
-    }
-    let mut out = [0u8; 32];
-    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        let nibble = |c: u8| {
-            (c as char)
-                .to_digit(16)
-                .ok_or_else(|| error(format!("{:?} is not a hex digit", c as char)))
-        };
-        *byte = (nibble(pair[0])? << 4 | nibble(pair[1])?) as u8;
-    }
-    Ok(out)
+        reason: e.to_string(),
+    })
 }
 
 /// Base64 of the SHA-256 of the certificate's SubjectPublicKeyInfo: the value Chromium's
@@ -1275,29 +1247,15 @@ mod tests {
     }
 
     #[test]
-    fn hex_forms() {
+    fn hash_text_errors_are_tls_errors() {
         let hash: [u8; 32] = std::array::from_fn(|i| (i * 7) as u8);
-        let plain = sha256_hex(&hash);
-        assert_eq!(plain.len(), 64);
-        assert_eq!(&plain[..6], "00070e");
-        let colons = hash
-            .iter()
-            .map(|b| format!("{b:02X}"))
-            .collect::<Vec<_>>()
-            .join(":");
-        for text in [
-            plain.clone(),
-            plain.to_uppercase(),
-            colons.clone(),
-            format!("  {colons}\n"),
-            format!("SHA256 Fingerprint={colons}"),
-        ] {
-            assert_eq!(parse_sha256_hex(&text).unwrap(), hash, "{text}");
-        }
-        let e = parse_sha256_hex("abcd").unwrap_err().to_string();
-        assert!(e.contains("64 hex digits") && e.contains("found 4"), "{e}");
-        let e = parse_sha256_hex(&"g".repeat(64)).unwrap_err().to_string();
-        assert!(e.contains("not a hex digit"), "{e}");
+        assert_eq!(parse_sha256_hex(&sha256_hex(&hash)).unwrap(), hash);
+        let e = parse_sha256_hex("abcd").unwrap_err();
+        assert!(matches!(e, TlsError::InvalidHash { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "invalid SHA-256 hash \"abcd\": expected 32 bytes (64 hex digits), found 4 digits"
+        );
     }
 
     #[test]

@@ -83,14 +83,16 @@
 //!
 //! One file per concern: `transport` ([`TransportConfig`]), `limits` ([`SessionLimits`]),
 //! `certs` ([`CertVerification`], [`CertificateSource`]), `client` ([`ClientConfig`]), `server`
-//! ([`ServerConfig`]), `serde_util` (the TOML forms above) and `validate` (the field checks
-//! they share).
+//! ([`ServerConfig`]), `serde_util` (the TOML forms above), `hex` (SHA-256 hashes as text)
+//! and `validate` (the field checks they share). Nothing here uses the `tls` module: `tls`
+//! builds rustls and quinn configurations from these types, never the reverse.
 
 use std::io;
 use std::path::PathBuf;
 
 mod certs;
 mod client;
+pub(crate) mod hex;
 mod limits;
 mod serde_util;
 mod server;

@@ -224,12 +224,13 @@ pub(super) mod pem_text {
 /// SHA-256 hashes as hex strings (`"ab:cd:.."` or plain hex).
 pub(super) mod hashes_hex {
     use super::*;
+    use crate::config::hex::{parse_sha256_hex, sha256_hex};
 
     pub(in crate::config) fn serialize<S: serde::Serializer>(
         v: &[[u8; 32]],
         s: S,
     ) -> Result<S::Ok, S::Error> {
-        s.collect_seq(v.iter().map(crate::tls::sha256_hex))
+        s.collect_seq(v.iter().map(sha256_hex))
     }
 
     pub(in crate::config) fn deserialize<'de, D: serde::Deserializer<'de>>(
@@ -237,7 +238,11 @@ pub(super) mod hashes_hex {
     ) -> Result<Vec<[u8; 32]>, D::Error> {
         Vec::<String>::deserialize(d)?
             .iter()
-            .map(|h| crate::tls::parse_sha256_hex(h).map_err(serde::de::Error::custom))
+            .map(|h| {
+                parse_sha256_hex(h).map_err(|e| {
+                    serde::de::Error::custom(format_args!("invalid SHA-256 hash {h:?}: {e}"))
+                })
+            })
             .collect()
     }
 }
@@ -261,7 +266,11 @@ mod tests {
             "verification = { server_certificate_hashes = [\"abcd\"] }",
         )
         .unwrap_err();
-        assert!(e.to_string().contains("32 bytes"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("invalid SHA-256 hash \"abcd\": expected 32 bytes"),
+            "{e}"
+        );
     }
     #[test]
     fn durations_parse_and_format() {
