@@ -154,11 +154,9 @@ pub fn check_certificate_hash_requirements(
             version: facts.version,
         });
     }
-    if facts.key_algorithm != x509::OID_EC_PUBLIC_KEY
-        || facts.key_parameters != Some(x509::OID_P256)
-    {
+    if facts.key != x509::KeyType::EcdsaP256 {
         return Err(CertificateHashError::KeyNotP256 {
-            key: x509::describe_key(facts.key_algorithm, facts.key_parameters),
+            key: facts.key.to_string(),
         });
     }
     let period = facts.not_after.saturating_sub(facts.not_before);
@@ -435,5 +433,34 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    /// A pinned certificate that browsers refuse is refused even though its hash matches,
+    /// with the reason in the message. (RSA needs a key *ring* cannot make; `tests/tls_config.rs`
+    /// covers it over a real handshake.)
+    #[test]
+    fn hash_verifier_refuses_pinned_certificates_browsers_refuse() {
+        let day = Duration::from_secs(86_400);
+        let past = time::Duration::minutes(-1);
+        let name = ServerName::try_from("localhost").unwrap();
+        for (cert, reason) in [
+            (
+                cert_valid_for(&rcgen::PKCS_ECDSA_P256_SHA256, past, 15 * day),
+                "valid for 15.00 days; certificate hashes allow at most 14",
+            ),
+            (
+                cert_valid_for(&rcgen::PKCS_ECDSA_P384_SHA384, past, day),
+                "key is ECDSA P-384",
+            ),
+        ] {
+            let v = CertificateHashVerifier::new(vec![cert.sha256]);
+            let e = v
+                .verify_server_cert(&cert.cert_der, &[], &name, &[], now())
+                .unwrap_err();
+            let rustls::Error::InvalidCertificate(CertificateError::Other(other)) = &e else {
+                panic!("{e:?}");
+            };
+            assert!(other.to_string().contains(reason), "{e}");
+        }
     }
 }
