@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use webtransport::{
-    tls, CertVerification, Client, ClientConfig, ConnectError, ConnectionError, ReadError, Session,
+    tls, CapsuleFraming, CertVerification, Client, ClientConfig, ConnectError, ConnectionError,
+    HandshakeError, ReadError, Session,
 };
 
 use crate::output;
@@ -77,10 +78,11 @@ pub struct ConnectArgs {
     #[arg(long)]
     json: bool,
 
-    /// Write capsules without HTTP/3 DATA framing, as pywebtransport 0.8.1 servers expect
-    /// (they end the connection with H3_FRAME_UNEXPECTED otherwise)
-    #[arg(long)]
-    unframed_capsules: bool,
+    /// How capsules are written: `auto` frames them unless the server shows it wants them
+    /// bare (pywebtransport 0.8.1, which ends the connection with H3_FRAME_UNEXPECTED on a
+    /// framed one); `framed` or `unframed` force either way
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_framing)]
+    capsule_framing: CapsuleFraming,
 
     /// Seconds to wait for the session to open, and for each check
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
@@ -89,6 +91,15 @@ pub struct ConnectArgs {
 
 fn parse_hash(text: &str) -> Result<[u8; 32], String> {
     tls::parse_sha256_hex(text).map_err(|e| e.to_string())
+}
+
+pub(crate) fn parse_framing(text: &str) -> Result<CapsuleFraming, String> {
+    match text {
+        "auto" => Ok(CapsuleFraming::Auto),
+        "framed" => Ok(CapsuleFraming::Framed),
+        "unframed" => Ok(CapsuleFraming::Unframed),
+        _ => Err("expected auto, framed or unframed".into()),
+    }
 }
 
 fn parse_secs(text: &str) -> Result<Duration, String> {
@@ -119,7 +130,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         stream_creation_timeout: args.timeout,
         ..ClientConfig::default()
     };
-    config.limits.unframed_capsules = args.unframed_capsules;
+    config.limits.capsule_framing = args.capsule_framing;
     // Bad URLs and unusable options are errors, not failed checks.
     args.url
         .parse::<webtransport::WebTransportUrl>()
@@ -136,7 +147,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(Err(e)) => {
             let mut why = explain(&e);
-            if system_roots && matches!(&e, ConnectError::Handshake(m) if m.contains("certificate"))
+            if system_roots && matches!(&e, ConnectError::Handshake(HandshakeError::Certificate(_)))
             {
                 why += "; the system does not trust this server's certificate: for a \
                         self-signed one, pass --cert-hash with its SHA-256 or --ca with the \
@@ -197,6 +208,7 @@ fn describe(session: &Session) -> String {
         "session {} open to {} ({draft}{protocol})",
         session.id(),
         conn.remote_address()
+            .map_or_else(|| "?".to_owned(), |a| a.to_string())
     )
 }
 
@@ -332,15 +344,11 @@ async fn close(session: &Session) -> Result<String, String> {
     }
     // Delivered means acknowledged, and not answered with a protocol error.
     let conn = session.connection();
-    conn.shutdown("", Duration::from_secs(2)).await;
-    if let Some(ConnectionError::Protocol {
-        code,
-        reason,
-        remote: true,
-    }) = conn.close_reason()
-    {
+    conn.close_within(0, "", Duration::from_secs(2)).await;
+    if let Some(ConnectionError::PeerError { code, reason }) = conn.close_reason() {
         let hint = if code == webtransport::Code::H3_FRAME_UNEXPECTED {
-            " (a pywebtransport 0.8.1 server does that to a framed close capsule: try --unframed-capsules)"
+            " (a pywebtransport 0.8.1 server does that to a framed close capsule: try \
+             --capsule-framing unframed)"
         } else {
             ""
         };
@@ -359,7 +367,7 @@ async fn close(session: &Session) -> Result<String, String> {
 async fn finish(session: Session) {
     let conn = session.connection().clone();
     drop(session);
-    conn.shutdown("", Duration::from_secs(1)).await;
+    conn.close_within(0, "", Duration::from_secs(1)).await;
 }
 
 /// Checks that the echo is what was sent, and says where it differs.

@@ -80,10 +80,11 @@ pub struct ServeArgs {
     #[arg(long)]
     no_http: bool,
 
-    /// Write capsules without HTTP/3 DATA framing, for pywebtransport 0.8.1 clients (they
-    /// end the connection on a framed close capsule). Browsers need the default.
-    #[arg(long)]
-    unframed_capsules: bool,
+    /// How capsules are written: `auto` (the default) frames them, as browsers need, unless
+    /// a client shows it wants them bare (pywebtransport 0.8.1, which ends the connection
+    /// on a framed close capsule); `framed` or `unframed` force either way
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = crate::connect::parse_framing)]
+    capsule_framing: webtransport::CapsuleFraming,
 }
 
 /// The certificate in use and what to say about it.
@@ -202,7 +203,7 @@ async fn close_sessions(open: &[Session]) {
 /// Returns the session accepted.
 fn answer(request: SessionRequest, events: Events, sessions: &mut JoinSet<()>) -> Option<Session> {
     let path = request.path().to_owned();
-    let remote = request.connection().remote_address();
+    let remote = request.remote_address();
     let route = path.split('?').next().unwrap_or_default();
     if route != "/echo" {
         events.rejected(&path, remote, 404);
@@ -267,7 +268,7 @@ async fn bind(args: &ServeArgs, cert: &CertInfo) -> anyhow::Result<Server> {
         certificate: cert.source.clone(),
         ..ServerConfig::default()
     };
-    template.limits.unframed_capsules = args.unframed_capsules;
+    template.limits.capsule_framing = args.capsule_framing;
     if !args.binds.is_empty() {
         return bind_addrs(args.binds.clone(), Ipv6Fallback::Never, &template).await;
     }

@@ -60,7 +60,7 @@ async fn run(url: &str, hash: &str) -> anyhow::Result<()> {
     // Close the session and wait until the server has it, before the process exits.
     session
         .connection()
-        .shutdown("client example done", Duration::from_secs(2))
+        .close_within(0, "client example done", Duration::from_secs(2))
         .await;
     Ok(())
 }

@@ -1,23 +1,105 @@
-//! Errors, one enum per kind of operation. Each says whether the local or the remote side
-//! caused it where that is known, and whether retrying can help ([`is_retriable`]).
+//! Errors, one enum per kind of operation. Each is `Clone`, keeps what caused it as its
+//! [`source`](std::error::Error::source), says whether the local or the remote side caused
+//! it where that is known, and whether retrying can help ([`is_retriable`]), decided from
+//! its type, never from its text.
 //!
 //! [`is_retriable`]: ConnectError::is_retriable
 
 use std::io;
+use std::sync::Arc;
+use std::time::Duration;
 
-use webtransport_proto::connection::RejectReason;
+use webtransport_proto::connection::{MissingSetting, ProtocolError};
+use webtransport_proto::headers::HeaderError;
 use webtransport_proto::Code;
 
 use crate::config::ConfigError;
 use crate::tls::TlsError;
+
+/// TLS alerts that say a certificate was refused (RFC 8446 §6.2): bad_certificate (42),
+/// unsupported_certificate (43), certificate_revoked (44), certificate_expired (45),
+/// certificate_unknown (46), unknown_ca (48), certificate_required (116).
+const CERTIFICATE_ALERTS: [u8; 7] = [42, 43, 44, 45, 46, 48, 116];
+
+/// A QUIC transport error: its code (RFC 9000 §20.1; 0x100-0x1ff carry a TLS alert) and
+/// reason, and which side raised it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("QUIC transport error {code:#x} ({}): {reason}", if *remote { "from peer" } else { "detected locally" })]
+pub struct TransportError {
+    /// The transport error code.
+    pub code: u64,
+    /// The reason phrase.
+    pub reason: String,
+    /// Whether the peer sent it.
+    pub remote: bool,
+}
+
+impl TransportError {
+    /// The TLS alert this error carries (a code of `0x100 + alert`), if any.
+    pub fn tls_alert(&self) -> Option<u8> {
+        (self.code & !0xff == 0x100).then_some((self.code & 0xff) as u8)
+    }
+
+    /// Whether it says a certificate was refused.
+    pub fn is_certificate(&self) -> bool {
+        self.tls_alert()
+            .is_some_and(|a| CERTIFICATE_ALERTS.contains(&a))
+    }
+}
+
+/// Why the QUIC handshake did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// A certificate was refused: the server's by our verification (`remote: false`), or
+    /// ours by the server. Retrying does not help.
+    #[error("certificate refused")]
+    Certificate(#[source] TransportError),
+    /// TLS failed for another reason (no common ALPN or cipher suite, say).
+    #[error("TLS handshake failed")]
+    Tls(#[source] TransportError),
+    /// Another QUIC transport error.
+    #[error("QUIC handshake failed")]
+    Transport(#[source] TransportError),
+    /// The server refused the connection (CONNECTION_REFUSED: it is at capacity or
+    /// shutting down).
+    #[error("server refused the connection")]
+    Refused,
+    /// The server stopped answering during the handshake (QUIC idle timeout).
+    #[error("server stopped answering during the handshake")]
+    TimedOut,
+    /// The server name cannot be used for TLS.
+    #[error("invalid server name {0:?}")]
+    InvalidServerName(String),
+    /// The connection could not even start (endpoint stopping, no QUIC version in
+    /// common, invalid remote address).
+    #[error("could not start the QUIC handshake: {0}")]
+    NotStarted(String),
+    /// The connection ended otherwise during the handshake.
+    #[error("connection lost during the handshake")]
+    Lost(#[source] ConnectionError),
+}
+
+impl HandshakeError {
+    /// Whether a new attempt may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            HandshakeError::Certificate(_)
+            | HandshakeError::Tls(_)
+            | HandshakeError::InvalidServerName(_) => false,
+            HandshakeError::Lost(e) => e.is_retriable(),
+            _ => true,
+        }
+    }
+}
 
 /// Why a connection or a session did not come up.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
     /// The configuration is invalid.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    #[error("invalid configuration")]
+    Config(#[source] Arc<ConfigError>),
     /// The URL could not be used.
     #[error("invalid URL {url:?}: {why}")]
     InvalidUrl {
@@ -27,79 +109,94 @@ pub enum ConnectError {
         why: String,
     },
     /// The host name did not resolve.
-    #[error("could not resolve {host}: {why}")]
+    #[error("could not resolve {host}")]
     Resolve {
         /// Host name.
         host: String,
-        /// Resolver error.
-        why: String,
+        /// Resolver error (`None`: it resolved to no address).
+        #[source]
+        source: Option<Arc<io::Error>>,
     },
     /// Setting up TLS failed (certificate files, verifier).
-    #[error("TLS setup: {0}")]
-    Tls(String),
+    #[error("TLS setup")]
+    Tls(#[source] Arc<TlsError>),
     /// Binding the local UDP socket failed.
-    #[error("could not bind a UDP socket: {0}")]
-    Bind(String),
-    /// The QUIC handshake failed (includes certificate verification failures, reported
-    /// by the peer's TLS alert or our verifier).
-    #[error("QUIC handshake failed: {0}")]
-    Handshake(String),
+    #[error("could not bind a UDP socket")]
+    Bind(#[source] Arc<io::Error>),
+    /// The QUIC handshake failed.
+    #[error("QUIC handshake")]
+    Handshake(#[source] HandshakeError),
     /// The connect took longer than the configured timeout.
     #[error("timed out after {0:?}")]
-    Timeout(std::time::Duration),
+    Timeout(Duration),
     /// The server refused the session with an HTTP status.
     #[error("server refused the session with status {0}")]
     Rejected(u16),
     /// The server does not offer WebTransport.
     #[error("server does not support WebTransport: missing {0}")]
-    Unsupported(&'static str),
+    Unsupported(MissingSetting),
+    /// The server reset the request stream with this HTTP/3 code (H3_REQUEST_REJECTED:
+    /// its session limit).
+    #[error("server reset the request with {0}")]
+    RequestReset(Code),
     /// The server's answer was malformed.
-    #[error("malformed answer from the server: {0}")]
-    Protocol(String),
+    #[error("malformed answer from the server")]
+    MalformedResponse(#[source] HeaderError),
+    /// The server finished the request stream without answering.
+    #[error("server ended the request without an answer")]
+    NoResponse,
+    /// The session request was cancelled on this side (or every handle of a connection
+    /// still connecting was dropped).
+    #[error("cancelled")]
+    Cancelled,
+    /// Called outside a tokio runtime, where it must spawn a task.
+    #[error("must be called inside a tokio runtime")]
+    NoRuntime,
     /// The connection closed before the session was ready.
-    #[error("connection lost: {0}")]
-    ConnectionLost(#[from] ConnectionError),
+    #[error("connection lost")]
+    ConnectionLost(#[source] ConnectionError),
 }
 
 impl ConnectError {
-    /// Whether trying again later may succeed (network, timeout, 5xx, 429), as opposed
-    /// to errors that will repeat (bad config, certificate, 4xx).
+    /// Whether trying again later may succeed (network, timeout, 5xx, 429, a server at
+    /// its session limit), as opposed to errors that will repeat (configuration,
+    /// certificate, 4xx, a server without WebTransport).
     pub fn is_retriable(&self) -> bool {
         match self {
             ConnectError::Resolve { .. } | ConnectError::Timeout(_) => true,
             ConnectError::Rejected(s) => *s >= 500 || *s == 429,
-            ConnectError::Handshake(msg) => !msg.contains("certificate"),
+            ConnectError::RequestReset(code) => *code == Code::H3_REQUEST_REJECTED,
+            ConnectError::NoResponse => true,
+            ConnectError::Handshake(h) => h.is_retriable(),
             ConnectError::ConnectionLost(e) => e.is_retriable(),
             _ => false,
         }
     }
 
-    /// The error for a refused session request; `timeout` is how long the request was
-    /// given (what [`RejectReason::Timeout`] means).
-    pub(crate) fn from_reject(r: RejectReason, timeout: std::time::Duration) -> Self {
-        match r {
-            RejectReason::Status(s) => ConnectError::Rejected(s),
-            RejectReason::Unsupported(what) => ConnectError::Unsupported(what),
-            RejectReason::Timeout => ConnectError::Timeout(timeout),
-            RejectReason::Reset(code) => {
-                ConnectError::Protocol(format!("request stream reset with {code}"))
-            }
-            RejectReason::Malformed(m) => ConnectError::Protocol(m),
-            RejectReason::GoingAway => ConnectError::ConnectionLost(ConnectionError::GoingAway),
-            other => ConnectError::Protocol(format!("{other:?}")),
-        }
+    /// Whether the fault is the server's or the path's (as opposed to this side's
+    /// configuration): what a load balancer counts against a target.
+    pub fn is_target_fault(&self) -> bool {
+        !matches!(
+            self,
+            ConnectError::Config(_)
+                | ConnectError::Tls(_)
+                | ConnectError::InvalidUrl { .. }
+                | ConnectError::Bind(_)
+                | ConnectError::Cancelled
+                | ConnectError::NoRuntime
+        )
     }
 }
 
 impl From<ConfigError> for ConnectError {
     fn from(e: ConfigError) -> Self {
-        ConnectError::Config(e.to_string())
+        ConnectError::Config(Arc::new(e))
     }
 }
 
 impl From<TlsError> for ConnectError {
     fn from(e: TlsError) -> Self {
-        ConnectError::Tls(e.to_string())
+        ConnectError::Tls(Arc::new(e))
     }
 }
 
@@ -107,36 +204,40 @@ impl From<TlsError> for ConnectError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectionError {
-    /// We closed it.
+    /// This side closed it.
     #[error("closed locally")]
     LocallyClosed,
-    /// The peer closed it with an application (HTTP/3) code.
-    #[error("closed by peer with {code}: {reason}")]
+    /// The peer closed it without an error (H3_NO_ERROR).
+    #[error("closed by peer: {reason}")]
     ApplicationClosed {
+        /// HTTP/3 code.
+        code: Code,
+        /// Reason phrase.
+        reason: String,
+    },
+    /// The peer closed it reporting an HTTP/3 error it detected.
+    #[error("closed by peer with {code}: {reason}")]
+    PeerError {
         /// HTTP/3 error code.
         code: Code,
         /// Reason phrase.
         reason: String,
     },
-    /// An HTTP/3 protocol error; `remote` says whether the peer detected it.
-    #[error("HTTP/3 error {code} ({}): {reason}", if *remote { "by peer" } else { "detected locally" })]
-    Protocol {
-        /// HTTP/3 error code.
-        code: Code,
-        /// What went wrong.
-        reason: String,
-        /// Whether the peer reported it.
-        remote: bool,
-    },
+    /// This side closed it for an HTTP/3 error the peer committed.
+    #[error("HTTP/3 protocol error {}", .0.code())]
+    Protocol(#[source] ProtocolError),
     /// A QUIC transport error.
-    #[error("QUIC transport error: {0}")]
-    Transport(String),
+    #[error("QUIC transport error")]
+    Transport(#[source] TransportError),
     /// No packets for the idle timeout.
     #[error("idle timeout")]
     TimedOut,
     /// The peer reset the connection (stateless reset).
     #[error("connection reset by peer")]
     Reset,
+    /// No QUIC version in common.
+    #[error("no QUIC version in common with the peer")]
+    VersionMismatch,
     /// The server is going away (GOAWAY).
     #[error("connection is going away")]
     GoingAway,
@@ -145,29 +246,28 @@ pub enum ConnectionError {
 impl ConnectionError {
     /// Whether a new connection may succeed.
     pub fn is_retriable(&self) -> bool {
-        !matches!(
-            self,
-            ConnectionError::LocallyClosed | ConnectionError::Protocol { remote: false, .. }
-        )
+        match self {
+            ConnectionError::LocallyClosed
+            | ConnectionError::Protocol(_)
+            | ConnectionError::VersionMismatch => false,
+            ConnectionError::Transport(t) => !t.is_certificate(),
+            _ => true,
+        }
     }
 
-    pub(crate) fn from_quinn(e: &quinn::ConnectionError) -> Self {
-        use quinn::ConnectionError as Q;
-        match e {
-            Q::LocallyClosed => ConnectionError::LocallyClosed,
-            Q::ApplicationClosed(a) => ConnectionError::ApplicationClosed {
-                code: Code(a.error_code.into_inner()),
-                reason: String::from_utf8_lossy(&a.reason).into_owned(),
-            },
-            Q::TimedOut => ConnectionError::TimedOut,
-            Q::Reset => ConnectionError::Reset,
-            other => ConnectionError::Transport(other.to_string()),
+    /// The HTTP/3 code the connection was closed with, when one is known.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            ConnectionError::ApplicationClosed { code, .. }
+            | ConnectionError::PeerError { code, .. } => Some(*code),
+            ConnectionError::Protocol(e) => Some(e.code()),
+            _ => None,
         }
     }
 }
 
 /// Why a session operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
     /// The session is closed; the code and reason are those of the close.
@@ -180,12 +280,27 @@ pub enum SessionError {
         /// Whether the peer closed it.
         remote: bool,
     },
+    /// The session's CONNECT stream was reset, by the peer or by this side for a session
+    /// error (WT_FLOW_CONTROL_ERROR, H3_MESSAGE_ERROR).
+    #[error("session aborted with {code} ({})", if *remote { "by peer" } else { "locally" })]
+    Aborted {
+        /// HTTP/3 error code.
+        code: Code,
+        /// Whether the peer reset it.
+        remote: bool,
+    },
+    /// The session never opened.
+    #[error("session did not open")]
+    NotOpened(#[source] Box<ConnectError>),
     /// The connection under the session ended.
-    #[error(transparent)]
-    Connection(#[from] ConnectionError),
+    #[error("connection lost")]
+    Connection(#[source] ConnectionError),
     /// The session is not established yet.
     #[error("session is not established")]
     NotEstablished,
+    /// The session ended so long ago that nothing is remembered of it.
+    #[error("session is gone and forgotten")]
+    Unknown,
     /// The close reason is over 1024 bytes.
     #[error("close reason over 1024 bytes")]
     ReasonTooLong,
@@ -194,11 +309,18 @@ pub enum SessionError {
     Timeout,
 }
 
+impl From<ConnectionError> for SessionError {
+    fn from(e: ConnectionError) -> Self {
+        SessionError::Connection(e)
+    }
+}
+
 impl SessionError {
     /// Whether a new session may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
             SessionError::Connection(c) => c.is_retriable(),
+            SessionError::NotOpened(e) => e.is_retriable(),
             SessionError::Timeout => true,
             _ => false,
         }
@@ -206,7 +328,7 @@ impl SessionError {
 }
 
 /// Why a datagram could not be sent.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum DatagramError {
     /// Larger than [`Session::max_datagram_size`](crate::Session::max_datagram_size).
@@ -226,7 +348,7 @@ pub enum DatagramError {
 }
 
 impl DatagramError {
-    /// Whether sending again may succeed.
+    /// Whether sending again may succeed (never: a datagram too large stays too large).
     pub fn is_retriable(&self) -> bool {
         false
     }
@@ -247,29 +369,14 @@ pub enum WriteError {
     #[error("session is gone")]
     SessionGone,
     /// The connection ended.
-    #[error(transparent)]
-    Connection(#[from] ConnectionError),
+    #[error("connection lost")]
+    Connection(#[source] ConnectionError),
 }
 
 impl WriteError {
     /// Whether writing again may succeed (never: a failed stream stays failed).
     pub fn is_retriable(&self) -> bool {
         false
-    }
-
-    pub(crate) fn from_quinn(e: quinn::WriteError) -> Self {
-        match e {
-            quinn::WriteError::Stopped(code) => {
-                WriteError::Stopped(Code(code.into_inner()).to_wt_app())
-            }
-            quinn::WriteError::ConnectionLost(c) => {
-                WriteError::Connection(ConnectionError::from_quinn(&c))
-            }
-            quinn::WriteError::ClosedStream => WriteError::ClosedStream,
-            quinn::WriteError::ZeroRttRejected => {
-                WriteError::Connection(ConnectionError::Transport("0-RTT rejected".into()))
-            }
-        }
     }
 }
 
@@ -305,28 +412,14 @@ pub enum ReadError {
     #[error("stream ended early")]
     FinishedEarly,
     /// The connection ended.
-    #[error(transparent)]
-    Connection(#[from] ConnectionError),
+    #[error("connection lost")]
+    Connection(#[source] ConnectionError),
 }
 
 impl ReadError {
     /// Whether reading again may succeed (never).
     pub fn is_retriable(&self) -> bool {
         false
-    }
-
-    pub(crate) fn from_quinn(e: quinn::ReadError) -> Self {
-        match e {
-            quinn::ReadError::Reset(code) => ReadError::Reset(Code(code.into_inner()).to_wt_app()),
-            quinn::ReadError::ConnectionLost(c) => {
-                ReadError::Connection(ConnectionError::from_quinn(&c))
-            }
-            quinn::ReadError::ClosedStream => ReadError::ClosedStream,
-            quinn::ReadError::IllegalOrderedRead => ReadError::ClosedStream,
-            quinn::ReadError::ZeroRttRejected => {
-                ReadError::Connection(ConnectionError::Transport("0-RTT rejected".into()))
-            }
-        }
     }
 }
 
@@ -344,20 +437,83 @@ impl From<ReadError> for io::Error {
 }
 
 /// Why a stream could not be opened.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenStreamError {
     /// The session is not open.
     #[error(transparent)]
     Session(#[from] SessionError),
-    /// The peer's stream limit did not grant a stream within the timeout.
+    /// Neither the peer's QUIC stream limit nor its WT_MAX_STREAMS granted a stream within
+    /// the timeout.
     #[error("no stream credit from the peer within {0:?}")]
-    Timeout(std::time::Duration),
+    Timeout(Duration),
 }
 
 impl OpenStreamError {
     /// Whether trying again may succeed (after a timeout, when the peer grants credit).
     pub fn is_retriable(&self) -> bool {
         matches!(self, OpenStreamError::Timeout(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport(code: u64, remote: bool) -> TransportError {
+        TransportError {
+            code,
+            reason: String::new(),
+            remote,
+        }
+    }
+
+    #[test]
+    fn retriability_follows_the_type() {
+        let cert = ConnectError::Handshake(HandshakeError::Certificate(transport(0x12a, false)));
+        assert!(!cert.is_retriable());
+        let tls = ConnectError::Handshake(HandshakeError::Tls(transport(0x178, true)));
+        assert!(!tls.is_retriable());
+        assert!(ConnectError::Handshake(HandshakeError::Refused).is_retriable());
+        assert!(
+            ConnectError::Handshake(HandshakeError::Transport(transport(0xa, true))).is_retriable()
+        );
+        assert!(ConnectError::Timeout(Duration::from_secs(1)).is_retriable());
+        assert!(ConnectError::Rejected(503).is_retriable());
+        assert!(ConnectError::Rejected(429).is_retriable());
+        assert!(!ConnectError::Rejected(404).is_retriable());
+        assert!(ConnectError::RequestReset(Code::H3_REQUEST_REJECTED).is_retriable());
+        assert!(!ConnectError::Unsupported(MissingSetting::WebTransport).is_retriable());
+        assert!(ConnectError::ConnectionLost(ConnectionError::TimedOut).is_retriable());
+        assert!(!ConnectError::ConnectionLost(ConnectionError::LocallyClosed).is_retriable());
+    }
+
+    #[test]
+    fn certificate_alerts_are_recognised() {
+        assert_eq!(transport(0x12a, false).tls_alert(), Some(42));
+        assert!(transport(0x12a, false).is_certificate());
+        assert!(transport(0x130, true).is_certificate(), "unknown_ca");
+        assert!(
+            !transport(0x178, true).is_certificate(),
+            "no_application_protocol"
+        );
+        assert_eq!(transport(0xa, true).tls_alert(), None);
+    }
+
+    #[test]
+    fn sources_chain_to_the_cause() {
+        let e = ConnectError::Handshake(HandshakeError::Certificate(TransportError {
+            code: 0x12a,
+            reason: "invalid peer certificate: UnknownIssuer".into(),
+            remote: false,
+        }));
+        let mut chain = Vec::new();
+        let mut cur: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(c) = cur {
+            chain.push(c.to_string());
+            cur = c.source();
+        }
+        assert_eq!(chain.len(), 3, "{chain:?}");
+        assert!(chain[2].contains("UnknownIssuer"));
     }
 }

@@ -15,9 +15,11 @@ use webtransport_proto::stream_header::SessionId;
 use webtransport_proto::Code;
 
 use crate::config::ServerConfig;
-use crate::connection::{ConfigRef, Connection};
-use crate::driver::{EndpointUse, Inner, Shared};
-use crate::error::{ConnectError, SessionError};
+use crate::connection::Connection;
+use crate::engine::{ConfigRef, EndpointUse, Engine, PendingRequest};
+use crate::error::{ConnectError, HandshakeError, SessionError};
+use crate::lifecycle::ConnectionState;
+use crate::quic::quinn_code;
 use crate::session::Session;
 
 /// Why a server could not start.
@@ -25,13 +27,13 @@ use crate::session::Session;
 #[non_exhaustive]
 pub enum ServerError {
     /// Invalid configuration.
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration")]
     Config(#[from] crate::config::ConfigError),
     /// TLS setup failed.
-    #[error("TLS setup: {0}")]
+    #[error("TLS setup")]
     Tls(#[from] crate::tls::TlsError),
     /// A socket could not be bound.
-    #[error("could not bind {addr}: {source}")]
+    #[error("could not bind {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -52,20 +54,13 @@ pub struct SessionRequest {
 }
 
 impl SessionRequest {
-    pub(crate) fn new(conn: Connection, session: SessionId, request: ConnectRequest) -> Self {
+    fn new(p: PendingRequest) -> Self {
         SessionRequest {
-            conn,
-            session,
-            request,
+            conn: Connection::from_engine(p.engine, false),
+            session: p.session,
+            request: p.request,
             answered: false,
         }
-    }
-
-    /// Rejects from inside the driver (lock already held).
-    pub(crate) fn refuse_locked(mut self, inner: &mut Inner, status: u16) {
-        self.answered = true;
-        let _ = inner.core.reject_session(self.session, status);
-        inner.sessions.remove(&self.session);
     }
 
     /// The request path (with query).
@@ -108,6 +103,11 @@ impl SessionRequest {
         &self.conn
     }
 
+    /// The client's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.conn.engine().quic().remote_address()
+    }
+
     /// Accepts with a plain 200.
     pub fn accept(self) -> Result<Session, SessionError> {
         self.accept_with(None, Vec::new())
@@ -120,25 +120,23 @@ impl SessionRequest {
         headers: Vec<(String, String)>,
     ) -> Result<Session, SessionError> {
         self.answered = true;
-        let shared = self.conn.shared().clone();
-        let mut inner = shared.lock();
         let response = ConnectResponse {
-            status: 200,
             protocol,
-            draft02: self.request.draft02,
             headers: headers
                 .into_iter()
                 .map(|(k, v)| HeaderField::new(k.into_bytes(), v.into_bytes()))
                 .collect(),
+            ..ConnectResponse::new(200)
         };
-        let r = inner.core.accept_session(self.session, response);
-        shared.pump(&mut inner);
-        r.map_err(|_| SessionError::NotEstablished)?;
-        let slot = inner
-            .sessions
-            .get_mut(&self.session)
-            .ok_or(SessionError::NotEstablished)?;
-        Ok(Session::attach(self.conn.clone(), self.session, slot))
+        let engine = self.conn.engine().clone();
+        let config = engine.config();
+        engine.update(|st| match st.accept_session(self.session, response) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(st
+                .session_error(self.session, config)
+                .unwrap_or(SessionError::NotEstablished)),
+        })?;
+        Session::attach(self.conn.clone(), self.session).ok_or(SessionError::Unknown)
     }
 
     /// Rejects with an HTTP status (a 2xx is turned into 400).
@@ -148,26 +146,9 @@ impl SessionRequest {
     }
 
     fn do_reject(&self, status: u16) {
-        let shared = self.conn.shared();
-        let mut inner = shared.lock();
-        let _ = inner.core.reject_session(self.session, status);
-        inner.sessions.remove(&self.session);
-        shared.pump(&mut inner);
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .abort_all();
-        for ep in &self.endpoints {
-            ep.close(
-                crate::driver::quinn_code(Code::H3_NO_ERROR),
-                b"server dropped",
-            );
-        }
+        self.conn
+            .engine()
+            .update(|st| st.reject_session(self.session, status));
     }
 }
 
@@ -179,13 +160,28 @@ impl Drop for SessionRequest {
     }
 }
 
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .abort_all();
+        for ep in &self.endpoints {
+            ep.close(quinn_code(Code::H3_NO_ERROR), b"server dropped");
+        }
+    }
+}
+
+/// The connections of a server, for `connections()` and shutdown.
+type Registry = Arc<Mutex<Vec<Weak<Engine>>>>;
+
 /// A WebTransport server on one or more UDP sockets.
 #[derive(Debug)]
 pub struct Server {
     endpoints: Vec<quinn::Endpoint>,
     addrs: Vec<SocketAddr>,
-    requests: tokio::sync::Mutex<mpsc::UnboundedReceiver<SessionRequest>>,
-    connections: Arc<Mutex<Vec<Weak<Shared>>>>,
+    requests: tokio::sync::Mutex<mpsc::UnboundedReceiver<PendingRequest>>,
+    connections: Registry,
     cert_sha256: Option<[u8; 32]>,
     tasks: Mutex<JoinSet<()>>,
     config: Arc<ServerConfig>,
@@ -200,21 +196,17 @@ impl Server {
         let config = Arc::new(config);
         let (tx, rx) = mpsc::unbounded_channel();
         let shut_down = tokio::sync::watch::channel(false).0;
-        let connections: Arc<Mutex<Vec<Weak<Shared>>>> = Arc::default();
+        let connections: Registry = Arc::default();
         let mut endpoints = Vec::new();
         let mut addrs = Vec::new();
         let mut tasks = JoinSet::new();
         for addr in &config.bind {
-            let ep = quinn::Endpoint::server(quinn_config.clone(), *addr).map_err(|source| {
-                ServerError::Bind {
-                    addr: *addr,
-                    source,
-                }
-            })?;
-            addrs.push(ep.local_addr().map_err(|source| ServerError::Bind {
+            let bind_error = |source| ServerError::Bind {
                 addr: *addr,
                 source,
-            })?);
+            };
+            let ep = quinn::Endpoint::server(quinn_config.clone(), *addr).map_err(bind_error)?;
+            addrs.push(ep.local_addr().map_err(bind_error)?);
             tasks.spawn(accept_loop(
                 ep.clone(),
                 config.clone(),
@@ -259,24 +251,25 @@ impl Server {
     pub async fn accept(&self) -> Option<SessionRequest> {
         let mut shut_down = self.shut_down.subscribe();
         tokio::select! {
-            r = async { self.requests.lock().await.recv().await } => r,
+            r = async { self.requests.lock().await.recv().await } => r.map(SessionRequest::new),
             _ = shut_down.wait_for(|s| *s) => None,
         }
     }
 
-    /// The connections alive now.
+    /// The connections alive now, including those still in their handshake.
     pub fn connections(&self) -> Vec<Connection> {
         let mut list = self.connections.lock().unwrap_or_else(|e| e.into_inner());
         list.retain(|w| w.strong_count() > 0);
         list.iter()
             .filter_map(Weak::upgrade)
-            .map(|s| Connection::from_shared(s, false))
+            .map(|e| Connection::from_engine(e, false))
             .collect()
     }
 
     /// Graceful shutdown: refuses new connections, sends GOAWAY and DRAIN to every
-    /// session, waits up to `timeout` for sessions to end, then closes what is left and
-    /// waits for the endpoints to go idle.
+    /// session, waits up to `timeout` for sessions to end, then closes what is left (close
+    /// capsules, so that browsers see a close code and reason, not a dropped connection)
+    /// and waits for the endpoints to go idle.
     pub async fn shutdown(&self, timeout: Duration) {
         // The accept loops refuse new connections from now on (CONNECTION_REFUSED, so
         // clients fail at once instead of timing out).
@@ -284,7 +277,7 @@ impl Server {
         let conns = self.connections();
         for c in &conns {
             // Requests still in flight get 503 from now on.
-            c.shared().lock().requests = None;
+            c.engine().update(|st| st.stop_accepting());
             c.goaway();
             for id in c.get_all_sessions().into_iter().map(|s| s.session_id) {
                 if let Some(s) = c.session(id) {
@@ -295,19 +288,20 @@ impl Server {
         let all_done = async {
             for c in &conns {
                 loop {
+                    let progress = c.engine().progress().notified();
+                    tokio::pin!(progress);
+                    progress.as_mut().enable();
                     if c.is_closed() || c.get_ready_session_id().is_none() {
                         break;
                     }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    progress.await;
                 }
             }
         };
         let _ = tokio::time::timeout(timeout, all_done).await;
-        // Sessions still open are closed with a capsule (so that browsers see a close
-        // code and reason, not a dropped connection), then the connections.
         let closing = conns
             .iter()
-            .map(|c| c.shutdown("server shutting down", Duration::from_millis(500)));
+            .map(|c| c.close_within(0, "server shutting down", Duration::from_millis(500)));
         futures_util::future::join_all(closing).await;
         for ep in &self.endpoints {
             let _ = tokio::time::timeout(Duration::from_secs(1), ep.wait_idle()).await;
@@ -318,8 +312,8 @@ impl Server {
 async fn accept_loop(
     ep: quinn::Endpoint,
     config: Arc<ServerConfig>,
-    tx: mpsc::UnboundedSender<SessionRequest>,
-    connections: Arc<Mutex<Vec<Weak<Shared>>>>,
+    tx: mpsc::UnboundedSender<PendingRequest>,
+    connections: Registry,
     shut_down: tokio::sync::watch::Receiver<bool>,
 ) {
     while let Some(incoming) = ep.accept().await {
@@ -329,7 +323,7 @@ async fn accept_loop(
         }
         let live = {
             let mut list = connections.lock().unwrap_or_else(|e| e.into_inner());
-            list.retain(|w| w.upgrade().is_some_and(|s| s.quic.close_reason().is_none()));
+            list.retain(|w| w.upgrade().is_some_and(|e| !e.lifecycle().get().is_final()));
             list.len()
         };
         if live >= config.max_connections {
@@ -337,40 +331,41 @@ async fn accept_loop(
             incoming.refuse();
             continue;
         }
-        let config = config.clone();
+        let engine = Engine::new(
+            Role::Server,
+            ConfigRef::Server(config.clone()),
+            ConnectionState::Connecting,
+            Some(tx.clone()),
+        );
+        connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&engine));
         let ep = ep.clone();
-        let tx = tx.clone();
-        let connections = connections.clone();
+        let handshake_timeout = config.handshake_timeout;
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let setup = async {
                 let quic = incoming
                     .accept()
-                    .map_err(|e| ConnectError::Handshake(e.to_string()))?
+                    .map_err(|e| HandshakeError::NotStarted(e.to_string()))?
                     .await
-                    .map_err(|e| ConnectError::Handshake(e.to_string()))?;
-                Shared::start(
-                    quic,
-                    Some(EndpointUse::Own(ep)),
-                    Role::Server,
-                    config.limits.clone(),
-                    config.stream_creation_timeout,
-                    ConfigRef::Server(config.clone()),
-                    Some(tx),
-                )
-                .await
-                .map_err(ConnectError::from)
+                    .map_err(|e| HandshakeError::from_quinn(&e))?;
+                engine
+                    .link_quic(quic, EndpointUse::Own(ep))
+                    .await
+                    .map_err(HandshakeError::Lost)
             };
-            match tokio::time::timeout(config.handshake_timeout, setup).await {
-                Ok(Ok(shared)) => {
-                    debug!(conn = %shared.id, %remote, "connection accepted");
-                    connections
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(Arc::downgrade(&shared));
+            match tokio::time::timeout(handshake_timeout, setup).await {
+                Ok(Ok(())) => debug!(conn = %engine.id(), %remote, "connection accepted"),
+                Ok(Err(e)) => {
+                    debug!(%remote, error = %e, "connection setup failed");
+                    engine.fail(ConnectError::Handshake(e));
                 }
-                Ok(Err(e)) => debug!(%remote, error = %e, "connection setup failed"),
-                Err(_) => debug!(%remote, "connection setup timed out"),
+                Err(_) => {
+                    debug!(%remote, "connection setup timed out");
+                    engine.fail(ConnectError::Timeout(handshake_timeout));
+                }
             }
         });
     }

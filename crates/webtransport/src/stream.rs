@@ -5,88 +5,61 @@
 //! Codes are WebTransport application codes (`u32`); on the wire they travel in the
 //! HTTP/3 error space (see [`webtransport_proto::error::wt_to_h3`]).
 //!
-//! When the session closes, every stream of it still open is reset (sending side) or
+//! When the session ends, every stream of it still open is reset (sending side) or
 //! stopped (receiving side) with WT_SESSION_GONE, and further calls fail with
 //! `SessionGone`.
+//!
+//! Where session flow control is in effect (draft-13 and later peers), writes take the
+//! session's credit first and wait for the peer's WT_MAX_DATA when there is none; reads
+//! give credit back as they go.
 //!
 //! Dropping a [`SendStream`] finishes it (the peer sees a clean end after the data
 //! written so far); dropping a [`RecvStream`] before its end stops it with code 0.
 
+use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{ready, Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use webtransport_proto::connection::StreamHalf;
 use webtransport_proto::stream_header::SessionId;
 use webtransport_proto::Code;
 
-use crate::driver::quinn_code;
+use crate::engine::cells::{lock, ReadOutcome, RecvCell, SendCell};
+use crate::engine::Engine;
 use crate::error::{ReadError, WriteError};
 
-#[derive(Debug)]
-pub(crate) struct SendInner {
-    stream: quinn::SendStream,
-    gone: bool,
-}
-
-#[derive(Debug)]
-pub(crate) struct RecvInner {
-    stream: quinn::RecvStream,
-    /// Bytes read from QUIC but not yet handed out (the preamble's leftovers, or what
-    /// `read_until` read past its delimiter).
-    pending: Bytes,
-    gone: bool,
-}
-
-pub(crate) type SendCell = Arc<Mutex<SendInner>>;
-pub(crate) type RecvCell = Arc<Mutex<RecvInner>>;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Resets a stream of a closed session with WT_SESSION_GONE.
-pub(crate) fn send_gone(cell: &SendCell) {
-    let mut s = lock(cell);
-    if !s.gone {
-        s.gone = true;
-        let _ = s.stream.reset(quinn_code(Code::WT_SESSION_GONE));
-    }
-}
-
-/// Stops a stream of a closed session with WT_SESSION_GONE.
-pub(crate) fn recv_gone(cell: &RecvCell) {
-    let mut s = lock(cell);
-    if !s.gone {
-        s.gone = true;
-        let _ = s.stream.stop(quinn_code(Code::WT_SESSION_GONE));
-    }
+/// What a stream half needs to know of its connection.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamLink {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) id: u64,
+    pub(crate) session: SessionId,
+    /// Session flow control is in effect.
+    pub(crate) flow: bool,
 }
 
 /// The sending half of a WebTransport stream.
 #[derive(Debug)]
 pub struct SendStream {
     cell: SendCell,
+    engine: Arc<Engine>,
     id: u64,
     session: SessionId,
+    flow: bool,
 }
 
 impl SendStream {
-    pub(crate) fn new(stream: quinn::SendStream, session: SessionId) -> (Self, SendCell) {
-        let id = stream.id().into();
-        let cell = Arc::new(Mutex::new(SendInner {
-            stream,
-            gone: false,
-        }));
-        (
-            SendStream {
-                cell: cell.clone(),
-                id,
-                session,
-            },
+    pub(crate) fn new(cell: SendCell, link: StreamLink) -> Self {
+        SendStream {
             cell,
-        )
+            engine: link.engine,
+            id: link.id,
+            session: link.session,
+            flow: link.flow,
+        }
     }
 
     /// The QUIC stream id.
@@ -104,13 +77,41 @@ impl SendStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<Result<usize, WriteError>> {
-        let mut s = lock(&self.cell);
-        if s.gone {
-            return Poll::Ready(Err(WriteError::SessionGone));
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
         }
-        Pin::new(&mut s.stream)
-            .poll_write(cx, buf)
-            .map_err(WriteError::from_quinn)
+        // Session credit first, where flow control is in effect.
+        let n = if self.flow {
+            let want = buf.len() as u64;
+            let granted = self
+                .engine
+                .update(|st| st.take_send_credit(self.session, want, cx.waker()));
+            if granted == 0 {
+                return Poll::Pending;
+            }
+            usize::try_from(granted).unwrap_or(buf.len()).min(buf.len())
+        } else {
+            buf.len()
+        };
+        let r = lock(&self.cell).poll_write(cx, &buf[..n]);
+        let written = match &r {
+            Poll::Ready(Ok(w)) => *w,
+            _ => 0,
+        };
+        if self.flow && written < n {
+            self.engine
+                .update(|st| st.return_send_credit(self.session, (n - written) as u64));
+        }
+        if written > 0 {
+            self.engine.activity().sent(written);
+        }
+        r
+    }
+
+    /// Reports a half that just became done.
+    fn done(&self) {
+        self.engine
+            .update(|st| st.stream_progress(self.id, 0, Some(StreamHalf::Send)));
     }
 
     /// Writes some of `buf`, returning how much.
@@ -118,7 +119,7 @@ impl SendStream {
     /// # Cancel safety
     /// Cancel safe: if cancelled, nothing was written.
     pub async fn write(&mut self, buf: &[u8]) -> Result<usize, WriteError> {
-        std::future::poll_fn(|cx| self.poll_write_inner(cx, buf)).await
+        poll_fn(|cx| self.poll_write_inner(cx, buf)).await
     }
 
     /// Writes all of `buf`.
@@ -135,28 +136,26 @@ impl SendStream {
 
     /// Finishes the stream: the peer reads to the end of what was written.
     pub fn finish(&mut self) -> Result<(), WriteError> {
-        let mut s = lock(&self.cell);
-        if s.gone {
-            return Err(WriteError::SessionGone);
+        let first = lock(&self.cell).finish()?;
+        if first {
+            self.done();
         }
-        s.stream.finish().map_err(|_| WriteError::ClosedStream)
+        Ok(())
     }
 
     /// Abandons the stream with a WebTransport application `code` (RESET_STREAM).
     pub fn reset(&mut self, code: u32) -> Result<(), WriteError> {
-        let mut s = lock(&self.cell);
-        if s.gone {
-            return Err(WriteError::SessionGone);
+        let first = lock(&self.cell).reset(Code::from_wt_app(code))?;
+        if first {
+            self.done();
         }
-        s.stream
-            .reset(quinn_code(Code::from_wt_app(code)))
-            .map_err(|_| WriteError::ClosedStream)
+        Ok(())
     }
 
     /// Sets the send priority relative to the connection's other streams (higher first).
     pub fn set_priority(&self, priority: i32) -> Result<(), WriteError> {
         lock(&self.cell)
-            .stream
+            .quinn()
             .set_priority(priority)
             .map_err(|_| WriteError::ClosedStream)
     }
@@ -164,7 +163,7 @@ impl SendStream {
     /// The send priority.
     pub fn priority(&self) -> Result<i32, WriteError> {
         lock(&self.cell)
-            .stream
+            .quinn()
             .priority()
             .map_err(|_| WriteError::ClosedStream)
     }
@@ -176,10 +175,7 @@ impl SendStream {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn stopped(&mut self) -> Result<Option<u32>, WriteError> {
-        let fut = {
-            let s = lock(&self.cell);
-            s.stream.stopped()
-        };
+        let fut = lock(&self.cell).quinn().stopped();
         match fut.await {
             Ok(Some(code)) => Ok(Code(code.into_inner()).to_wt_app()),
             Ok(None) => Ok(None),
@@ -187,6 +183,16 @@ impl SendStream {
                 crate::error::ConnectionError::from_quinn(&c),
             )),
             Err(_) => Err(WriteError::ClosedStream),
+        }
+    }
+}
+
+impl Drop for SendStream {
+    fn drop(&mut self) {
+        // quinn finishes a dropped stream; the core forgets our half of it.
+        let open = lock(&self.cell).close_on_drop();
+        if open {
+            self.done();
         }
     }
 }
@@ -213,30 +219,28 @@ impl AsyncWrite for SendStream {
 #[derive(Debug)]
 pub struct RecvStream {
     cell: RecvCell,
+    engine: Arc<Engine>,
     id: u64,
     session: SessionId,
+    /// Read payload is reported to flow control in pieces of this size (`u64::MAX`: only
+    /// at the end, flow control being off).
+    report_at: u64,
 }
 
 impl RecvStream {
-    pub(crate) fn new(
-        stream: quinn::RecvStream,
-        prefix: Bytes,
-        session: SessionId,
-    ) -> (Self, RecvCell) {
-        let id = stream.id().into();
-        let cell = Arc::new(Mutex::new(RecvInner {
-            stream,
-            pending: prefix,
-            gone: false,
-        }));
-        (
-            RecvStream {
-                cell: cell.clone(),
-                id,
-                session,
-            },
+    pub(crate) fn new(cell: RecvCell, link: StreamLink) -> Self {
+        let report_at = if link.flow {
+            link.engine.config().read_report
+        } else {
+            u64::MAX
+        };
+        RecvStream {
             cell,
-        )
+            engine: link.engine,
+            id: link.id,
+            session: link.session,
+            report_at,
+        }
     }
 
     /// The QUIC stream id.
@@ -249,27 +253,29 @@ impl RecvStream {
         self.session
     }
 
-    /// Reads the next chunk of at most `max` bytes; `None` at the end of the stream.
+    /// After a read: counts the bytes, and tells the connection what flow control and
+    /// the core need to know. Read payload is reported in pieces (and whenever the reader
+    /// is about to wait, and at the end), so that credit flows back without a lock per
+    /// read.
+    fn after_read<T>(&self, (poll, out): (Poll<T>, ReadOutcome)) -> Poll<T> {
+        if out.n > 0 {
+            self.engine.activity().received(out.n);
+        }
+        if out.report > 0 || out.finished {
+            let done = out.finished.then_some(StreamHalf::Recv);
+            self.engine
+                .update(|st| st.stream_progress(self.id, out.report, done));
+        }
+        poll
+    }
+
     fn poll_chunk(
         &self,
         cx: &mut Context<'_>,
         max: usize,
     ) -> Poll<Result<Option<Bytes>, ReadError>> {
-        let mut s = lock(&self.cell);
-        if s.gone {
-            return Poll::Ready(Err(ReadError::SessionGone));
-        }
-        if !s.pending.is_empty() {
-            let n = s.pending.len().min(max);
-            return Poll::Ready(Ok(Some(s.pending.split_to(n))));
-        }
-        let fut = s.stream.read_chunk(max, true);
-        tokio::pin!(fut);
-        match ready!(fut.poll(cx)) {
-            Ok(Some(chunk)) => Poll::Ready(Ok(Some(chunk.bytes))),
-            Ok(None) => Poll::Ready(Ok(None)),
-            Err(e) => Poll::Ready(Err(ReadError::from_quinn(e))),
-        }
+        let r = lock(&self.cell).poll_chunk(cx, max, self.report_at);
+        self.after_read(r)
     }
 
     fn poll_read_inner(
@@ -277,25 +283,8 @@ impl RecvStream {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<Result<Option<usize>, ReadError>> {
-        let mut s = lock(&self.cell);
-        if s.gone {
-            return Poll::Ready(Err(ReadError::SessionGone));
-        }
-        if !s.pending.is_empty() {
-            let n = s.pending.len().min(buf.len());
-            buf[..n].copy_from_slice(&s.pending[..n]);
-            s.pending.advance(n);
-            return Poll::Ready(Ok(Some(n)));
-        }
-        if buf.is_empty() {
-            return Poll::Ready(Ok(Some(0)));
-        }
-        let mut rb = ReadBuf::new(buf);
-        match ready!(s.stream.poll_read_buf(cx, &mut rb)) {
-            Ok(()) if rb.filled().is_empty() => Poll::Ready(Ok(None)),
-            Ok(()) => Poll::Ready(Ok(Some(rb.filled().len()))),
-            Err(e) => Poll::Ready(Err(ReadError::from_quinn(e))),
-        }
+        let r = lock(&self.cell).poll_read(cx, buf, self.report_at);
+        self.after_read(r)
     }
 
     /// Reads into `buf`; `None` at the end of the stream.
@@ -303,7 +292,7 @@ impl RecvStream {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, ReadError> {
-        std::future::poll_fn(|cx| self.poll_read_inner(cx, buf)).await
+        poll_fn(|cx| self.poll_read_inner(cx, buf)).await
     }
 
     /// Reads the next chunk of at most `max` bytes without copying; `None` at the end.
@@ -311,7 +300,7 @@ impl RecvStream {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, ReadError> {
-        std::future::poll_fn(|cx| self.poll_chunk(cx, max)).await
+        poll_fn(|cx| self.poll_chunk(cx, max)).await
     }
 
     /// Fills `buf` exactly.
@@ -360,12 +349,7 @@ impl RecvStream {
                     return Err(ReadError::TooLong(limit));
                 }
                 out.extend_from_slice(&chunk);
-                if !rest.is_empty() {
-                    let mut s = lock(&self.cell);
-                    let mut pending = BytesMut::from(&rest[..]);
-                    pending.extend_from_slice(&s.pending);
-                    s.pending = pending.freeze();
-                }
+                lock(&self.cell).unread(rest);
                 return Ok(out.to_vec());
             }
             if out.len() + chunk.len() > limit {
@@ -386,13 +370,17 @@ impl RecvStream {
 
     /// Asks the peer to stop sending, with a WebTransport application `code`.
     pub fn stop(&mut self, code: u32) -> Result<(), ReadError> {
-        let mut s = lock(&self.cell);
-        if s.gone {
-            return Err(ReadError::SessionGone);
+        let (first, report) = {
+            let mut cell = lock(&self.cell);
+            let first = cell.stop(Code::from_wt_app(code))?;
+            (first, cell.take_unreported())
+        };
+        if first || report > 0 {
+            let done = first.then_some(StreamHalf::Recv);
+            self.engine
+                .update(|st| st.stream_progress(self.id, report, done));
         }
-        s.stream
-            .stop(quinn_code(Code::from_wt_app(code)))
-            .map_err(|_| ReadError::ClosedStream)
+        Ok(())
     }
 
     /// Waits for the peer's reset: `Some(code)` if it reset the stream (with its
@@ -412,6 +400,21 @@ impl RecvStream {
     }
 }
 
+impl Drop for RecvStream {
+    fn drop(&mut self) {
+        // quinn stops a dropped stream that was not read to its end.
+        let (open, report) = {
+            let mut cell = lock(&self.cell);
+            (cell.close_on_drop(), cell.take_unreported())
+        };
+        if open || report > 0 {
+            let done = open.then_some(StreamHalf::Recv);
+            self.engine
+                .update(|st| st.stream_progress(self.id, report, done));
+        }
+    }
+}
+
 impl AsyncRead for RecvStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -419,7 +422,7 @@ impl AsyncRead for RecvStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let dst = buf.initialize_unfilled();
-        match ready!(self.poll_read_inner(cx, dst)) {
+        match std::task::ready!(self.poll_read_inner(cx, dst)) {
             Ok(Some(n)) => {
                 buf.advance(n);
                 Poll::Ready(Ok(()))
@@ -429,5 +432,3 @@ impl AsyncRead for RecvStream {
         }
     }
 }
-
-use std::future::Future;

@@ -305,7 +305,10 @@ async fn datagram_too_large_is_refused_clearly() {
     let s = fx.connect("/echo").await.unwrap();
     let max = s.max_datagram_size().unwrap();
     let err = s.send_datagram(&vec![0u8; max + 1]).unwrap_err();
-    assert_eq!(err, DatagramError::TooLarge { size: max + 1, max });
+    assert!(
+        matches!(err, DatagramError::TooLarge { size, max: m } if size == max + 1 && m == max),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("exceeds the maximum"), "{err}");
     s.send_datagram(&vec![0u8; max]).unwrap();
 }
@@ -331,7 +334,10 @@ async fn idle_timeout_closes_the_connection() {
         .await
         .expect("idle timeout fired")
         .unwrap_err();
-    assert_eq!(err, SessionError::Connection(ConnectionError::TimedOut));
+    assert!(
+        matches!(err, SessionError::Connection(ConnectionError::TimedOut)),
+        "{err:?}"
+    );
     assert!(s.connection().is_closed());
 }
 
@@ -344,7 +350,7 @@ async fn server_going_away_gives_client_an_error_not_a_hang() {
     send.write_all(b"partial").await.unwrap();
     // The server side vanishes: every connection is closed at once.
     for c in fx.server.connections() {
-        c.close(Code::H3_INTERNAL_ERROR, "server crashed");
+        c.abort(Code::H3_INTERNAL_ERROR, "server crashed");
     }
     let read = tokio::time::timeout(T, recv.read_to_end(1 << 20))
         .await
@@ -352,9 +358,7 @@ async fn server_going_away_gives_client_an_error_not_a_hang() {
     assert!(matches!(read, Err(ReadError::Connection(_))), "{read:?}");
     let closed = tokio::time::timeout(T, s.closed()).await.unwrap();
     match closed {
-        Err(SessionError::Connection(ConnectionError::Protocol {
-            code, remote: true, ..
-        })) => {
+        Err(SessionError::Connection(ConnectionError::PeerError { code, .. })) => {
             assert_eq!(code, Code::H3_INTERNAL_ERROR)
         }
         other => panic!("{other:?}"),
@@ -369,10 +373,9 @@ async fn pinned_hash_mismatch_is_refused() {
     let client = Client::new(cfg).unwrap();
     let err = client.connect(&fx.url("/echo")).await.unwrap_err();
     match &err {
-        ConnectError::Handshake(msg) => assert!(
-            msg.contains("certificate") || msg.contains("Certificate"),
-            "{msg}"
-        ),
+        ConnectError::Handshake(HandshakeError::Certificate(t)) => {
+            assert!(!t.remote, "our verifier refused it: {t}")
+        }
         other => panic!("{other:?}"),
     }
     assert!(!err.is_retriable());
@@ -392,7 +395,11 @@ fn validate_names_the_bad_field() {
     );
     // Client::new refuses an invalid config with the field in the message.
     let err = Client::new(c).unwrap_err();
-    assert!(err.to_string().contains("stream_receive_window"), "{err}");
+    let source = std::error::Error::source(&err).expect("the config error is the source");
+    assert!(
+        source.to_string().contains("stream_receive_window"),
+        "{source}"
+    );
 }
 
 #[tokio::test]
@@ -603,10 +610,10 @@ async fn connection_connect_api_like_the_seed() {
     let s = conn.session(id).unwrap();
     assert_eq!(bidi_echo(&s, b"seed").await, b"seed");
     assert!(conn.is_connected() && !conn.is_closed() && !conn.is_closing());
-    assert_eq!(conn.remote_address(), fx.addr);
+    assert_eq!(conn.remote_address(), Some(fx.addr));
     assert!(conn.local_address().is_some());
     let mut events = conn.events();
-    conn.close(Code::H3_NO_ERROR, "bye");
+    conn.abort(Code::H3_NO_ERROR, "bye");
     let e = conn.wait_closed().await;
     assert_eq!(e, ConnectionError::LocallyClosed);
     assert!(conn.is_closed());
@@ -702,7 +709,7 @@ async fn monitor_health_sees_answers() {
             "{ev:?}"
         );
     }
-    conn.close(Code::H3_NO_ERROR, "");
+    conn.abort(Code::H3_NO_ERROR, "");
     tokio::time::timeout(T, monitor)
         .await
         .expect("monitor ends with the connection")
@@ -770,7 +777,7 @@ async fn connection_shutdown_delivers_session_closes_before_exit() {
     });
     let s = fx.connect("/shutdown").await.unwrap();
     let conn = s.connection().clone();
-    conn.shutdown("client exiting", T).await;
+    conn.close_within(0, "client exiting", T).await;
     assert!(conn.is_closed() || conn.is_closing());
     let seen = tokio::time::timeout(T, srv)
         .await
@@ -819,7 +826,7 @@ fn connection_ids_are_unique() {
             let s = fx.connect("/echo").await.unwrap();
             assert!(ids.insert(s.connection().connection_id().to_owned()));
             s.connection()
-                .shutdown("", Duration::from_millis(200))
+                .close_within(0, "", Duration::from_millis(200))
                 .await;
         }
     });

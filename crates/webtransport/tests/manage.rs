@@ -237,7 +237,7 @@ async fn round_robin_300(
             .get_connection(cfg, "/", Strategy::RoundRobin)
             .await
             .unwrap();
-        picks.push(c.remote_address().port());
+        picks.push(c.remote_address().expect("connected").port());
     }
     let connects = ports
         .iter()
@@ -314,7 +314,7 @@ async fn weighted_follows_weights_and_updates() {
                 .get_connection(&cfg, "/", Strategy::Weighted)
                 .await
                 .unwrap();
-            picks.push(c.remote_address().port());
+            picks.push(c.remote_address().expect("connected").port());
         }
         let total: f64 = weights.iter().sum();
         let pct: Vec<f64> = spread(&picks, &ports)
@@ -367,7 +367,7 @@ async fn least_latency_picks_the_target_without_a_relay() {
             .get_connection(&cfg, "/", Strategy::LeastLatency)
             .await
             .unwrap();
-        explored.push(c.remote_address().port());
+        explored.push(c.remote_address().expect("connected").port());
     }
     assert_eq!(
         explored,
@@ -380,7 +380,7 @@ async fn least_latency_picks_the_target_without_a_relay() {
             .get_connection(&cfg, "/", Strategy::LeastLatency)
             .await
             .unwrap();
-        picks.push(c.remote_address().port());
+        picks.push(c.remote_address().expect("connected").port());
     }
     let latencies: Vec<Duration> = lb
         .get_target_stats()
@@ -407,7 +407,7 @@ async fn least_latency_picks_the_target_without_a_relay() {
             .get_connection(&cfg, "/", Strategy::LeastLatency)
             .await
             .unwrap();
-        picks.push(c.remote_address().port());
+        picks.push(c.remote_address().expect("connected").port());
     }
     println!("least latency, no reuse: picks {picks:?}");
     assert!(picks[3..].iter().all(|p| *p == fast), "{picks:?}");
@@ -438,7 +438,7 @@ async fn a_stopped_server_loses_its_traffic_and_gets_it_back_after_restart() {
             while !stop.load(Ordering::SeqCst) {
                 let at = Instant::now();
                 let r = lb.get_connection(&cfg, "/", Strategy::RoundRobin).await;
-                log.push((at, r.map(|c| c.remote_address().port())));
+                log.push((at, r.map(|c| c.remote_address().expect("connected").port())));
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             log
@@ -749,7 +749,7 @@ fn hanging_checker() -> HealthChecker {
 }
 
 fn failing_factory() -> ConnectionFactory {
-    Arc::new(|_, _, _, _| Box::pin(async { Err(ConnectError::Handshake("refused (test)".into())) }))
+    Arc::new(|_, _, _, _| Box::pin(async { Err(ConnectError::Handshake(HandshakeError::Refused)) }))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -863,7 +863,7 @@ fn load_balancer_needs_targets_and_a_runtime() {
 #[tokio::test]
 async fn a_config_error_fails_the_call_without_marking_targets() {
     let bad: ConnectionFactory =
-        Arc::new(|_, _, _, _| Box::pin(async { Err(ConnectError::Config("bad".into())) }));
+        Arc::new(|_, _, _, _| Box::pin(async { Err(ConnectError::from(bad_config())) }));
     let lb = LoadBalancer::new(
         [
             ("a".to_owned(), 1),
@@ -1057,7 +1057,7 @@ async fn connection_pool_hands_out_live_connections() {
                 max_size: 0,
                 idle_timeout: None
             },
-            Arc::new(|| Box::pin(async { Err(ConnectError::Config("x".into())) }))
+            Arc::new(|| Box::pin(async { Err(ConnectError::from(bad_config())) }))
         ),
         Err(PoolError::ZeroSize)
     ));
@@ -1087,4 +1087,11 @@ fn public_types_are_send_and_sync() {
     check::<ClientStats>();
     check::<ClientDiagnostics>();
     check::<ClientIssue>();
+}
+
+/// A configuration error, as a factory would meet one.
+fn bad_config() -> webtransport::ConfigError {
+    let mut c = ClientConfig::default();
+    c.limits.max_sessions = 0;
+    c.validate().expect_err("max_sessions 0 is invalid")
 }

@@ -154,7 +154,7 @@ impl Conn for Session {
     }
 
     fn close(&self) {
-        self.connection().close(Code::H3_NO_ERROR, "");
+        self.connection().abort(Code::H3_NO_ERROR, "");
     }
 }
 

@@ -369,7 +369,9 @@ impl Connection {
         data: &[u8],
         fin: bool,
     ) -> Feed {
-        if self.error.is_some() || self.lost {
+        if self.error.is_some() || (self.lost && !self.streams.contains_key(&stream)) {
+            // Once the connection is gone only the CONNECT streams of requests still
+            // waiting for their answer are read (see `handle_connection_lost`).
             return Feed::Done;
         }
         let kind = match self.streams.remove(&stream) {
@@ -479,8 +481,12 @@ impl Connection {
         }
     }
 
-    /// The QUIC connection is gone (closed by either side, timed out, reset): every live
-    /// session ends with [`SessionEnd::ConnectionClosed`] and nothing more is sent.
+    /// The QUIC connection is gone (closed by either side, timed out, reset): nothing more
+    /// is sent, and live sessions end with [`SessionEnd::ConnectionClosed`]. A session
+    /// whose CONNECT stream is still being read ends only when that stream gives no more
+    /// ([`Connection::handle_stream_lost`]): what arrived with the close is still read,
+    /// such as a peer's close capsule sent just before its CONNECTION_CLOSE, or a server's
+    /// answer to a request it refused before closing.
     pub fn handle_connection_lost(&mut self) {
         if self.lost {
             return;
@@ -493,21 +499,43 @@ impl Connection {
             .map(|(id, _)| *id)
             .collect();
         for id in live {
-            match self.sessions.get(&id).map(|s| &s.state) {
-                Some(SessionState::Established { .. }) | None => {
-                    self.end_session(id, SessionEnd::ConnectionClosed)
-                }
-                Some(_) if self.role == Role::Client => {
-                    self.fail_request(id, RejectReason::ConnectionClosed, None, false)
-                }
-                Some(_) => self.end_session(id, SessionEnd::ConnectionClosed),
+            let reading = matches!(
+                self.streams.get(&id.stream_id()),
+                Some(StreamKind::Request(r)) if !r.closed
+            );
+            if !reading {
+                self.session_lost(id);
             }
         }
         self.pending_streams.clear();
         self.pending_datagrams.clear();
-        self.streams.clear();
+        self.streams
+            .retain(|_, k| matches!(k, StreamKind::Request(r) if !r.closed));
         self.wt_streams.clear();
         self.actions.clear();
+    }
+
+    /// A stream the core reads will give no more bytes: the connection is gone. Its
+    /// session, if still live, ends with the connection.
+    pub fn handle_stream_lost(&mut self, stream: u64) {
+        self.streams.remove(&stream);
+        if let Ok(session) = SessionId::from_stream_id(stream) {
+            if self.is_live(session) {
+                self.session_lost(session);
+            }
+        }
+    }
+
+    /// A live session's connection is gone.
+    fn session_lost(&mut self, session: SessionId) {
+        match self.sessions.get(&session).map(|s| &s.state) {
+            Some(SessionState::AwaitingSettings { .. } | SessionState::Requested { .. })
+                if self.role == Role::Client =>
+            {
+                self.fail_request(session, RejectReason::ConnectionClosed, None, false)
+            }
+            _ => self.end_session(session, SessionEnd::ConnectionClosed),
+        }
     }
 
     // ---- internals shared by the submodules ----

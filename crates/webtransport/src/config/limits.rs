@@ -1,8 +1,18 @@
 //! [`SessionLimits`]: the caps on what a peer can make the WebTransport layer buffer.
 
 use serde::{Deserialize, Serialize};
+use webtransport_proto::connection::{CapsuleFraming, FlowLimits};
 
-use super::{ConfigError, KIB, VARINT_MAX};
+use super::{ConfigError, KIB, MIB, VARINT_MAX};
+
+/// The TOML form of [`CapsuleFraming`]: `"auto"`, `"framed"` or `"unframed"`.
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "CapsuleFraming", rename_all = "snake_case")]
+enum CapsuleFramingDef {
+    Auto,
+    Framed,
+    Unframed,
+}
 
 /// Caps on what a peer can make the WebTransport layer buffer, and the application-side
 /// queues. Every buffer a peer can fill has one of these.
@@ -34,11 +44,31 @@ pub struct SessionLimits {
     /// DATAGRAM capsule of maximal size); must be >= 1028 so a CLOSE_WEBTRANSPORT_SESSION
     /// capsule with a maximal reason fits.
     pub max_capsule_size: u64,
-    /// Interop switch: write capsules on the CONNECT stream without the HTTP/3 DATA frame
-    /// around them. pywebtransport 0.8.1 expects that and closes the connection with
-    /// H3_FRAME_UNEXPECTED on a correctly framed close capsule (docs/protocol.md). Capsules
-    /// are accepted in both forms whatever this says. Default false.
-    pub unframed_capsules: bool,
+    /// How capsules are written on CONNECT streams. pywebtransport 0.8.1 wants them
+    /// without the HTTP/3 DATA frame around them and closes the connection with
+    /// H3_FRAME_UNEXPECTED on a framed one (docs/protocol.md). `auto` (the default) frames
+    /// them unless the peer shows it is that peer: see docs/design.md, "Capsule framing".
+    /// Capsules are read in both forms whatever this says.
+    #[serde(with = "CapsuleFramingDef")]
+    pub capsule_framing: CapsuleFraming,
+    /// Session flow control (draft-ietf-webtrans-http3 §5, draft-13 and later peers): the
+    /// stream payload bytes a peer may send in one session beyond what the application
+    /// has read. Announced as SETTINGS_WT_INITIAL_MAX_DATA and kept open with WT_MAX_DATA
+    /// as the application reads; a peer that sends more gets WT_FLOW_CONTROL_ERROR.
+    /// Default 16 MiB (the default QUIC connection window). With all three flow-control
+    /// limits at 0, flow control is off: no WT_INITIAL_* settings are sent (and then a
+    /// draft-15+ peer allows one session per connection).
+    pub max_data: u64,
+    /// Session flow control: bidirectional streams a peer may have open in one session
+    /// (SETTINGS_WT_INITIAL_MAX_STREAMS_BIDI, then WT_MAX_STREAMS as streams close); one
+    /// more is WT_FLOW_CONTROL_ERROR. Default 256.
+    pub max_streams_bidi: u64,
+    /// Session flow control: unidirectional streams, likewise. Default 256.
+    pub max_streams_uni: u64,
+    /// Bytes queued for one of our HTTP/3 streams (the control stream, a CONNECT stream)
+    /// that the peer gives no flow credit to; beyond this the connection is closed with
+    /// H3_EXCESSIVE_LOAD. Default 256 KiB (such a stream carries a few capsules).
+    pub max_write_backlog: usize,
 }
 
 /// Payload of the largest CLOSE_WEBTRANSPORT_SESSION capsule: a 32-bit code and a reason of at
@@ -55,12 +85,25 @@ impl Default for SessionLimits {
             incoming_datagram_queue: 1024,
             max_field_section_size: 16 * KIB,
             max_capsule_size: 64 * KIB,
-            unframed_capsules: false,
+            capsule_framing: CapsuleFraming::Auto,
+            max_data: 16 * MIB,
+            max_streams_bidi: 256,
+            max_streams_uni: 256,
+            max_write_backlog: 256 * KIB as usize,
         }
     }
 }
 
 impl SessionLimits {
+    /// The flow-control windows, in the protocol core's form.
+    pub fn flow_limits(&self) -> FlowLimits {
+        FlowLimits {
+            max_data: self.max_data,
+            max_streams_bidi: self.max_streams_bidi,
+            max_streams_uni: self.max_streams_uni,
+        }
+    }
+
     /// Checks every field; field paths in the error start with `limits.`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_sessions == 0 {
@@ -96,6 +139,29 @@ impl SessionLimits {
                 ),
             ));
         }
+        if self.max_data > VARINT_MAX {
+            return Err(ConfigError::invalid(
+                "limits.max_data",
+                "must be at most 2^62 - 1 (it is sent as an HTTP/3 setting)",
+            ));
+        }
+        for (field, v) in [
+            ("limits.max_streams_bidi", self.max_streams_bidi),
+            ("limits.max_streams_uni", self.max_streams_uni),
+        ] {
+            if v > 1 << 60 {
+                return Err(ConfigError::invalid(
+                    field,
+                    "must be at most 2^60 (draft-ietf-webtrans-http3 §5.6.2)",
+                ));
+            }
+        }
+        if self.max_write_backlog < 64 * KIB as usize {
+            return Err(ConfigError::invalid(
+                "limits.max_write_backlog",
+                "must be at least 64 KiB: a CONNECT stream must hold a few capsules",
+            ));
+        }
         Ok(())
     }
 }
@@ -118,6 +184,13 @@ mod tests {
         });
         client_fails("limits.max_capsule_size", |c| {
             c.limits.max_capsule_size = 1000
+        });
+        client_fails("limits.max_data", |c| c.limits.max_data = u64::MAX);
+        client_fails("limits.max_streams_uni", |c| {
+            c.limits.max_streams_uni = (1 << 60) + 1
+        });
+        client_fails("limits.max_write_backlog", |c| {
+            c.limits.max_write_backlog = 1000
         });
     }
 }

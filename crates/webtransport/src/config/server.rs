@@ -66,6 +66,14 @@ pub struct ServerConfig {
     /// Default 10 s.
     #[serde(with = "duration_serde")]
     pub stream_creation_timeout: Duration,
+    /// Close a connection (gracefully, reason `idle timeout`) after this long without
+    /// WebTransport activity: no session opened, no stream or datagram traffic, no
+    /// `Connection::record_activity`. QUIC keep-alives do not count, so this catches a
+    /// client that keeps its connection up but does nothing (pywebtransport's
+    /// `connection_idle_timeout`); `transport.max_idle_timeout` catches one that went
+    /// silent. Default `None` (off).
+    #[serde(with = "opt_duration_serde")]
+    pub connection_idle_timeout: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +92,7 @@ impl Default for ServerConfig {
             read_timeout: None,
             write_timeout: None,
             stream_creation_timeout: Duration::from_secs(10),
+            connection_idle_timeout: None,
         }
     }
 }
@@ -147,6 +156,7 @@ impl ServerConfig {
         }
         positive("", "handshake_timeout", self.handshake_timeout)?;
         positive("", "stream_creation_timeout", self.stream_creation_timeout)?;
+        optional_positive("connection_idle_timeout", self.connection_idle_timeout)?;
         optional_positive("read_timeout", self.read_timeout)?;
         optional_positive("write_timeout", self.write_timeout)?;
         match &self.client_ca {

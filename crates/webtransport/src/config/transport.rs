@@ -122,7 +122,8 @@ impl TransportConfig {
             CongestionController::NewReno => Arc::new(quinn::congestion::NewRenoConfig::default()),
             CongestionController::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
         };
-        t.congestion_controller_factory(factory);
+        // Observed, so that diagnostics can tell how many packets are in flight.
+        t.congestion_controller_factory(crate::quic::observed(factory));
         t
     }
 

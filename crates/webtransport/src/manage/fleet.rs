@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::client_stats::ClientStats;
+use crate::client::stats::ClientStats;
 use crate::client::Client;
 use crate::config::ClientConfig;
 use crate::error::ConnectError;

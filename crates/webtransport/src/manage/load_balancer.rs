@@ -121,7 +121,7 @@ async fn probe(
     config.connect_timeout = timeout;
     match tokio::time::timeout(timeout, Connection::connect(&config, &host, port, &path)).await {
         Ok(Ok(conn)) => {
-            conn.close(Code::H3_NO_ERROR, "health check");
+            conn.close(0, "health check").await;
             true
         }
         Ok(Err(e)) => {
@@ -718,7 +718,7 @@ impl LoadBalancer {
                     };
                     if shut_down {
                         if let Ok(c) = &r {
-                            c.close(Code::H3_NO_ERROR, "load balancer shut down");
+                            c.abort(Code::H3_NO_ERROR, "load balancer shut down");
                         }
                         // Dropping `tx` unsent makes waiters pick again and see the shutdown.
                         return Err(LoadBalancerError::ShutDown);
@@ -827,14 +827,13 @@ impl LoadBalancer {
             return;
         }
         info!(count = conns.len(), "load balancer: closing connections");
-        for c in &conns {
-            c.close(Code::H3_NO_ERROR, "load balancer closing connections");
-        }
-        futures_util::future::join_all(
-            conns
-                .iter()
-                .map(|c| tokio::time::timeout(Duration::from_secs(1), c.wait_closed())),
-        )
+        futures_util::future::join_all(conns.iter().map(|c| {
+            c.close_within(
+                0,
+                "load balancer closing connections",
+                Duration::from_secs(1),
+            )
+        }))
         .await;
     }
 

@@ -19,13 +19,12 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-pub mod client_stats;
 pub mod fleet;
 pub mod load_balancer;
 pub mod pool;
 pub mod reconnect;
 
-pub use client_stats::{ClientDiagnostics, ClientIssue, ClientStats};
+pub use crate::client::stats::{ClientDiagnostics, ClientIssue, ClientStats};
 pub use fleet::{ClientFleet, FleetError};
 pub use load_balancer::{
     connect_probe, default_connection_factory, ConnectionFactory, HealthChecker, LoadBalancer,

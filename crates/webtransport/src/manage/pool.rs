@@ -45,8 +45,14 @@ impl Poolable for Connection {
         self.state() == ConnectionState::Connected
     }
 
+    /// Closes gracefully in the background (at once without a runtime).
     fn close(&self) {
-        Connection::close(self, Code::H3_NO_ERROR, "pool closing connection");
+        if super::have_runtime() {
+            let conn = self.clone();
+            tokio::spawn(async move { conn.close(0, "pool closing connection").await });
+        } else {
+            self.abort(Code::H3_NO_ERROR, "pool closing connection");
+        }
     }
 }
 

@@ -158,9 +158,7 @@ impl ReconnectingClient {
     pub fn start(client: Client, url: &str) -> Result<ReconnectingClient, ConnectError> {
         url.parse::<WebTransportUrl>()?;
         if !super::have_runtime() {
-            return Err(ConnectError::Config(
-                "a reconnecting client must be started inside a tokio runtime".into(),
-            ));
+            return Err(ConnectError::NoRuntime);
         }
         let shared = Arc::new(Shared {
             link: watch::Sender::new(Link::Connecting),

@@ -3,13 +3,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::connection::{Connection, ConnectionState};
-use crate::driver::Shared;
+use crate::connection::{Connection, ConnectionState, WeakConnection};
 
 /// Connect counters of a client since it was created.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -148,7 +147,7 @@ pub(crate) struct ClientRecorder {
     created_at: SystemTime,
     started: Instant,
     counters: Mutex<Counters>,
-    connections: Mutex<Vec<Weak<Shared>>>,
+    connections: Mutex<Vec<WeakConnection>>,
 }
 
 impl Default for ClientRecorder {
@@ -194,9 +193,9 @@ impl ClientRecorder {
     pub(crate) fn diagnostics(&self) -> ClientDiagnostics {
         let mut states = HashMap::new();
         let mut list = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        list.retain(|w| w.strong_count() > 0);
-        for shared in list.iter().filter_map(Weak::upgrade) {
-            *states.entry(*shared.state.borrow()).or_insert(0) += 1;
+        list.retain(|w| w.upgrade().is_some());
+        for conn in list.iter().filter_map(WeakConnection::upgrade) {
+            *states.entry(conn.state()).or_insert(0) += 1;
         }
         drop(list);
         ClientDiagnostics {
@@ -235,9 +234,9 @@ impl Attempt {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         if list.len() >= 64 && list.len().is_power_of_two() {
-            list.retain(|w| w.strong_count() > 0);
+            list.retain(|w| w.upgrade().is_some());
         }
-        list.push(Arc::downgrade(conn.shared()));
+        list.push(conn.downgrade());
     }
 }
 

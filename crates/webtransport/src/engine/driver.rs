@@ -1,0 +1,110 @@
+//! The per-connection driver task, and the datagram reader.
+//!
+//! The driver polls every source and never awaits anything the peer controls inside its
+//! loop: queued HTTP/3 writes are polled stream by stream (a stream without credit only
+//! registers a wake-up), accepted streams are handed to readers, the core's timer and the
+//! idle timer fire, and the connection's end is seen.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::FutureExt;
+use tokio::time::Instant;
+
+use super::state::State;
+use super::{reader, Engine};
+use crate::error::ConnectionError;
+use crate::events::ConnectionEvent;
+
+/// Datagrams handed to the core under one lock and one `pump`.
+const DATAGRAM_BATCH: usize = 64;
+
+pub(super) async fn run(engine: Arc<Engine>) {
+    let quic = engine.quic().clone();
+    loop {
+        let deadline = engine.update(|st| st.arm()).map(Instant::from_std);
+        let idle = engine
+            .config()
+            .idle_timeout
+            .map(|t| engine.activity().last() + t);
+        let wake_at = match (deadline, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let sleep = async {
+            match wake_at {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = engine.wake.notified() => {}
+            _ = poll_fn(|cx| poll_writes(&engine, cx)) => {}
+            r = quic.accept_uni() => match r {
+                Ok(recv) => reader::start(&engine, recv, None),
+                Err(e) => {
+                    lost(&engine, &e);
+                    break;
+                }
+            },
+            r = quic.accept_bi() => match r {
+                Ok((send, recv)) => reader::start(&engine, recv, Some(send)),
+                Err(e) => {
+                    lost(&engine, &e);
+                    break;
+                }
+            },
+            _ = sleep => {
+                if deadline.is_some_and(|d| d <= Instant::now()) {
+                    engine.update(|st| st.handle_timeout());
+                }
+                engine.idle_check();
+            }
+        }
+    }
+}
+
+/// Writes what can be written now; always pending (it makes progress when polled).
+fn poll_writes(engine: &Arc<Engine>, cx: &mut Context<'_>) -> Poll<()> {
+    let flushed = engine.update(|st| st.poll_writes(cx));
+    if flushed {
+        engine.notify_progress();
+    }
+    Poll::Pending
+}
+
+/// The QUIC connection ended.
+fn lost(engine: &Arc<Engine>, e: &quinn::ConnectionError) {
+    let error = engine.update(|st| {
+        // Our own reason, if we closed it or saw a protocol error, wins over what QUIC
+        // reports about that close.
+        let error = st
+            .error()
+            .cloned()
+            .unwrap_or_else(|| ConnectionError::from_quinn(e));
+        st.connection_lost(engine, error.clone());
+        st.error().cloned().unwrap_or(error)
+    });
+    tracing::debug!(conn = %engine.id(), %error, "connection closed");
+    engine.events().emit(ConnectionEvent::Closed { error });
+}
+
+/// Reads QUIC datagrams into the core, everything that already arrived in one go.
+pub(super) async fn read_datagrams(engine: Arc<Engine>) {
+    let quic = engine.quic().clone();
+    while let Ok(d) = quic.read_datagram().await {
+        engine.update(|st| {
+            let now = State::now();
+            st.handle_datagram(now, d);
+            // Whatever else has arrived goes in with it: one wake-up of this task, one
+            // lock and one pump per burst instead of per datagram.
+            for _ in 1..DATAGRAM_BATCH {
+                match quic.read_datagram().now_or_never() {
+                    Some(Ok(d)) => st.handle_datagram(now, d),
+                    _ => break,
+                }
+            }
+        });
+    }
+}

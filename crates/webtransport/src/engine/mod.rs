@@ -1,0 +1,488 @@
+//! The engine of one connection: the protocol core and everything the application side
+//! needs, behind one lock, and the tasks that move bytes for it. Nothing here is public;
+//! [`Connection`](crate::Connection), [`Session`](crate::Session) and the streams are
+//! handles on an [`Engine`].
+//!
+//! ```text
+//!   handles ──update(|state| ..)──▶ State ──pump──▶ core actions: writes (Writer), resets,
+//!                                    ▲              stops; core events: session queues,
+//!   driver task: accepts streams,    │              wake-ups, ConnectionEvents
+//!   writes queued bytes, fires the ──┤
+//!   timer, sees the close            │
+//!   reader tasks: core-read streams ─┤
+//!   datagram task ───────────────────┘
+//! ```
+//!
+//! - [`state`]: the state and the commands the handles give it; [`pump`]: carrying out
+//!   the core's actions and events.
+//! - [`driver`]: the per-connection task (and the datagram reader); it polls every source
+//!   and awaits nothing the peer controls inside its loop.
+//! - [`writer`]: per-stream write queues of the HTTP/3 streams the core writes.
+//! - [`reader`]: readers of the streams the core reads.
+//! - [`cells`]: the halves of WebTransport streams shared with the application.
+//! - [`slot`]: the application side of a session.
+//! - [`activity`]: bytes moved and the last activity, lock-free.
+
+pub(crate) mod activity;
+pub(crate) mod cells;
+mod driver;
+mod pump;
+pub(crate) mod reader;
+pub(crate) mod slot;
+pub(crate) mod state;
+mod writer;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify};
+use webtransport_proto::connection::{self as core, LocalStreams, Role};
+use webtransport_proto::headers::ConnectRequest;
+use webtransport_proto::stream_header::SessionId;
+use webtransport_proto::Code;
+
+use crate::arena::DatagramArena;
+use crate::config::{ClientConfig, ServerConfig, TransportConfig};
+use crate::error::{ConnectError, ConnectionError};
+use crate::events::{ConnectionEvent, EventHub};
+use crate::lifecycle::{ConnectionState, Lifecycle};
+use crate::quic::quinn_code;
+
+use activity::Activity;
+use state::State;
+use writer::Writer;
+
+/// Connection ids: unique within the process (quinn's `stable_id` is an address that
+/// comes back after a connection is freed).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The configuration a connection was made with.
+#[derive(Debug, Clone)]
+pub enum ConfigRef {
+    /// A client connection.
+    Client(Arc<ClientConfig>),
+    /// A server connection.
+    Server(Arc<ServerConfig>),
+}
+
+impl ConfigRef {
+    /// The QUIC transport settings.
+    pub fn transport(&self) -> &TransportConfig {
+        match self {
+            ConfigRef::Client(c) => &c.transport,
+            ConfigRef::Server(c) => &c.transport,
+        }
+    }
+}
+
+/// What the engine reads from the configuration, in the form it uses.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineConfig {
+    /// The configuration it came from.
+    pub(crate) source: ConfigRef,
+    /// How long a client waits for the answer to a CONNECT.
+    pub(crate) session_timeout: Duration,
+    /// How long opening a stream may wait for credit.
+    pub(crate) open_timeout: Duration,
+    /// How long a graceful close waits for the peer.
+    pub(crate) close_timeout: Duration,
+    /// Received datagrams queued per session.
+    pub(crate) incoming_datagram_queue: usize,
+    /// Close the connection after this long without WebTransport activity.
+    pub(crate) idle_timeout: Option<Duration>,
+    /// Report this much read payload to flow control at once (see `RecvStream`).
+    pub(crate) read_report: u64,
+    /// Bytes one of our HTTP/3 streams may have queued.
+    pub(crate) write_backlog: usize,
+}
+
+impl EngineConfig {
+    /// The core's configuration and the engine's, from a client's or a server's.
+    pub(crate) fn build(source: ConfigRef) -> (core::Config, EngineConfig) {
+        let (limits, session_timeout, open_timeout, close_timeout, idle_timeout) = match &source {
+            ConfigRef::Client(c) => (
+                &c.limits,
+                c.connect_timeout,
+                c.stream_creation_timeout,
+                c.close_timeout,
+                None,
+            ),
+            ConfigRef::Server(c) => (
+                &c.limits,
+                core::Config::default().session_timeout,
+                c.stream_creation_timeout,
+                Duration::from_secs(1),
+                c.connection_idle_timeout,
+            ),
+        };
+        let flow = limits.flow_limits();
+        let core = core::Config {
+            session_timeout,
+            max_sessions: limits.max_sessions,
+            max_field_section_size: limits.max_field_section_size,
+            max_capsule_size: limits.max_capsule_size,
+            capsule_framing: limits.capsule_framing,
+            max_pending_streams: limits.max_pending_streams,
+            max_pending_datagrams: limits.max_pending_datagrams,
+            max_queued_streams: limits.incoming_stream_queue,
+            flow,
+            ..core::Config::default()
+        };
+        let engine = EngineConfig {
+            session_timeout,
+            open_timeout,
+            close_timeout,
+            incoming_datagram_queue: limits.incoming_datagram_queue,
+            idle_timeout,
+            // An eighth of the data window, so that credit flows back well before the
+            // peer runs out, and at most 64 KiB, so a fast reader takes the lock rarely.
+            read_report: (flow.max_data / 8).clamp(1, 64 * 1024),
+            write_backlog: limits.max_write_backlog,
+            source,
+        };
+        (core, engine)
+    }
+}
+
+/// A session request for a server's application.
+#[derive(Debug)]
+pub(crate) struct PendingRequest {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) session: SessionId,
+    pub(crate) request: ConnectRequest,
+}
+
+/// The UDP endpoint under a connection.
+#[derive(Debug)]
+pub(crate) enum EndpointUse {
+    /// The connection's own (a client connecting without a `Client`), or the server's:
+    /// a graceful close waits for it to go idle, so that the CONNECTION_CLOSE leaves
+    /// before the endpoint is dropped.
+    Own(quinn::Endpoint),
+    /// One endpoint for all connections of a `Client`: it outlives this connection, and
+    /// its other connections would keep it from going idle.
+    Shared(quinn::Endpoint),
+}
+
+/// The QUIC connection under an engine, once the handshake is done.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) quic: quinn::Connection,
+    endpoint: EndpointUse,
+}
+
+impl Link {
+    /// The local UDP address, with the IP the peer's packets were sent to where the
+    /// platform tells it.
+    pub(crate) fn local_address(&self) -> Option<SocketAddr> {
+        let (EndpointUse::Own(ep) | EndpointUse::Shared(ep)) = &self.endpoint;
+        let addr = ep.local_addr().ok()?;
+        Some(match self.quic.local_ip() {
+            Some(ip) => SocketAddr::new(ip, addr.port()),
+            None => addr,
+        })
+    }
+}
+
+/// One connection's engine. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    id: String,
+    role: Role,
+    config: EngineConfig,
+    lifecycle: Lifecycle,
+    events: EventHub,
+    activity: Activity,
+    link: OnceLock<Link>,
+    state: Mutex<State>,
+    /// Wakes the driver: bytes to write, or the core's timer moved.
+    wake: Notify,
+    /// Wakes those waiting for a graceful close to complete.
+    progress: Notify,
+    /// Why connecting failed, before there was a QUIC connection.
+    failure: Mutex<Option<ConnectError>>,
+    idle_closing: std::sync::atomic::AtomicBool,
+    /// A client's connect, waiting for `Connection::start` or `establish`.
+    start: Mutex<PendingStart>,
+}
+
+/// A connect not started yet.
+#[derive(Default)]
+struct PendingStart(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl std::fmt::Debug for PendingStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "waiting" } else { "none" })
+    }
+}
+
+impl Engine {
+    /// A new engine, not linked to QUIC yet. Its core is built at once: our control
+    /// stream will be the first unidirectional stream we open (id 2 for a client, 3 for a
+    /// server), and what the core writes on it waits for the link.
+    pub(crate) fn new(
+        role: Role,
+        source: ConfigRef,
+        initial: ConnectionState,
+        requests: Option<mpsc::UnboundedSender<PendingRequest>>,
+    ) -> Arc<Engine> {
+        let (core_config, config) = EngineConfig::build(source);
+        let local = LocalStreams {
+            control: control_stream_id(role),
+            encoder: None,
+            decoder: None,
+        };
+        let transport = config.source.transport();
+        let writer = Writer::new(config.write_backlog);
+        let arena = DatagramArena::new(transport.datagram_send_buffer);
+        let core = core::Connection::new(role, core_config, local);
+        let tag = match role {
+            Role::Client => "c",
+            Role::Server => "s",
+        };
+        Arc::new(Engine {
+            id: format!("{tag}-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+            role,
+            config,
+            lifecycle: Lifecycle::new(initial),
+            events: EventHub::default(),
+            activity: Activity::new(),
+            link: OnceLock::new(),
+            state: Mutex::new(State::new(core, writer, arena, requests)),
+            wake: Notify::new(),
+            progress: Notify::new(),
+            failure: Mutex::new(None),
+            idle_closing: std::sync::atomic::AtomicBool::new(false),
+            start: Mutex::default(),
+        })
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
+    pub(crate) fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub(crate) fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
+    pub(crate) fn events(&self) -> &EventHub {
+        &self.events
+    }
+
+    pub(crate) fn activity(&self) -> &Activity {
+        &self.activity
+    }
+
+    /// The QUIC connection, once linked.
+    pub(crate) fn link(&self) -> Option<&Link> {
+        self.link.get()
+    }
+
+    /// The QUIC connection of an engine that sessions exist on (which are only ever made
+    /// on a linked engine).
+    pub(crate) fn quic(&self) -> &quinn::Connection {
+        &self
+            .link
+            .get()
+            .expect("sessions and streams exist only on a linked connection")
+            .quic
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the state, then carries out what the core decided.
+    pub(crate) fn update<R>(self: &Arc<Self>, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut st = self.lock();
+        let r = f(&mut st);
+        st.pump(self);
+        r
+    }
+
+    /// Reads the state.
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.lock())
+    }
+
+    /// Changes the state in a way that gives the core nothing to do (taking from a
+    /// queue, building a datagram): no `pump`.
+    pub(crate) fn read_mut<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.lock())
+    }
+
+    pub(crate) fn wake_driver(&self) {
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn notify_progress(&self) {
+        self.progress.notify_waiters();
+    }
+
+    /// Connecting failed before there was a QUIC connection (or during its setup).
+    pub(crate) fn fail(&self, e: ConnectError) {
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+        self.lifecycle.advance(ConnectionState::Failed);
+        self.notify_progress();
+    }
+
+    /// Keeps a client's connect until it is started.
+    pub(crate) fn set_start(&self, connect: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        self.start.lock().unwrap_or_else(|e| e.into_inner()).0 = Some(connect);
+    }
+
+    /// The connect, the first time it is asked for.
+    pub(crate) fn take_start(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        self.start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .take()
+    }
+
+    /// Why connecting failed, if it did before the link.
+    pub(crate) fn failure(&self) -> Option<ConnectError> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Links the engine to its QUIC connection once the handshake is done: opens our
+    /// control stream (the core's SETTINGS go out on it) and starts the driver and the
+    /// datagram reader.
+    pub(crate) async fn link_quic(
+        self: &Arc<Self>,
+        quic: quinn::Connection,
+        endpoint: EndpointUse,
+    ) -> Result<(), ConnectionError> {
+        // Only the control stream: no QPACK encoder or decoder stream, since neither side
+        // uses a dynamic table (RFC 9204 §4.2); each would cost both peers a stream for
+        // the connection's life.
+        let control = quic
+            .open_uni()
+            .await
+            .map_err(|e| ConnectionError::from_quinn(&e))?;
+        let id = u64::from(control.id());
+        if id != control_stream_id(self.role) {
+            // Nothing opens a stream before the link; quinn numbers streams in order.
+            quic.close(quinn_code(Code::H3_INTERNAL_ERROR), b"control stream id");
+            return Err(ConnectionError::LocallyClosed);
+        }
+        if self.link.set(Link { quic, endpoint }).is_err() {
+            return Err(ConnectionError::LocallyClosed);
+        }
+        self.update(|st| st.linked(id, control));
+        self.lifecycle.advance(ConnectionState::Connected);
+        self.events.emit(ConnectionEvent::Established);
+        tokio::spawn(driver::run(self.clone()));
+        tokio::spawn(driver::read_datagrams(self.clone()));
+        Ok(())
+    }
+
+    /// Closes gracefully: every open session gets a close capsule with `code` and
+    /// `reason`, then (up to `timeout`) the engine waits until the peer has acknowledged
+    /// them and closed its CONNECT streams (draft-ietf-webtrans-http3 §6), then closes the
+    /// QUIC connection with H3_NO_ERROR and waits for its own endpoint to send that.
+    pub(crate) async fn close_gracefully(
+        self: &Arc<Self>,
+        code: u32,
+        reason: &str,
+        timeout: Duration,
+    ) {
+        if self.lifecycle.get().is_final() {
+            return;
+        }
+        self.lifecycle.advance(ConnectionState::Closing);
+        let Some(link) = self.link() else {
+            self.fail(ConnectError::ConnectionLost(ConnectionError::LocallyClosed));
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.update(|st| st.close_all_sessions(code, reason));
+        let acked = self.read(|st| st.writer_acked());
+        loop {
+            let progress = self.progress.notified();
+            let ack = acked.notified();
+            tokio::pin!(progress, ack);
+            progress.as_mut().enable();
+            ack.as_mut().enable();
+            if link.quic.close_reason().is_some() || self.read(|st| st.close_done()) {
+                break;
+            }
+            tokio::select! {
+                _ = progress => {}
+                _ = ack => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        self.update(|st| st.closing_locally());
+        link.quic
+            .close(quinn_code(Code::H3_NO_ERROR), reason.as_bytes());
+        // The driver sees the close at once; when this returns the connection is closed.
+        let mut state = self.lifecycle.subscribe();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), state.wait_for(|s| s.is_final())).await;
+        if let EndpointUse::Own(ep) = &link.endpoint {
+            // Our own endpoint: let the CONNECTION_CLOSE go out.
+            let _ = tokio::time::timeout_at(deadline, ep.wait_idle()).await;
+        }
+    }
+
+    /// Closes at once with an HTTP/3 `code`: no close capsules, sessions end with the
+    /// connection.
+    pub(crate) fn abort(self: &Arc<Self>, code: Code, reason: &str) {
+        if self.lifecycle.get().is_final() {
+            return;
+        }
+        self.lifecycle.advance(ConnectionState::Closing);
+        self.update(|st| st.closing_locally());
+        match self.link() {
+            Some(link) => link.quic.close(quinn_code(code), reason.as_bytes()),
+            None => self.fail(ConnectError::ConnectionLost(ConnectionError::LocallyClosed)),
+        }
+    }
+
+    /// Waits until something a graceful close or a waiter cares about happened.
+    pub(crate) fn progress(&self) -> &Notify {
+        &self.progress
+    }
+
+    /// The idle timer fired: close the connection if nothing happened for the timeout.
+    fn idle_check(self: &Arc<Self>) {
+        let Some(timeout) = self.config.idle_timeout else {
+            return;
+        };
+        if self.activity.idle() < timeout || self.idle_closing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::debug!(conn = %self.id, ?timeout, "no WebTransport activity: closing");
+        let engine = self.clone();
+        let close_timeout = self.config.close_timeout;
+        tokio::spawn(async move {
+            engine
+                .close_gracefully(0, "idle timeout", close_timeout)
+                .await;
+        });
+    }
+}
+
+/// Our control stream's id: the first unidirectional stream of our side (RFC 9000 §2.1).
+fn control_stream_id(role: Role) -> u64 {
+    match role {
+        Role::Client => 2,
+        Role::Server => 3,
+    }
+}

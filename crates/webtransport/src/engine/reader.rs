@@ -1,0 +1,138 @@
+//! Readers of the streams the core reads: every stream the peer opens until its preamble
+//! is known (and, for HTTP/3's own streams, all of it), and the CONNECT streams of our own
+//! sessions. A reader feeds the core and hands WebTransport streams over when the core
+//! detaches them; it awaits only its own stream, never inside the driver's loop.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use webtransport_proto::connection::Feed;
+use webtransport_proto::Code;
+
+use super::Engine;
+use crate::quic::{h3_code, quinn_code};
+
+/// Lets the core stop a stream its reader is reading (STOP_SENDING).
+#[derive(Debug, Default)]
+pub(crate) struct StopSignal {
+    code: Mutex<Option<Code>>,
+    notify: Notify,
+}
+
+impl StopSignal {
+    pub(crate) fn stop(&self, code: Code) {
+        *self.code.lock().unwrap_or_else(|e| e.into_inner()) = Some(code);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Option<Code> {
+        self.code.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Starts reading a stream the peer opened (with its sending half for a bidirectional
+/// one). Polled once right here, since a preamble nearly always arrives with the first
+/// bytes and the core hands the stream to its session at once; only a stream that needs
+/// more reading gets a task of its own. That saves a task spawn and a scheduling hop per
+/// stream.
+pub(crate) fn start(
+    engine: &Arc<Engine>,
+    recv: quinn::RecvStream,
+    send: Option<quinn::SendStream>,
+) {
+    use futures_util::FutureExt;
+    let mut reading = Box::pin(read(engine.clone(), recv, send));
+    if reading.as_mut().now_or_never().is_none() {
+        tokio::spawn(reading);
+    }
+}
+
+/// Reads one stream into the core until the core is done with it or detaches it.
+pub(crate) async fn read(
+    engine: Arc<Engine>,
+    recv: quinn::RecvStream,
+    mut send: Option<quinn::SendStream>,
+) {
+    let id: u64 = recv.id().into();
+    // Taken when the core detaches the stream.
+    let mut recv = Some(recv);
+    let stop = Arc::new(StopSignal::default());
+    engine.update(|st| st.watch_reader(id, stop.clone()));
+    loop {
+        let Some(stream) = recv.as_mut() else {
+            return;
+        };
+        let chunk = tokio::select! {
+            c = stream.read_chunk(usize::MAX, true) => c,
+            _ = stop.notify.notified() => Ok(Some(quinn::Chunk { offset: 0, bytes: Bytes::new() })),
+        };
+        if let Some(code) = stop.take() {
+            let _ = stream.stop(quinn_code(code));
+            engine.update(|st| st.unwatch_reader(id));
+            return;
+        }
+        let (data, fin) = match chunk {
+            Ok(Some(c)) => (c.bytes, false),
+            Ok(None) => (Bytes::new(), true),
+            Err(quinn::ReadError::Reset(code)) => {
+                engine.update(|st| st.reader_reset(id, h3_code(code)));
+                return;
+            }
+            Err(_) => {
+                // The connection is gone (or the stream was stopped here).
+                engine.update(|st| st.reader_lost(id));
+                return;
+            }
+        };
+        if data.is_empty() && !fin {
+            continue;
+        }
+        // What the feed decides about the stream's halves is carried out under the same
+        // lock, before the core's events are delivered: a detached stream must be where
+        // its `IncomingStream` looks for it, and a request stream's answer must find its
+        // sending half.
+        let feed = engine.update(|st| {
+            let feed = st.feed(id, &data, fin);
+            match feed {
+                Feed::Continue => {}
+                Feed::Request => {
+                    if let Some(s) = send.take() {
+                        st.register_request_stream(id, s);
+                    }
+                }
+                Feed::Detach => {
+                    if let Some(r) = recv.take() {
+                        st.detached(id, r, send.take());
+                    }
+                }
+                Feed::Done => {
+                    st.unwatch_reader(id);
+                    if let Some(s) = send.take() {
+                        // A request stream refused before its HEADERS still gets the core's
+                        // answer (a reset, or a status) on its sending half.
+                        st.register_request_stream(id, s);
+                    }
+                }
+            }
+            feed
+        });
+        match feed {
+            Feed::Continue => {}
+            // What the core already answered on it can be written now.
+            Feed::Request => engine.wake_driver(),
+            Feed::Detach => return,
+            Feed::Done => {
+                if let (Some(code), Some(r)) = (stop.take(), recv.as_mut()) {
+                    let _ = r.stop(quinn_code(code));
+                }
+                engine.wake_driver();
+                return;
+            }
+        }
+        if fin {
+            engine.update(|st| st.unwatch_reader(id));
+            return;
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! [`SessionSlot`]: what the application side of a session needs besides the protocol
+//! state (which the core owns): its queues of incoming streams and datagrams, the wake-ups
+//! of its waiters, its counters and timestamps.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
+use std::task::Waker;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use webtransport_proto::headers::{ConnectRequest, ConnectResponse};
+use webtransport_proto::stream_header::SessionId;
+
+use super::cells::{RecvCell, SendCell};
+use super::Engine;
+use crate::info::SessionStats;
+
+/// Wake-ups for one session's waiters.
+#[derive(Debug, Default)]
+pub(crate) struct SessionNotify {
+    /// Established, draining or ended.
+    pub(crate) state: Notify,
+    /// An incoming bidirectional stream is queued.
+    pub(crate) bi: Notify,
+    /// An incoming unidirectional stream is queued.
+    pub(crate) uni: Notify,
+    /// A datagram is queued.
+    pub(crate) datagram: Notify,
+    /// The peer raised a flow-control limit (stream openers wait for it).
+    pub(crate) credit: Notify,
+}
+
+impl SessionNotify {
+    fn all(&self) {
+        self.state.notify_waiters();
+        self.bi.notify_waiters();
+        self.uni.notify_waiters();
+        self.datagram.notify_waiters();
+        self.credit.notify_waiters();
+    }
+}
+
+/// Closes the session (code 0) when the last handle of it is dropped.
+#[derive(Debug)]
+pub(crate) struct SessionGuard {
+    engine: Arc<Engine>,
+    id: SessionId,
+}
+
+impl SessionGuard {
+    pub(crate) fn id(&self) -> SessionId {
+        self.id
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.engine.update(|st| st.close_on_last_handle(self.id));
+    }
+}
+
+/// An incoming stream waiting for the application.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub(crate) id: u64,
+    pub(crate) send: Option<SendCell>,
+    pub(crate) recv: RecvCell,
+}
+
+/// The application side of one session.
+#[derive(Debug)]
+pub(crate) struct SessionSlot {
+    notify: Arc<SessionNotify>,
+    guard: Weak<SessionGuard>,
+    incoming_bi: VecDeque<Incoming>,
+    incoming_uni: VecDeque<Incoming>,
+    datagrams: VecDeque<Bytes>,
+    /// Writers blocked on the peer's WT_MAX_DATA.
+    credit_waiters: Vec<Waker>,
+    pub(crate) request: Option<ConnectRequest>,
+    pub(crate) response: Option<ConnectResponse>,
+    pub(crate) stats: SessionStats,
+    pub(crate) created_at: SystemTime,
+    pub(crate) established_at: Option<SystemTime>,
+    pub(crate) closed_at: Option<SystemTime>,
+}
+
+impl SessionSlot {
+    pub(crate) fn new(request: Option<ConnectRequest>) -> Self {
+        SessionSlot {
+            notify: Arc::default(),
+            guard: Weak::new(),
+            incoming_bi: VecDeque::new(),
+            incoming_uni: VecDeque::new(),
+            datagrams: VecDeque::new(),
+            credit_waiters: Vec::new(),
+            request,
+            response: None,
+            stats: SessionStats::default(),
+            created_at: SystemTime::now(),
+            established_at: None,
+            closed_at: None,
+        }
+    }
+
+    pub(crate) fn notify(&self) -> &Arc<SessionNotify> {
+        &self.notify
+    }
+
+    /// The guard shared by every handle of the session, made on first use.
+    pub(crate) fn guard(&mut self, engine: &Arc<Engine>, id: SessionId) -> Arc<SessionGuard> {
+        if let Some(g) = self.guard.upgrade() {
+            return g;
+        }
+        let g = Arc::new(SessionGuard {
+            engine: engine.clone(),
+            id,
+        });
+        self.guard = Arc::downgrade(&g);
+        g
+    }
+
+    pub(crate) fn queue_stream(&mut self, bidi: bool, incoming: Incoming) {
+        if bidi {
+            self.incoming_bi.push_back(incoming);
+            self.stats.streams_accepted_bi += 1;
+            self.notify.bi.notify_waiters();
+        } else {
+            self.incoming_uni.push_back(incoming);
+            self.stats.streams_accepted_uni += 1;
+            self.notify.uni.notify_waiters();
+        }
+    }
+
+    pub(crate) fn take_stream(&mut self, bidi: bool) -> Option<Incoming> {
+        if bidi {
+            self.incoming_bi.pop_front()
+        } else {
+            self.incoming_uni.pop_front()
+        }
+    }
+
+    /// Queues a datagram, dropping the oldest beyond `cap`; returns whether one was
+    /// dropped.
+    pub(crate) fn queue_datagram(&mut self, payload: Bytes, cap: usize) -> bool {
+        let dropped = self.datagrams.len() >= cap.max(1);
+        if dropped {
+            self.datagrams.pop_front();
+            self.stats.datagrams_dropped += 1;
+        }
+        self.stats.datagrams_received += 1;
+        self.datagrams.push_back(payload);
+        self.notify.datagram.notify_waiters();
+        dropped
+    }
+
+    pub(crate) fn take_datagram(&mut self) -> Option<Bytes> {
+        self.datagrams.pop_front()
+    }
+
+    /// A writer waits for send credit.
+    pub(crate) fn wait_for_credit(&mut self, waker: &Waker) {
+        if !self.credit_waiters.iter().any(|w| w.will_wake(waker)) {
+            self.credit_waiters.push(waker.clone());
+        }
+    }
+
+    /// The peer gave credit: wake writers and stream openers.
+    pub(crate) fn credit(&mut self) {
+        for w in self.credit_waiters.drain(..) {
+            w.wake();
+        }
+        self.notify.credit.notify_waiters();
+    }
+
+    /// The session is established.
+    pub(crate) fn established(&mut self, response: ConnectResponse) {
+        self.response = Some(response);
+        self.established_at = Some(SystemTime::now());
+        self.notify.state.notify_waiters();
+    }
+
+    /// The session ended: queued streams and datagrams are dropped (the core has reset
+    /// and stopped the streams) and every waiter wakes to see the end.
+    pub(crate) fn ended(&mut self) {
+        self.closed_at = Some(SystemTime::now());
+        self.incoming_bi.clear();
+        self.incoming_uni.clear();
+        self.datagrams.clear();
+        for w in self.credit_waiters.drain(..) {
+            w.wake();
+        }
+        self.notify.all();
+    }
+}

@@ -1,0 +1,199 @@
+//! [`Writer`]: the bytes the core writes on the HTTP/3 streams it owns (our control
+//! stream, CONNECT streams), queued per stream and written as QUIC flow control allows,
+//! so that a stream the peer gives no credit never holds up anything else.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use tokio::sync::Notify;
+use tracing::{debug, trace};
+use webtransport_proto::Code;
+
+use crate::quic::quinn_code;
+
+/// What is queued for one stream.
+#[derive(Debug, Default)]
+struct Queue {
+    chunks: VecDeque<Bytes>,
+    bytes: usize,
+    fin: bool,
+}
+
+#[derive(Debug)]
+struct Outgoing {
+    stream: quinn::SendStream,
+    queue: Queue,
+}
+
+/// A write queue exceeded its cap: the peer is not reading one of our HTTP/3 streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Backlog {
+    pub(crate) stream: u64,
+    pub(crate) bytes: usize,
+}
+
+/// Per-stream write queues of the HTTP/3 streams the core writes.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    streams: HashMap<u64, Outgoing>,
+    /// Writes for streams whose quinn handle has not been handed over yet.
+    unregistered: HashMap<u64, Queue>,
+    /// Resets for streams whose quinn handle has not been handed over yet.
+    early_resets: HashMap<u64, Code>,
+    /// The most bytes one stream may have queued.
+    cap: usize,
+    /// Streams finished and not yet acknowledged by the peer, and who waits for that.
+    unacked: Arc<AtomicUsize>,
+    acked: Arc<Notify>,
+}
+
+impl Writer {
+    pub(crate) fn new(cap: usize) -> Self {
+        Writer {
+            streams: HashMap::new(),
+            unregistered: HashMap::new(),
+            early_resets: HashMap::new(),
+            cap,
+            unacked: Arc::default(),
+            acked: Arc::default(),
+        }
+    }
+
+    /// Hands over a stream's quinn handle; what was queued for it goes with it.
+    pub(crate) fn register(&mut self, id: u64, mut stream: quinn::SendStream) {
+        if let Some(code) = self.early_resets.remove(&id) {
+            self.unregistered.remove(&id);
+            let _ = stream.reset(quinn_code(code));
+            return;
+        }
+        let queue = self.unregistered.remove(&id).unwrap_or_default();
+        self.streams.insert(id, Outgoing { stream, queue });
+    }
+
+    /// Queues `data` (then FIN if `fin`). Returns the backlog if the stream's queue went
+    /// over the cap.
+    pub(crate) fn write(&mut self, id: u64, data: Bytes, fin: bool) -> Result<(), Backlog> {
+        let queue = match self.streams.get_mut(&id) {
+            Some(o) => &mut o.queue,
+            None => self.unregistered.entry(id).or_default(),
+        };
+        if queue.fin {
+            trace!(stream = id, "write after FIN dropped");
+            return Ok(());
+        }
+        queue.bytes += data.len();
+        if !data.is_empty() {
+            queue.chunks.push_back(data);
+        }
+        queue.fin |= fin;
+        if queue.bytes > self.cap {
+            return Err(Backlog {
+                stream: id,
+                bytes: queue.bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Resets a stream, dropping what was queued for it.
+    pub(crate) fn reset(&mut self, id: u64, code: Code) {
+        self.unregistered.remove(&id);
+        match self.streams.remove(&id) {
+            Some(mut o) => {
+                let _ = o.stream.reset(quinn_code(code));
+            }
+            None => {
+                self.early_resets.insert(id, code);
+            }
+        }
+    }
+
+    /// Drops everything: the connection is gone.
+    pub(crate) fn clear(&mut self) {
+        self.streams.clear();
+        self.unregistered.clear();
+        self.early_resets.clear();
+        self.acked.notify_waiters();
+    }
+
+    /// Writes what QUIC flow control allows on every stream with something queued,
+    /// without waiting: a stream that cannot take more registers the caller's waker.
+    /// Returns the streams the peer stopped, with the codes.
+    pub(crate) fn poll_write(&mut self, cx: &mut Context<'_>) -> Vec<(u64, Code)> {
+        let mut done = Vec::new();
+        let mut stopped = Vec::new();
+        for (&id, o) in self.streams.iter_mut() {
+            while let Some(front) = o.queue.chunks.front_mut() {
+                match Pin::new(&mut o.stream).poll_write(cx, front) {
+                    Poll::Ready(Ok(n)) => {
+                        o.queue.bytes -= n;
+                        front.advance(n);
+                        if front.is_empty() {
+                            o.queue.chunks.pop_front();
+                        }
+                    }
+                    Poll::Ready(Err(e)) => {
+                        debug!(stream = id, error = %e, "write on an HTTP/3 stream failed");
+                        if let quinn::WriteError::Stopped(code) = e {
+                            stopped.push((id, crate::quic::h3_code(code)));
+                        }
+                        done.push(id);
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if o.queue.chunks.is_empty() && o.queue.fin {
+                let _ = o.stream.finish();
+                done.push(id);
+            }
+        }
+        for id in done {
+            if let Some(o) = self.streams.remove(&id) {
+                if o.queue.chunks.is_empty() && o.queue.fin {
+                    self.watch_ack(o.stream);
+                }
+            }
+        }
+        stopped
+    }
+
+    /// Watches a finished stream until the peer has acknowledged everything on it (or
+    /// stopped it, or the connection ended), so that a graceful close can wait for its
+    /// close capsules to arrive.
+    fn watch_ack(&self, stream: quinn::SendStream) {
+        let stopped = stream.stopped();
+        self.unacked.fetch_add(1, Ordering::SeqCst);
+        let unacked = self.unacked.clone();
+        let acked = self.acked.clone();
+        tokio::spawn(async move {
+            let _ = stopped.await;
+            drop(stream);
+            unacked.fetch_sub(1, Ordering::SeqCst);
+            acked.notify_waiters();
+        });
+    }
+
+    /// Whether nothing is queued and every finished stream is acknowledged.
+    pub(crate) fn is_flushed(&self) -> bool {
+        self.streams.values().all(|o| o.queue.chunks.is_empty())
+            && self.unregistered.values().all(|q| q.chunks.is_empty())
+            && self.unacked.load(Ordering::SeqCst) == 0
+    }
+
+    /// Notified when a finished stream is acknowledged.
+    pub(crate) fn acked(&self) -> Arc<Notify> {
+        self.acked.clone()
+    }
+
+    /// Whether any stream has bytes waiting.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.streams
+            .values()
+            .any(|o| !o.queue.chunks.is_empty() || o.queue.fin)
+    }
+}
