@@ -28,6 +28,10 @@ pub struct Observed {
     pub stop_seen: Option<Option<u32>>,
     /// Paths requested, in order.
     pub paths: Vec<String>,
+    /// Subprotocols offered (`wt-available-protocols`) with each request, in order.
+    pub offered: Vec<Vec<String>>,
+    /// For each request, the draft chosen for its connection and the peer's SETTINGS.
+    pub peers: Vec<(String, String)>,
 }
 
 /// A running route server.
@@ -74,7 +78,23 @@ pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> RouteServer {
 async fn serve(server: Arc<Server>, observed: Arc<Mutex<Observed>>) {
     while let Some(req) = server.accept().await {
         let path = req.path().to_owned();
-        observed.lock().unwrap().paths.push(path.clone());
+        tracing::debug!(request = ?req.request(), "session request");
+        {
+            let mut seen = observed.lock().unwrap();
+            seen.paths.push(path.clone());
+            seen.offered.push(req.protocols().to_vec());
+            let protocol = req.connection().protocol();
+            seen.peers.push((
+                protocol
+                    .draft
+                    .map(|d| d.name().to_owned())
+                    .unwrap_or_default(),
+                protocol
+                    .peer_settings
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+            ));
+        }
         let observed = observed.clone();
         tokio::spawn(async move { route(req, path, observed).await });
     }
