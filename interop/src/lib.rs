@@ -17,6 +17,12 @@ use std::time::Duration;
 
 use webtransport::{Server, ServerConfig, Session, SessionRequest};
 
+/// How long `/codes` still waits for the peer's STOP_SENDING once the peer has said (by
+/// opening a uni stream) that it stopped our stream. A STOP_SENDING the peer sent before
+/// that stream arrives within a round trip or two; loopback round trips are well under
+/// a millisecond.
+pub const STOP_GRACE: Duration = Duration::from_millis(500);
+
 /// What the server saw, for the test to assert.
 #[derive(Debug, Default, Clone)]
 pub struct Observed {
@@ -24,7 +30,8 @@ pub struct Observed {
     pub closes: Vec<(String, u32, String, bool)>,
     /// Stream reset code the server read on `/codes` stream 1.
     pub reset_seen: Option<Option<u32>>,
-    /// Stop code the server's uni stream saw on `/codes`.
+    /// Stop code the server's uni stream saw on `/codes`: `Some(None)` when the peer said
+    /// it had stopped the stream but no STOP_SENDING came within [`STOP_GRACE`].
     pub stop_seen: Option<Option<u32>>,
     /// Paths requested, in order.
     pub paths: Vec<String>,
@@ -179,14 +186,35 @@ async fn codes(session: Session, observed: Arc<Mutex<Observed>>) {
         let mut ack = [0u8; 1];
         recv3.read_exact(&mut ack).await.ok()?;
         send3.reset(9).ok()?;
-        // 4. The peer stops our uni stream with 10.
+        // 4. The peer stops our uni stream with 10, then opens a uni stream of its own to
+        //    say it has done so; a STOP_SENDING still missing STOP_GRACE after that is
+        //    one the peer never sent.
         let mut send4 = session.open_uni().await.ok()?;
         send4.write_all(b"y").await.ok()?;
-        let stopped = tokio::time::timeout(Duration::from_secs(5), send4.stopped())
-            .await
-            .ok()?
-            .ok();
-        observed.lock().unwrap().stop_seen = stopped;
+        let stop = send4.stopped();
+        let marker = async {
+            let mut marker = session.accept_uni().await.ok()?;
+            marker.read_to_end(64).await.ok()
+        };
+        tokio::pin!(stop, marker);
+        let stopped = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::select! {
+                stopped = &mut stop => {
+                    // Read the marker all the same: a page stream we stopped or reset
+                    // would fail the page's write.
+                    let _ = (&mut marker).await;
+                    stopped.ok().flatten()
+                }
+                _ = &mut marker => tokio::time::timeout(STOP_GRACE, &mut stop)
+                    .await
+                    .ok()
+                    .and_then(|stopped| stopped.ok())
+                    .flatten(),
+            }
+        })
+        .await
+        .ok()?;
+        observed.lock().unwrap().stop_seen = Some(stopped);
         Some((reset, stopped))
     };
     let seen = step.await;
