@@ -9,7 +9,7 @@
 //! - `/close-watch`: records the close code and reason the peer sends.
 //! - `/close-by-server`: closes at once with code 4000, reason `server bye`.
 //! - `/codes`: the stream reset / stop-sending choreography of the page (see
-//!   `pages/chromium.html`), then closes with the codes it saw as the reason.
+//!   `pages/browser.html`), then closes with the codes it saw as the reason.
 //! - anything else: 404.
 
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,5 @@
 //! Headless Chromium (Debian's package) against our server: the page
-//! `pages/chromium.html` runs every check and prints one `RESULT {json}` line.
+//! `pages/browser.html` runs every check and prints one `RESULT {json}` line.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -50,8 +50,11 @@ async fn run_page(port: u16, hash: &str, extra_flags: &[&str]) -> serde_json::Va
         std::path::Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: install Debian's chromium package (interop/run does)"
     );
-    let page = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pages/chromium.html");
-    let url = format!("file://{}?port={port}&hash={hash}", page.display());
+    let page = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pages/browser.html");
+    let url = format!(
+        "file://{}?browser=chromium&port={port}&hash={hash}",
+        page.display()
+    );
     let profile = std::env::temp_dir().join(format!("wt-chromium-{}-{port}", std::process::id()));
     let mut cmd = tokio::process::Command::new("setsid");
     cmd.arg(CHROMIUM)
