@@ -1,5 +1,5 @@
 //! Support for the interop tests: a server with the routes every peer's checks use, and
-//! helpers to run external peers.
+//! helpers to run external peers ([`browser`] for headless browsers).
 //!
 //! Routes:
 //! - `/echo`: bidi streams echoed then finished; each uni stream's bytes sent back on a
@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use webtransport::{Server, ServerConfig, Session, SessionRequest};
+
+pub mod browser;
 
 /// How long `/codes` still waits for the peer's STOP_SENDING once the peer has said (by
 /// opening a uni stream) that it stopped our stream. A STOP_SENDING the peer sent before
