@@ -2,7 +2,7 @@
 //!
 //! [`run_page`] starts a browser on `pages/browser.html` in a fresh profile, reads its
 //! console until the page prints its `RESULT {json}` line (or a deadline passes), then
-//! ends the browser and removes the profile. Every browser goes through the same code:
+//! ends the browser and removes the profile. Both browsers go through the same code:
 //!
 //! - The browser is the leader of a process group of its own, and is ended as a group:
 //!   SIGTERM, a grace period, then SIGKILL, sent with `kill(2)` through libc. Never with
@@ -11,6 +11,9 @@
 //! - The group is signalled only while its leader is still the browser we started: the
 //!   leader is not reaped until the group has been sent SIGKILL, so its id cannot have
 //!   been reused by then.
+//! - Firefox also starts a `crashhelper` that leaves the group (it runs in a session of its
+//!   own, adopted by init) and exits once the browser is gone; it is waited for and, if it
+//!   stays, ended by its own process id.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -33,6 +36,8 @@ const TERM_GRACE: Duration = Duration::from_secs(2);
 pub enum Kind {
     /// Debian's `chromium` package.
     Chromium,
+    /// Debian's `firefox-esr` package.
+    Firefox,
 }
 
 impl Kind {
@@ -40,6 +45,7 @@ impl Kind {
     pub fn binary(self) -> &'static str {
         match self {
             Kind::Chromium => "/usr/lib/chromium/chromium",
+            Kind::Firefox => "/usr/lib/firefox-esr/firefox-esr",
         }
     }
 
@@ -47,6 +53,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Chromium => "chromium",
+            Kind::Firefox => "firefox",
         }
     }
 
@@ -54,6 +61,7 @@ impl Kind {
     fn package(self) -> &'static str {
         match self {
             Kind::Chromium => "chromium",
+            Kind::Firefox => "firefox-esr",
         }
     }
 
@@ -78,15 +86,35 @@ impl Kind {
                 ])
                 .arg(format!("--user-data-dir={}", profile.display()));
             }
+            Kind::Firefox => {
+                // --no-remote: never hand the page to another Firefox running on the
+                // machine. The prefs that silence it are in the profile's user.js.
+                cmd.args(["--headless", "--no-remote", "--profile"])
+                    .arg(profile)
+                    // Lets `services.settings.server` in user.js take effect: release
+                    // builds ignore that pref without it and poll Mozilla's servers.
+                    .env("MOZ_REMOTE_SETTINGS_DEVTOOLS", "1")
+                    // No crash reports written or sent.
+                    .env("MOZ_CRASHREPORTER_DISABLE", "1");
+            }
         }
         cmd.args(extra_args).arg(url);
         cmd
     }
 
+    /// Prepares a fresh profile directory.
+    fn init_profile(self, dir: &Path) {
+        if self == Kind::Firefox {
+            std::fs::write(dir.join("user.js"), FIREFOX_PREFS).expect("write user.js");
+        }
+    }
+
     /// The text of a console message, from one line of the browser's output.
     ///
     /// Chromium (stderr): `[...:INFO:CONSOLE:12] "TEXT", source: file:///... (12)`, the text
-    /// as is.
+    /// as is. Firefox (stdout, with `devtools.console.stdout.content`): `console.log: "TEXT"`,
+    /// the text as a quoted string literal with `\"` and `\\` escapes (and `\xNN` /
+    /// `\uNNNN` for anything outside printable ASCII, which the page never prints).
     pub fn console_message(self, line: &str) -> Option<String> {
         match self {
             Kind::Chromium => {
@@ -96,9 +124,95 @@ impl Kind {
                 let close = rest.rfind("\", source: ")?;
                 (close >= open).then(|| rest[open..close].to_owned())
             }
+            Kind::Firefox => {
+                let literal = line.strip_prefix("console.log: ")?;
+                serde_json::from_str::<String>(literal).ok()
+            }
         }
     }
 }
+
+/// The profile prefs for Firefox (its `user.js`), grouped by purpose. Each group was
+/// needed: without it, a run of 20 s resolved the host names listed (measured with
+/// `MOZ_LOG=nsHostResolver:3`; with all of them, no name was resolved and no socket
+/// but loopback was connected). See docs/interop.md.
+const FIREFOX_PREFS: &str = r#"// Written by interop/src/browser.rs for one test run.
+// Console messages of pages on stdout: how the test reads the page's RESULT line.
+user_pref("devtools.console.stdout.content", true);
+// A fresh profile starts straight on the page: no first-run, welcome or default-browser
+// pages, no session restore.
+user_pref("browser.shell.checkDefaultBrowser", false);
+user_pref("browser.startup.page", 0);
+user_pref("browser.startup.homepage_override.mstone", "ignore");
+user_pref("startup.homepage_welcome_url", "");
+user_pref("startup.homepage_welcome_url.additional", "");
+user_pref("browser.aboutwelcome.enabled", false);
+user_pref("browser.sessionstore.resume_from_crash", false);
+user_pref("toolkit.startup.max_resumed_crashes", -1);
+// Telemetry and usage pings (incoming.telemetry.mozilla.org); -1 makes Glean drop its
+// uploads instead of sending them.
+user_pref("datareporting.policy.dataSubmissionEnabled", false);
+user_pref("datareporting.policy.firstRunURL", "");
+user_pref("datareporting.healthreport.uploadEnabled", false);
+user_pref("datareporting.usage.uploadEnabled", false);
+user_pref("toolkit.telemetry.enabled", false);
+user_pref("toolkit.telemetry.unified", false);
+user_pref("toolkit.telemetry.server", "");
+user_pref("telemetry.fog.test.localhost_port", -1);
+// Remote settings (firefox.settings.services.mozilla.com and its CDN); only honoured
+// with MOZ_REMOTE_SETTINGS_DEVTOOLS=1 in the environment.
+user_pref("services.settings.server", "data:,#remote-settings-dummy/v1");
+// Captive-portal and connectivity probes (detectportal.firefox.com, ipv4only.arpa), DNS
+// over HTTPS (cloudflare-dns.com), push (push.services.mozilla.com).
+user_pref("network.captive-portal-service.enabled", false);
+user_pref("network.connectivity-service.enabled", false);
+user_pref("network.trr.mode", 5);
+user_pref("dom.push.enabled", false);
+user_pref("dom.push.connection.enabled", false);
+// Region and geolocation lookups (location.services.mozilla.com).
+user_pref("browser.region.network.url", "");
+user_pref("browser.region.update.enabled", false);
+user_pref("geo.provider.network.url", "");
+// New-tab page content: top sites and sponsored tiles (ads.mozilla.org, and
+// preconnects to the default top sites).
+user_pref("browser.newtabpage.enabled", false);
+user_pref("browser.newtabpage.activity-stream.feeds.topsites", false);
+user_pref("browser.newtabpage.activity-stream.feeds.system.topstories", false);
+user_pref("browser.newtabpage.activity-stream.feeds.section.topstories", false);
+user_pref("browser.newtabpage.activity-stream.showSponsored", false);
+user_pref("browser.newtabpage.activity-stream.showSponsoredTopSites", false);
+user_pref("browser.newtabpage.activity-stream.default.sites", "");
+user_pref("browser.topsites.contile.enabled", false);
+// Speculative connections and prefetching.
+user_pref("network.predictor.enabled", false);
+user_pref("network.prefetch-next", false);
+user_pref("network.dns.disablePrefetch", true);
+user_pref("network.http.speculative-parallel-limit", 0);
+user_pref("browser.urlbar.speculativeConnect.enabled", false);
+// Safe Browsing lists (safebrowsing.googleapis.com).
+user_pref("browser.safebrowsing.malware.enabled", false);
+user_pref("browser.safebrowsing.phishing.enabled", false);
+user_pref("browser.safebrowsing.downloads.enabled", false);
+user_pref("browser.safebrowsing.blockedURIs.enabled", false);
+user_pref("browser.safebrowsing.update.enabled", false);
+// Studies and experiments (normandy.cdn.mozilla.net).
+user_pref("app.normandy.enabled", false);
+user_pref("app.normandy.api_url", "");
+user_pref("app.shield.optoutstudies.enabled", false);
+// Add-on, plugin (GMP: update.googleapis.com) and app updates, translation models.
+user_pref("extensions.update.enabled", false);
+user_pref("extensions.getAddons.cache.enabled", false);
+user_pref("extensions.systemAddon.update.enabled", false);
+user_pref("extensions.blocklist.enabled", false);
+user_pref("media.gmp-manager.url", "");
+user_pref("media.gmp-manager.updateEnabled", false);
+user_pref("media.gmp-widevinecdm.enabled", false);
+user_pref("media.gmp-widevinecdm.autoupdate", false);
+user_pref("media.gmp-gmpopenh264.autoupdate", false);
+user_pref("media.eme.enabled", false);
+user_pref("browser.translations.enable", false);
+user_pref("app.update.auto", false);
+"#;
 
 /// What a page run gave.
 #[derive(Debug)]
@@ -222,6 +336,7 @@ impl Profile {
         // A directory left by an earlier process with the same pid is stale.
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the browser profile directory");
+        kind.init_profile(&dir);
         Profile(dir)
     }
 }
@@ -280,10 +395,42 @@ impl Group {
             Err(_) => true,
         }
     }
+
+    /// Firefox's crash helper for this browser: it runs outside the group and names the
+    /// browser's pid as its first argument.
+    fn crash_helpers(&self, browser_pid: u32) -> Vec<i32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let helper = Path::new(self.kind.binary()).with_file_name("crashhelper");
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let mut args = cmdline.split(|b| *b == 0);
+            let program = args.next().unwrap_or_default();
+            let first = args.next().unwrap_or_default();
+            if program == helper.as_os_str().as_encoded_bytes()
+                && first == browser_pid.to_string().as_bytes()
+            {
+                found.push(pid);
+            }
+        }
+        found
+    }
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
+        let browser_pid = self.child.id();
         if let Some(group) = self.ours() {
             // SAFETY: kill(2) has no memory effects; a negative pid names a process group.
             unsafe { libc::kill(-group, libc::SIGTERM) };
@@ -298,6 +445,21 @@ impl Drop for Group {
         }
         let _ = self.child.start_kill();
         let _ = self.child.try_wait();
+        if let (Kind::Firefox, Some(pid)) = (self.kind, browser_pid) {
+            // The crash helper exits by itself once the browser is gone; give it a moment.
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let mut helpers = self.crash_helpers(pid);
+            while !helpers.is_empty() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+                helpers = self.crash_helpers(pid);
+            }
+            for helper in helpers {
+                eprintln!("  firefox: crashhelper {helper} outlived the browser; ending it");
+                // SAFETY: as above; a positive pid names one process, checked just now to
+                // be the crash helper of the browser we started.
+                unsafe { libc::kill(helper, libc::SIGKILL) };
+            }
+        }
     }
 }
 
@@ -313,5 +475,18 @@ mod tests {
             Some(r#"RESULT {"q":"a\"b"}"#)
         );
         assert_eq!(Kind::Chromium.console_message("[GFX1-]: no dt"), None);
+    }
+
+    #[test]
+    fn firefox_console_lines() {
+        let line = r#"console.log: "RESULT {\"q\":\"a\\\"b\",\"n\":\"\\u00e9\"}""#;
+        assert_eq!(
+            Kind::Firefox.console_message(line).as_deref(),
+            Some(r#"RESULT {"q":"a\"b","n":"\u00e9"}"#)
+        );
+        assert_eq!(
+            Kind::Firefox.console_message("*** You are running in headless mode."),
+            None
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! every check and prints one `RESULT {json}` line (`interop::browser` runs the browser).
 //! Every check passes in Chromium 156, in its default draft-02 mode and with draft-07.
 //! `chromium_vs_web_transport_quinn` runs the subprotocol and stream-code checks against
-//! a second server, web-transport-quinn.
+//! a second server: the control for Firefox's results there (tests/firefox.rs).
 
 mod support;
 

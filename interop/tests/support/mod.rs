@@ -1,4 +1,4 @@
-//! Shared by the browser tests (`chromium.rs`): judging a run of
+//! Shared by the browser tests (`chromium.rs`, `firefox.rs`): judging a run of
 //! `pages/browser.html`, what our route server must have seen of it, and a second server
 //! written with web-transport-quinn that runs the page's `/echo` (with subprotocols) and
 //! `/codes` routes, to tell a browser's behaviour from our server's.
