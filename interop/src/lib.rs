@@ -41,6 +41,8 @@ pub struct Observed {
     pub offered: Vec<Vec<String>>,
     /// For each request, the draft chosen for its connection and the peer's SETTINGS.
     pub peers: Vec<(String, String)>,
+    /// (path, error) of every session that ended without a close (connection lost).
+    pub lost: Vec<(String, String)>,
 }
 
 /// A running route server.
@@ -130,12 +132,16 @@ async fn route(req: SessionRequest, path: String, observed: Arc<Mutex<Observed>>
         let observed = observed.clone();
         let path = path.clone();
         tokio::spawn(async move {
-            if let Ok(c) = session.closed().await {
-                observed
+            match session.closed().await {
+                Ok(c) => observed
                     .lock()
                     .unwrap()
                     .closes
-                    .push((path, c.code, c.reason, c.remote));
+                    .push((path, c.code, c.reason, c.remote)),
+                Err(e) => {
+                    tracing::warn!(%path, error = %e, "session ended without a close");
+                    observed.lock().unwrap().lost.push((path, e.to_string()));
+                }
             }
         })
     };

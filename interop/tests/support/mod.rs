@@ -85,8 +85,9 @@ pub fn route_server_saw(kind: Kind, seen: &Observed, stop: Option<u32>, offers: 
                 && *code == 4242
                 && *r == reason
                 && *remote),
-        "server did not see the page's close code and reason: {:?}",
-        seen.closes
+        "server did not see the page's close code and reason: closes {:?}, lost {:?}",
+        seen.closes,
+        seen.lost
     );
     assert_eq!(seen.reset_seen, Some(Some(7)), "reset code the server read");
     assert_eq!(
