@@ -132,10 +132,10 @@ impl Kind {
     }
 }
 
-/// The profile prefs for Firefox (its `user.js`), grouped by purpose. Each group was
-/// needed: without it, a run of 20 s resolved the host names listed (measured with
-/// `MOZ_LOG=nsHostResolver:3`; with all of them, no name was resolved and no socket
-/// but loopback was connected). See docs/interop.md.
+/// The profile prefs for Firefox (its `user.js`), grouped by purpose. Without them, an
+/// idle run of 20 s in a fresh profile resolved the host names named in the comments
+/// (measured with `MOZ_LOG=nsHostResolver:3`); with all of them, it resolved none and
+/// sent nothing off the machine. See docs/interop.md.
 const FIREFOX_PREFS: &str = r#"// Written by interop/src/browser.rs for one test run.
 // Console messages of pages on stdout: how the test reads the page's RESULT line.
 user_pref("devtools.console.stdout.content", true);
