@@ -1,5 +1,5 @@
 //! Support for the interop tests: a server with the routes every peer's checks use, and
-//! helpers to run external peers.
+//! helpers to run external peers ([`browser`] for headless browsers).
 //!
 //! Routes:
 //! - `/echo`: bidi streams echoed then finished; each uni stream's bytes sent back on a
@@ -9,13 +9,21 @@
 //! - `/close-watch`: records the close code and reason the peer sends.
 //! - `/close-by-server`: closes at once with code 4000, reason `server bye`.
 //! - `/codes`: the stream reset / stop-sending choreography of the page (see
-//!   `pages/chromium.html`), then closes with the codes it saw as the reason.
+//!   `pages/browser.html`), then closes with the codes it saw as the reason.
 //! - anything else: 404.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use webtransport::{Server, ServerConfig, Session, SessionRequest};
+
+pub mod browser;
+
+/// How long `/codes` still waits for the peer's STOP_SENDING once the peer has said (by
+/// opening a uni stream) that it stopped our stream. A STOP_SENDING the peer sent before
+/// that stream arrives within a round trip or two; loopback round trips are well under
+/// a millisecond.
+pub const STOP_GRACE: Duration = Duration::from_millis(500);
 
 /// What the server saw, for the test to assert.
 #[derive(Debug, Default, Clone)]
@@ -24,10 +32,17 @@ pub struct Observed {
     pub closes: Vec<(String, u32, String, bool)>,
     /// Stream reset code the server read on `/codes` stream 1.
     pub reset_seen: Option<Option<u32>>,
-    /// Stop code the server's uni stream saw on `/codes`.
+    /// Stop code the server's uni stream saw on `/codes`: `Some(None)` when the peer said
+    /// it had stopped the stream but no STOP_SENDING came within [`STOP_GRACE`].
     pub stop_seen: Option<Option<u32>>,
     /// Paths requested, in order.
     pub paths: Vec<String>,
+    /// Subprotocols offered (`wt-available-protocols`) with each request, in order.
+    pub offered: Vec<Vec<String>>,
+    /// For each request, the draft chosen for its connection and the peer's SETTINGS.
+    pub peers: Vec<(String, String)>,
+    /// (path, error) of every session that ended without a close (connection lost).
+    pub lost: Vec<(String, String)>,
 }
 
 /// A running route server.
@@ -74,7 +89,23 @@ pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> RouteServer {
 async fn serve(server: Arc<Server>, observed: Arc<Mutex<Observed>>) {
     while let Some(req) = server.accept().await {
         let path = req.path().to_owned();
-        observed.lock().unwrap().paths.push(path.clone());
+        tracing::debug!(request = ?req.request(), "session request");
+        {
+            let mut seen = observed.lock().unwrap();
+            seen.paths.push(path.clone());
+            seen.offered.push(req.protocols().to_vec());
+            let protocol = req.connection().protocol();
+            seen.peers.push((
+                protocol
+                    .draft
+                    .map(|d| d.name().to_owned())
+                    .unwrap_or_default(),
+                protocol
+                    .peer_settings
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+            ));
+        }
         let observed = observed.clone();
         tokio::spawn(async move { route(req, path, observed).await });
     }
@@ -101,12 +132,16 @@ async fn route(req: SessionRequest, path: String, observed: Arc<Mutex<Observed>>
         let observed = observed.clone();
         let path = path.clone();
         tokio::spawn(async move {
-            if let Ok(c) = session.closed().await {
-                observed
+            match session.closed().await {
+                Ok(c) => observed
                     .lock()
                     .unwrap()
                     .closes
-                    .push((path, c.code, c.reason, c.remote));
+                    .push((path, c.code, c.reason, c.remote)),
+                Err(e) => {
+                    tracing::warn!(%path, error = %e, "session ended without a close");
+                    observed.lock().unwrap().lost.push((path, e.to_string()));
+                }
             }
         })
     };
@@ -159,14 +194,35 @@ async fn codes(session: Session, observed: Arc<Mutex<Observed>>) {
         let mut ack = [0u8; 1];
         recv3.read_exact(&mut ack).await.ok()?;
         send3.reset(9).ok()?;
-        // 4. The peer stops our uni stream with 10.
+        // 4. The peer stops our uni stream with 10, then opens a uni stream of its own to
+        //    say it has done so; a STOP_SENDING still missing STOP_GRACE after that is
+        //    one the peer never sent.
         let mut send4 = session.open_uni().await.ok()?;
         send4.write_all(b"y").await.ok()?;
-        let stopped = tokio::time::timeout(Duration::from_secs(5), send4.stopped())
-            .await
-            .ok()?
-            .ok();
-        observed.lock().unwrap().stop_seen = stopped;
+        let stop = send4.stopped();
+        let marker = async {
+            let mut marker = session.accept_uni().await.ok()?;
+            marker.read_to_end(64).await.ok()
+        };
+        tokio::pin!(stop, marker);
+        let stopped = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::select! {
+                stopped = &mut stop => {
+                    // Read the marker all the same: a page stream we stopped or reset
+                    // would fail the page's write.
+                    let _ = (&mut marker).await;
+                    stopped.ok().flatten()
+                }
+                _ = &mut marker => tokio::time::timeout(STOP_GRACE, &mut stop)
+                    .await
+                    .ok()
+                    .and_then(|stopped| stopped.ok())
+                    .flatten(),
+            }
+        })
+        .await
+        .ok()?;
+        observed.lock().unwrap().stop_seen = Some(stopped);
         Some((reset, stopped))
     };
     let seen = step.await;
