@@ -42,8 +42,9 @@ struct Peer {
     server: &'static str,
     /// Version `setup-python.sh` pins; the scripts report what is installed.
     version: &'static str,
-    /// pywebtransport 0.8.1 reads and writes capsules without DATA frames around them.
-    unframed_capsules: bool,
+    /// pywebtransport 0.8.1 reads and writes capsules without DATA frames around them;
+    /// our side must find that out by itself (CapsuleFraming::Auto).
+    bare_capsules: bool,
 }
 
 const PWT081: Peer = Peer {
@@ -52,7 +53,7 @@ const PWT081: Peer = Peer {
     client: "pwt081_client.py",
     server: "pwt081_server.py",
     version: "0.8.1",
-    unframed_capsules: true,
+    bare_capsules: true,
 };
 
 const PWT_NEW: Peer = Peer {
@@ -61,7 +62,7 @@ const PWT_NEW: Peer = Peer {
     client: "pwtnew_client.py",
     server: "pwtnew_server.py",
     version: "0.21.1",
-    unframed_capsules: false,
+    bare_capsules: false,
 };
 
 const AIOQUIC: Peer = Peer {
@@ -70,7 +71,7 @@ const AIOQUIC: Peer = Peer {
     client: "aioquic_client.py",
     server: "aioquic_server.py",
     version: "1.7.2",
-    unframed_capsules: false,
+    bare_capsules: false,
 };
 
 fn interop_dir() -> PathBuf {
@@ -354,16 +355,10 @@ async fn run_client_script(peer: &Peer, cell: &str, base: &str, mode: &str) -> (
 async fn client_vs_route_server(peer: Peer) {
     init_log();
     let cell = format!("{} client -> route server", peer.name);
-    let srv = interop::start(|cfg| {
-        // Our server cannot tell a pywebtransport 0.8.1 client from its SETTINGS
-        // (docs/interop.md), so the cell configures it as its users would.
-        cfg.limits.unframed_capsules = peer.unframed_capsules;
-    })
-    .await;
-    say(format!(
-        "[{cell}] server on 127.0.0.1:{}, unframed_capsules={}",
-        srv.port, peer.unframed_capsules
-    ));
+    // Default configuration: the server tells a pywebtransport 0.8.1 client by its
+    // user-agent and writes its capsules bare (CapsuleFraming::Auto, docs/design.md).
+    let srv = interop::start(|_| {}).await;
+    say(format!("[{cell}] server on 127.0.0.1:{}", srv.port));
     let base = format!("https://127.0.0.1:{}", srv.port);
     let (mut results, proc) = run_client_script(&peer, &cell, &base, "routes").await;
 
@@ -523,17 +518,17 @@ async fn start_peer_server(peer: &Peer, label: &str) -> PeerServer {
     }
 }
 
-fn client_config(peer: &Peer, hash: [u8; 32]) -> ClientConfig {
-    let mut cfg = ClientConfig {
+/// The default configuration, pinned to the peer's certificate: a pywebtransport 0.8.1
+/// server closes the connection with H3_FRAME_UNEXPECTED on a DATA-framed close capsule
+/// (docs/protocol.md), and the default (CapsuleFraming::Auto) finds that out from its
+/// SETTINGS, with no setting for that peer.
+fn client_config(hash: [u8; 32]) -> ClientConfig {
+    ClientConfig {
         verification: CertVerification::ServerCertificateHashes(vec![hash]),
         connect_timeout: CHECK,
         stream_creation_timeout: CHECK,
         ..ClientConfig::default()
-    };
-    // docs/protocol.md: a 0.8.1 server closes the connection with H3_FRAME_UNEXPECTED on a
-    // DATA-framed close capsule.
-    cfg.limits.unframed_capsules = peer.unframed_capsules;
-    cfg
+    }
 }
 
 async fn open(cfg: &ClientConfig, port: u16, path: &str) -> Result<(Connection, Session), String> {
@@ -646,8 +641,9 @@ fn report_protocol(cell: &str, conn: &Connection) {
     ));
 }
 
-const LIBRARY_CHECKS: [&str; 8] = [
+const LIBRARY_CHECKS: [&str; 9] = [
     "session",
+    "capsule_framing",
     "bidi_echo",
     "bidi_echo_256k",
     "uni_echo",
@@ -662,7 +658,7 @@ async fn library_vs_server(peer: Peer) {
     init_log();
     let cell = format!("webtransport client -> {} server", peer.name);
     let mut srv = start_peer_server(&peer, &cell).await;
-    let cfg = client_config(&peer, srv.hash);
+    let cfg = client_config(srv.hash);
     let mut results = Results::new(&cell);
 
     let echo = tokio::time::timeout(CHECK, open(&cfg, srv.port, "/echo")).await;
@@ -684,7 +680,13 @@ async fn library_vs_server(peer: Peer) {
             results
                 .run("datagram_echo", CHECK, datagram_echo(&session))
                 .await;
-            conn.shutdown("echo checks done", Duration::from_secs(2))
+            let bare = conn.protocol().unframed_capsules;
+            results.record(
+                "capsule_framing",
+                bare == peer.bare_capsules,
+                format!("capsules written bare: {bare} (the peer wants bare: {})", peer.bare_capsules),
+            );
+            conn.close_within(0, "echo checks done", Duration::from_secs(2))
                 .await;
         }
         Ok(Err(e)) => results.record("session", false, e),
@@ -698,7 +700,7 @@ async fn library_vs_server(peer: Peer) {
             .close(CLOSE_CODE, CLOSE_REASON)
             .map_err(|e| format!("close: {e}"))?;
         let seen = srv.proc.wait_for("event", "observed", CHECK).await;
-        conn.close(webtransport::Code::H3_NO_ERROR, "done");
+        conn.close(0, "done").await;
         match seen {
             Some(v) if v["code"] == CLOSE_CODE && v["reason"] == CLOSE_REASON => Ok(format!(
                 "server saw code {} reason {}",
@@ -712,7 +714,7 @@ async fn library_vs_server(peer: Peer) {
     let by_server = async {
         let (conn, session) = open(&cfg, srv.port, "/close-by-server").await?;
         let r = expect_close(&session, 4000, "server bye").await;
-        conn.close(webtransport::Code::H3_NO_ERROR, "done");
+        conn.close(0, "done").await;
         r
     };
     results.run("close_by_server", CHECK, by_server).await;
@@ -735,7 +737,7 @@ async fn library_vs_server(peer: Peer) {
             .map_err(|e| format!("write: {e}"))?;
         send.finish().map_err(|e| format!("finish: {e}"))?;
         let r = expect_close(&session, 1, "reply from webtransport-rs").await;
-        conn.close(webtransport::Code::H3_NO_ERROR, "done");
+        conn.close(0, "done").await;
         r
     };
     results.run("server_bidi", CHECK, server_bidi).await;
@@ -748,7 +750,7 @@ async fn wt_connect_vs_server(peer: Peer) {
     let cell = format!("wt connect -> {} server", peer.name);
     let srv = start_peer_server(&peer, &cell).await;
     let url = format!("https://127.0.0.1:{}/echo", srv.port);
-    let mut args = vec![
+    let args = vec![
         "connect",
         &url,
         "--cert-hash",
@@ -757,9 +759,6 @@ async fn wt_connect_vs_server(peer: Peer) {
         "--timeout",
         "10",
     ];
-    if peer.unframed_capsules {
-        args.push("--unframed-capsules");
-    }
     let mut connect = spawn(
         "wt connect",
         &wt_binary(),
@@ -815,11 +814,8 @@ async fn pwt081_server_refuses_framed_close_capsule() {
     init_log();
     let cell = "webtransport client (framed capsules) -> pywebtransport 0.8.1 server";
     let mut srv = start_peer_server(&PWT081, cell).await;
-    let framed = Peer {
-        unframed_capsules: false,
-        ..PWT081
-    };
-    let cfg = client_config(&framed, srv.hash);
+    let mut cfg = client_config(srv.hash);
+    cfg.limits.capsule_framing = webtransport::CapsuleFraming::Framed;
     let (conn, session) = tokio::time::timeout(CHECK, open(&cfg, srv.port, "/close-watch"))
         .await
         .unwrap_or_else(|_| srv.proc.fail("connect timed out"))

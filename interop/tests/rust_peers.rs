@@ -456,7 +456,7 @@ async fn wtransport_client_vs_our_server() {
         // wtransport 0.7's Connection::close is quinn's close: CONNECTION_CLOSE with the
         // code as the HTTP/3 error code, no CLOSE_WEBTRANSPORT_SESSION capsule.
         match err {
-            ConnectionError::Protocol { code: Code(4242), ref reason, remote: true } if reason == "bye from wtransport" => quirk(
+            ConnectionError::PeerError { code: Code(4242), ref reason } if reason == "bye from wtransport" => quirk(
                 "no close capsule: our server sees a QUIC CONNECTION_CLOSE with code 4242, reason \"bye from wtransport\"",
             ),
             other => Err(format!("our server saw {other:?}")),
@@ -987,7 +987,7 @@ fn peer_close_seen(
         }
         (
             PeerClose::Connection,
-            Err(SessionError::Connection(ConnectionError::Protocol { code: Code(c), reason: r, remote: true })),
+            Err(SessionError::Connection(ConnectionError::PeerError { code: Code(c), reason: r })),
         ) if c == u64::from(code) && r == reason => quirk(format!(
             "no close capsule: a QUIC CONNECTION_CLOSE with code {code}, reason {reason:?}; our session ends with that connection error"
         )),
@@ -998,16 +998,10 @@ fn peer_close_seen(
 /// How a refusal from a web-transport-quinn server gets lost (see [`PeerReject`]).
 fn lost_rejection(e: &ConnectionError) -> Option<&'static str> {
     match e {
-        ConnectionError::Protocol {
-            code: Code(0),
-            remote: true,
-            ..
-        } => Some("the server closed the connection (code 0) first"),
-        ConnectionError::Protocol {
-            code,
-            remote: false,
-            ..
-        } if *code == Code::H3_CLOSED_CRITICAL_STREAM => {
+        ConnectionError::ApplicationClosed { code: Code(0), .. } => {
+            Some("the server closed the connection (code 0) first")
+        }
+        ConnectionError::Protocol(e) if e.code() == Code::H3_CLOSED_CRITICAL_STREAM => {
             Some("the server closed its control stream first (H3_CLOSED_CRITICAL_STREAM)")
         }
         _ => None,

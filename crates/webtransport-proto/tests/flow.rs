@@ -273,6 +273,41 @@ fn capsules_go_unframed_for_a_server_announcing_only_draft_13() {
 }
 
 #[test]
+fn capsules_go_unframed_for_a_client_with_pywebtransport_081_settings() {
+    // What pywebtransport 0.8.1's client sends (docs/interop.md): draft-13 alone, and
+    // ENABLE_CONNECT_PROTOCOL although it is a client.
+    let server = |settings: &Settings| {
+        let local = LocalStreams {
+            control: 3,
+            encoder: None,
+            decoder: None,
+        };
+        let mut s = Connection::new(Role::Server, Config::default(), local);
+        let mut control = Vec::new();
+        UniStreamHeader::Control.encode(&mut control);
+        Frame::Settings(settings.clone()).encode(&mut control);
+        let _ = s.handle_stream_data(Instant::now(), 2, &control, false);
+        s
+    };
+    let mut pwt081 = Settings::new();
+    pwt081.set(id::QPACK_MAX_TABLE_CAPACITY, 4096);
+    pwt081.set(id::ENABLE_CONNECT_PROTOCOL, 1);
+    pwt081.set(id::H3_DATAGRAM, 1);
+    pwt081.set(id::WT_MAX_SESSIONS, 1);
+    pwt081.set(id::WT_INITIAL_MAX_DATA, 1 << 24);
+    assert!(server(&pwt081).unframed_capsules());
+    // A draft-13/14 client that does not claim extended CONNECT keeps framed capsules.
+    let mut draft13 = pwt081.clone();
+    draft13.set(id::ENABLE_CONNECT_PROTOCOL, 0);
+    assert!(!server(&draft13).unframed_capsules());
+    // So does Chromium.
+    let mut chromium = Settings::new();
+    chromium.set(id::H3_DATAGRAM, 1);
+    chromium.set(id::ENABLE_WEBTRANSPORT, 1);
+    assert!(!server(&chromium).unframed_capsules());
+}
+
+#[test]
 fn capsules_go_unframed_for_a_pywebtransport_081_client() {
     let mut p = Pair::new();
     let stream = p.client.open_bidi();

@@ -207,7 +207,8 @@ pub enum ConnectionError {
     /// This side closed it.
     #[error("closed locally")]
     LocallyClosed,
-    /// The peer closed it without an error (H3_NO_ERROR).
+    /// The peer closed it without an error (H3_NO_ERROR, or 0, which peers that simply
+    /// drop their connection send).
     #[error("closed by peer: {reason}")]
     ApplicationClosed {
         /// HTTP/3 code.

@@ -44,7 +44,9 @@ impl ConnectionError {
             Q::ApplicationClosed(a) => {
                 let code = Code(a.error_code.into_inner());
                 let reason = String::from_utf8_lossy(&a.reason).into_owned();
-                if code == Code::H3_NO_ERROR {
+                // 0 is not an HTTP/3 code, but aioquic-based peers and quinn-based ones
+                // that simply drop their connection close with it: a clean close too.
+                if code == Code::H3_NO_ERROR || code == Code(0) {
                     ConnectionError::ApplicationClosed { code, reason }
                 } else {
                     ConnectionError::PeerError { code, reason }

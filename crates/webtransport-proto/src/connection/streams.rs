@@ -307,10 +307,20 @@ impl Connection {
             && self.config.flow.enabled()
             && FlowLimits::from_settings(&settings).enabled();
         debug!(role = ?self.role, settings = %settings, draft = ?draft, flow_control = self.flow_control, "peer SETTINGS received");
-        if self.role == Role::Client && settings.announces_only_draft13() {
-            // pywebtransport 0.8.1's server announces draft-13/14 alone and refuses framed
-            // capsules (CapsuleFraming::Auto).
-            self.prefer_unframed("server announces only draft-13/14");
+        // pywebtransport 0.8.1 announces draft-13/14 alone and refuses framed capsules
+        // (CapsuleFraming::Auto). Its client also sends ENABLE_CONNECT_PROTOCOL, which RFC
+        // 9220 §3 gives a meaning only from servers; a draft-13/14 client without it (such
+        // as a browser) keeps framed capsules.
+        match self.role {
+            Role::Client if settings.announces_only_draft13() => {
+                self.prefer_unframed("server announces only draft-13/14");
+            }
+            Role::Server
+                if settings.announces_only_draft13() && settings.connect_protocol_enabled() =>
+            {
+                self.prefer_unframed("client announces only draft-13/14 and extended CONNECT");
+            }
+            _ => {}
         }
         self.peer_settings = Some(settings.clone());
         self.events.push_back(Event::PeerSettings {

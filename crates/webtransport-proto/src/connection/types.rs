@@ -28,8 +28,9 @@ pub enum Role {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum CapsuleFraming {
     /// Framed, until the peer shows that it wants them bare: a server that announces only
-    /// the draft-13/14 setting (neither draft-02's nor draft-15's), a client whose
-    /// `user-agent` is `pywebtransport/0.8.x`, or any peer that sent a bare capsule itself.
+    /// the draft-13/14 setting (neither draft-02's nor draft-15's); a client that does so
+    /// and also sends ENABLE_CONNECT_PROTOCOL, or whose `user-agent` is
+    /// `pywebtransport/0.8.x`; or any peer that sent a bare capsule itself.
     #[default]
     Auto,
     /// Always inside DATA frames (RFC 9297 §3.2 over HTTP/3).

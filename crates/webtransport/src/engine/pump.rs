@@ -119,7 +119,7 @@ impl State {
                 });
             }
             Event::SessionRequested { session, request } => {
-                debug!(conn = %engine.id(), %session, path = %request.path, "session requested");
+                debug!(conn = %engine.id(), %session, path = %request.path, headers = ?request.headers, "session requested");
                 self.slots.insert(
                     session,
                     Box::new(SessionSlot::new(Some(ConnectRequest::clone(&request)))),

@@ -11,6 +11,7 @@ use webtransport_proto::connection::Feed;
 use webtransport_proto::Code;
 
 use super::Engine;
+use crate::error::ConnectionError;
 use crate::quic::{h3_code, quinn_code};
 
 /// Lets the core stop a stream its reader is reading (STOP_SENDING).
@@ -79,9 +80,14 @@ pub(crate) async fn read(
                 engine.update(|st| st.reader_reset(id, h3_code(code)));
                 return;
             }
-            Err(_) => {
-                // The connection is gone (or the stream was stopped here).
-                engine.update(|st| st.reader_lost(id));
+            Err(e) => {
+                // The connection is gone (or the stream was stopped here). Its error is
+                // recorded now, since this may come before the driver sees the close.
+                let error = match e {
+                    quinn::ReadError::ConnectionLost(c) => Some(ConnectionError::from_quinn(&c)),
+                    _ => None,
+                };
+                engine.update(|st| st.reader_lost(id, error));
                 return;
             }
         };

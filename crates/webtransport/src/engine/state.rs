@@ -153,9 +153,13 @@ impl State {
         self.core.handle_stream_reset(id, code);
     }
 
-    /// A core-read stream gives no more bytes (the connection is gone).
-    pub(crate) fn reader_lost(&mut self, id: u64) {
+    /// A core-read stream gives no more bytes: the connection is gone (`error`, if the
+    /// reader learnt why before the driver did).
+    pub(crate) fn reader_lost(&mut self, id: u64, error: Option<ConnectionError>) {
         self.readers.remove(&id);
+        if let Some(e) = error {
+            self.error.get_or_insert(e);
+        }
         self.core.handle_stream_lost(id);
     }
 
