@@ -82,6 +82,7 @@ fn send_credit_blocks_then_refills_as_the_peer_reads() {
     assert_eq!(p.server.app_streams[&s].0.len(), 1000);
     p.client.take_events();
     // Reading past half the window sends WT_MAX_DATA = read + window.
+    p.server.conn.stream_data_received(s, 1000);
     p.server.conn.stream_data_read(s, 600);
     p.drive();
     assert!(p
@@ -99,8 +100,8 @@ fn a_peer_over_our_max_data_gets_wt_flow_control_error() {
     let sid = p.open_session();
     let s = forge_stream(&mut p, sid, true, &[1u8; 150]);
     p.server.take_events();
-    // The application reads what came: 150 bytes against a window of 100.
-    p.server.conn.stream_data_read(s, 150);
+    // 150 bytes arrived against a window of 100.
+    p.server.conn.stream_data_received(s, 150);
     p.drive();
     assert_eq!(
         ended(&p.server.take_events(), sid),

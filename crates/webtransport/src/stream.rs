@@ -111,7 +111,7 @@ impl SendStream {
     /// Reports a half that just became done.
     fn done(&self) {
         self.engine
-            .update(|st| st.stream_progress(self.id, 0, Some(StreamHalf::Send)));
+            .update(|st| st.stream_progress(self.id, 0, 0, Some(StreamHalf::Send)));
     }
 
     /// Writes some of `buf`, returning how much.
@@ -261,10 +261,10 @@ impl RecvStream {
         if out.n > 0 {
             self.engine.activity().received(out.n);
         }
-        if out.report > 0 || out.finished {
+        if out.received > 0 || out.consumed > 0 || out.finished {
             let done = out.finished.then_some(StreamHalf::Recv);
             self.engine
-                .update(|st| st.stream_progress(self.id, out.report, done));
+                .update(|st| st.stream_progress(self.id, out.received, out.consumed, done));
         }
         poll
     }
@@ -370,15 +370,15 @@ impl RecvStream {
 
     /// Asks the peer to stop sending, with a WebTransport application `code`.
     pub fn stop(&mut self, code: u32) -> Result<(), ReadError> {
-        let (first, report) = {
+        let (first, (received, consumed)) = {
             let mut cell = lock(&self.cell);
             let first = cell.stop(Code::from_wt_app(code))?;
             (first, cell.take_unreported())
         };
-        if first || report > 0 {
+        if first || received + consumed > 0 {
             let done = first.then_some(StreamHalf::Recv);
             self.engine
-                .update(|st| st.stream_progress(self.id, report, done));
+                .update(|st| st.stream_progress(self.id, received, consumed, done));
         }
         Ok(())
     }
@@ -403,14 +403,14 @@ impl RecvStream {
 impl Drop for RecvStream {
     fn drop(&mut self) {
         // quinn stops a dropped stream that was not read to its end.
-        let (open, report) = {
+        let (open, (received, consumed)) = {
             let mut cell = lock(&self.cell);
             (cell.close_on_drop(), cell.take_unreported())
         };
-        if open || report > 0 {
+        if open || received + consumed > 0 {
             let done = open.then_some(StreamHalf::Recv);
             self.engine
-                .update(|st| st.stream_progress(self.id, report, done));
+                .update(|st| st.stream_progress(self.id, received, consumed, done));
         }
     }
 }

@@ -299,21 +299,35 @@ impl Connection {
         }
     }
 
-    /// The application read `n` more bytes of payload from `stream` (the preamble not
-    /// counted). Moves the session's receive window, sending WT_MAX_DATA as it goes, and
-    /// ends the session with WT_FLOW_CONTROL_ERROR if the peer sent more than allowed.
-    pub fn stream_data_read(&mut self, stream: u64, n: u64) {
+    /// `n` more bytes of payload of `stream` (the preamble not counted) arrived. Ends the
+    /// session with WT_FLOW_CONTROL_ERROR if the peer sent more than the session allows.
+    /// Report arrivals before the consumption they enable ([`Connection::stream_data_read`]).
+    pub fn stream_data_received(&mut self, stream: u64, n: u64) {
         let Some(session) = self.wt_streams.get(&stream).map(|s| s.session) else {
             return;
         };
         let result = match self.sessions.get_mut(&session).and_then(Session::flow_mut) {
-            Some(f) => f.on_read(n),
+            Some(f) => f.on_received(n),
             None => return,
         };
-        match result {
-            Ok(Some(capsule)) => self.send_capsule(session, &capsule, false),
-            Ok(None) => {}
-            Err(v) => self.flow_violation(session, v),
+        if let Err(v) = result {
+            self.flow_violation(session, v);
+        }
+    }
+
+    /// The application took `n` more bytes of payload of `stream`: the session's receive
+    /// window moves, sending WT_MAX_DATA as it goes.
+    pub fn stream_data_read(&mut self, stream: u64, n: u64) {
+        let Some(session) = self.wt_streams.get(&stream).map(|s| s.session) else {
+            return;
+        };
+        let capsule = self
+            .sessions
+            .get_mut(&session)
+            .and_then(Session::flow_mut)
+            .and_then(|f| f.on_consumed(n));
+        if let Some(c) = capsule {
+            self.send_capsule(session, &c, false);
         }
     }
 

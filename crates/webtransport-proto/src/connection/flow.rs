@@ -55,7 +55,10 @@ pub(super) struct Flow {
 
     window: FlowLimits,
     recv_max_data: u64,
-    read: u64,
+    /// Stream payload that arrived.
+    received: u64,
+    /// Stream payload the application took.
+    consumed: u64,
     recv_max_streams: [u64; 2],
     peer_opened: [u64; 2],
     peer_closed: [u64; 2],
@@ -74,7 +77,8 @@ impl Flow {
             streams_blocked_at: [None; 2],
             window: ours,
             recv_max_data: ours.max_data,
-            read: 0,
+            received: 0,
+            consumed: 0,
             recv_max_streams: [ours.max_streams_uni, ours.max_streams_bidi],
             peer_opened: [0; 2],
             peer_closed: [0; 2],
@@ -173,26 +177,33 @@ impl Flow {
 
     // ---- receiving ----
 
-    /// The application read `n` more bytes of stream payload in this session. Returns the
-    /// WT_MAX_DATA capsule to send when half the window has been used.
-    pub(super) fn on_read(&mut self, n: u64) -> Result<Option<Capsule>, FlowViolation> {
-        self.read = self.read.saturating_add(n);
+    /// `n` more bytes of stream payload arrived in this session.
+    pub(super) fn on_received(&mut self, n: u64) -> Result<(), FlowViolation> {
+        self.received = self.received.saturating_add(n);
         // §5.6.4: "If an endpoint receives Stream Body data in excess of this limit, it
         // MUST close the WebTransport session with a WT_FLOW_CONTROL_ERROR error code."
-        if self.read > self.recv_max_data {
+        if self.received > self.recv_max_data {
             return Err(FlowViolation::Data {
-                read: self.read,
+                read: self.received,
                 max: self.recv_max_data,
             });
         }
+        Ok(())
+    }
+
+    /// The application took `n` more bytes of stream payload. Returns the WT_MAX_DATA
+    /// capsule to send when half the window has been used: credit follows what the
+    /// application consumed, so a slow reader holds the peer back.
+    pub(super) fn on_consumed(&mut self, n: u64) -> Option<Capsule> {
+        self.consumed = self.consumed.saturating_add(n).min(self.received);
         // §5.6: "Endpoints SHOULD send WT_MAX_DATA and WT_MAX_STREAMS capsules as they
         // consume data or close streams": here once half the window is used.
         let window = self.window.max_data;
-        if window > 0 && self.recv_max_data - self.read <= window / 2 {
-            self.recv_max_data = self.read.saturating_add(window);
-            return Ok(Some(Capsule::MaxData(varint(self.recv_max_data))));
+        if window > 0 && self.recv_max_data.saturating_sub(self.consumed) <= window / 2 {
+            self.recv_max_data = self.consumed.saturating_add(window);
+            return Some(Capsule::MaxData(varint(self.recv_max_data)));
         }
-        Ok(None)
+        None
     }
 
     /// The peer opened a stream in this session.
@@ -291,24 +302,29 @@ mod tests {
     }
 
     #[test]
-    fn reading_refills_the_window_and_catches_overruns() {
+    fn consuming_refills_the_window_and_arrivals_past_it_are_caught() {
         let mut f = Flow::new(limits(100, 4, 4), limits(0, 0, 0));
-        assert_eq!(f.on_read(40), Ok(None));
+        assert_eq!(f.on_received(60), Ok(()));
+        assert_eq!(f.on_consumed(40), None);
         assert_eq!(
-            f.on_read(10),
-            Ok(Some(Capsule::MaxData(VarInt::from_u32(150))))
+            f.on_consumed(10),
+            Some(Capsule::MaxData(VarInt::from_u32(150)))
+        );
+        assert_eq!(f.on_received(90), Ok(()));
+        assert_eq!(
+            f.on_consumed(100),
+            Some(Capsule::MaxData(VarInt::from_u32(250)))
         );
         assert_eq!(
-            f.on_read(100),
-            Ok(Some(Capsule::MaxData(VarInt::from_u32(250))))
-        );
-        assert_eq!(
-            f.on_read(101),
+            f.on_received(101),
             Err(FlowViolation::Data {
                 read: 251,
                 max: 250
             })
         );
+        // Data that arrived at once past the window is caught whatever the reader does.
+        let mut g = Flow::new(limits(100, 4, 4), limits(0, 0, 0));
+        assert!(g.on_received(400).is_err());
     }
 
     #[test]

@@ -10,8 +10,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
-use tokio::io::ReadBuf;
+use std::collections::VecDeque;
+
+use bytes::Bytes;
 use webtransport_proto::Code;
 
 use crate::error::{ReadError, WriteError};
@@ -108,16 +109,26 @@ impl SendHalf {
 #[derive(Debug)]
 pub(crate) struct RecvHalf {
     stream: quinn::RecvStream,
-    /// Bytes read from QUIC but not yet handed out (what followed the preamble, or what
-    /// `read_until` read past its delimiter).
-    pending: Bytes,
+    /// Bytes taken from QUIC (or that came with the preamble) and not yet handed out.
+    pending: VecDeque<Bytes>,
+    /// How the stream ended, when that was seen while draining: handed out after
+    /// `pending`.
+    end: Option<Result<(), ReadError>>,
     /// Stopped by the connection because the session ended.
     gone: bool,
     /// Read to its end, reset, or stopped.
     done: bool,
-    /// Payload taken from QUIC (and the prefix) and not yet reported to the connection's
-    /// flow control.
-    unreported: u64,
+    /// Session flow control is in effect: every read first takes all that QUIC has for
+    /// the stream, so that what arrived is counted when it is there to see (a peer that
+    /// sends past its limit is caught even while the application reads slowly).
+    drain: bool,
+    /// Payload that arrived and is not yet reported to flow control.
+    received: u64,
+    /// Payload handed out and not yet reported.
+    consumed: u64,
+    /// Bytes at the front of `pending` handed out once already (put back by
+    /// `read_until`): not counted as consumed again.
+    recounted: u64,
 }
 
 /// What one read of a [`RecvHalf`] gave, besides the bytes.
@@ -127,19 +138,31 @@ pub(crate) struct ReadOutcome {
     pub(crate) n: usize,
     /// The half just became done (end of stream, or a reset read).
     pub(crate) finished: bool,
-    /// Payload to report to flow control now (see [`RecvHalf::poll_read`]).
-    pub(crate) report: u64,
+    /// Payload arrivals to report to flow control now.
+    pub(crate) received: u64,
+    /// Payload consumption to report now (after `received`).
+    pub(crate) consumed: u64,
 }
 
 impl RecvHalf {
-    /// A half whose first payload bytes, `prefix`, came with its preamble.
-    pub(crate) fn new_cell(stream: quinn::RecvStream, prefix: Bytes) -> RecvCell {
+    /// A half whose first payload bytes, `prefix`, came with its preamble. `drain`: see
+    /// the field.
+    pub(crate) fn new_cell(stream: quinn::RecvStream, prefix: Bytes, drain: bool) -> RecvCell {
+        let received = prefix.len() as u64;
+        let mut pending = VecDeque::new();
+        if !prefix.is_empty() {
+            pending.push_back(prefix);
+        }
         Arc::new(Mutex::new(RecvHalf {
             stream,
-            unreported: prefix.len() as u64,
-            pending: prefix,
+            pending,
+            end: None,
             gone: false,
             done: false,
+            drain,
+            received,
+            consumed: 0,
+            recounted: 0,
         }))
     }
 
@@ -155,20 +178,78 @@ impl RecvHalf {
         !std::mem::replace(&mut self.done, true)
     }
 
-    /// The outcome of a read of `n` bytes: the payload counted since the last report is
-    /// due once it reaches `report_at`, when the reader is about to wait (`waiting`), or
-    /// at the end.
+    /// Takes everything QUIC has for the stream (registering for a wake-up when that is
+    /// nothing): `Pending` when no byte and no end is available.
+    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut got = false;
+        while self.end.is_none() {
+            let polled = {
+                let fut = self.stream.read_chunk(usize::MAX, true);
+                tokio::pin!(fut);
+                std::future::Future::poll(fut, cx)
+            };
+            match polled {
+                Poll::Ready(Ok(Some(chunk))) => {
+                    self.received += chunk.bytes.len() as u64;
+                    self.pending.push_back(chunk.bytes);
+                    got = true;
+                }
+                Poll::Ready(Ok(None)) => self.end = Some(Ok(())),
+                Poll::Ready(Err(e)) => self.end = Some(Err(ReadError::from_quinn(e))),
+                Poll::Pending => break,
+            }
+            if !self.drain {
+                break;
+            }
+        }
+        if got || self.end.is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Counts `n` bytes handed out.
+    fn hand_out(&mut self, n: usize) {
+        let again = self.recounted.min(n as u64);
+        self.recounted -= again;
+        self.consumed += n as u64 - again;
+    }
+
+    /// The outcome of a read that handed out `n` bytes: what is counted is due once it
+    /// reaches `report_at`, when the reader is about to wait, or at the end.
     fn outcome(&mut self, n: usize, finished: bool, waiting: bool, report_at: u64) -> ReadOutcome {
-        let due = finished || (waiting && self.unreported > 0) || self.unreported >= report_at;
+        let due = finished
+            || (waiting && self.received + self.consumed > 0)
+            || self.received >= report_at
+            || self.consumed >= report_at;
+        if !due {
+            return ReadOutcome {
+                n,
+                ..ReadOutcome::default()
+            };
+        }
         ReadOutcome {
             n,
             finished,
-            report: if due {
-                std::mem::take(&mut self.unreported)
-            } else {
-                0
-            },
+            received: std::mem::take(&mut self.received),
+            consumed: std::mem::take(&mut self.consumed),
         }
+    }
+
+    /// The next piece of what is pending, at most `max` bytes, or the stream's end;
+    /// `None` while there is nothing (the caller polls QUIC then).
+    fn next(&mut self, max: usize) -> Option<Result<Option<Bytes>, ReadError>> {
+        if let Some(front) = self.pending.front_mut() {
+            let n = front.len().min(max);
+            let chunk = front.split_to(n);
+            if front.is_empty() {
+                self.pending.pop_front();
+            }
+            self.hand_out(n);
+            return Some(Ok(Some(chunk)));
+        }
+        self.end.take().map(|end| end.map(|()| None))
     }
 
     /// The next chunk of at most `max` bytes; `None` at the end of the stream.
@@ -182,49 +263,29 @@ impl RecvHalf {
         if let Err(e) = self.check() {
             return (Poll::Ready(Err(e)), ReadOutcome::default());
         }
-        if !self.pending.is_empty() {
-            let n = self.pending.len().min(max);
-            let chunk = self.pending.split_to(n);
-            return (
-                Poll::Ready(Ok(Some(chunk))),
-                self.outcome(n, false, false, report_at),
-            );
+        if (self.drain || self.pending.is_empty())
+            && self.fill(cx).is_pending()
+            && self.pending.is_empty()
+        {
+            let waiting = report_at != u64::MAX;
+            return (Poll::Pending, self.outcome(0, false, waiting, report_at));
         }
-        let polled = {
-            let fut = self.stream.read_chunk(max, true);
-            tokio::pin!(fut);
-            std::future::Future::poll(fut, cx)
-        };
-        let r = match polled {
-            Poll::Pending => {
-                let waiting = report_at != u64::MAX;
-                return (Poll::Pending, self.outcome(0, false, waiting, report_at));
-            }
-            Poll::Ready(r) => r,
-        };
-        match r {
-            Ok(Some(chunk)) => {
-                let n = chunk.bytes.len();
-                self.unreported += n as u64;
+        match self.next(max) {
+            Some(Ok(Some(chunk))) => {
+                let n = chunk.len();
                 (
-                    Poll::Ready(Ok(Some(chunk.bytes))),
+                    Poll::Ready(Ok(Some(chunk))),
                     self.outcome(n, false, false, report_at),
                 )
             }
-            Ok(None) => {
+            Some(end) => {
                 let finished = self.ended();
                 (
-                    Poll::Ready(Ok(None)),
+                    Poll::Ready(end),
                     self.outcome(0, finished, false, report_at),
                 )
             }
-            Err(e) => {
-                let finished = self.ended();
-                (
-                    Poll::Ready(Err(ReadError::from_quinn(e))),
-                    self.outcome(0, finished, false, report_at),
-                )
-            }
+            None => (Poll::Pending, self.outcome(0, false, true, report_at)),
         }
     }
 
@@ -236,73 +297,36 @@ impl RecvHalf {
         buf: &mut [u8],
         report_at: u64,
     ) -> (Poll<Result<Option<usize>, ReadError>>, ReadOutcome) {
-        if let Err(e) = self.check() {
-            return (Poll::Ready(Err(e)), ReadOutcome::default());
-        }
-        if !self.pending.is_empty() {
-            let n = self.pending.len().min(buf.len());
-            buf[..n].copy_from_slice(&self.pending[..n]);
-            self.pending.advance(n);
-            return (
-                Poll::Ready(Ok(Some(n))),
-                self.outcome(n, false, false, report_at),
-            );
-        }
         if buf.is_empty() {
             return (Poll::Ready(Ok(Some(0))), ReadOutcome::default());
         }
-        let mut rb = ReadBuf::new(buf);
-        let r = match self.stream.poll_read_buf(cx, &mut rb) {
-            Poll::Pending => {
-                let waiting = report_at != u64::MAX;
-                return (Poll::Pending, self.outcome(0, false, waiting, report_at));
-            }
-            Poll::Ready(r) => r,
-        };
-        let n = rb.filled().len();
-        match r {
-            Ok(()) if n == 0 => {
-                let finished = self.ended();
-                (
-                    Poll::Ready(Ok(None)),
-                    self.outcome(0, finished, false, report_at),
-                )
-            }
-            Ok(()) => {
-                self.unreported += n as u64;
-                (
-                    Poll::Ready(Ok(Some(n))),
-                    self.outcome(n, false, false, report_at),
-                )
-            }
-            Err(e) => {
-                let finished = self.ended();
-                (
-                    Poll::Ready(Err(ReadError::from_quinn(e))),
-                    self.outcome(0, finished, false, report_at),
-                )
-            }
-        }
+        let (poll, out) = self.poll_chunk(cx, buf.len(), report_at);
+        let poll = poll.map(|r| {
+            r.map(|chunk| {
+                chunk.map(|c| {
+                    buf[..c.len()].copy_from_slice(&c);
+                    c.len()
+                })
+            })
+        });
+        (poll, out)
     }
 
-    /// Puts bytes back in front of what is still to be read. (Flow control counts bytes
-    /// as they leave QUIC, so they are not counted again.)
+    /// Puts bytes back in front of what is still to be read (not counted again).
     pub(crate) fn unread(&mut self, bytes: Bytes) {
         if bytes.is_empty() {
             return;
         }
-        if self.pending.is_empty() {
-            self.pending = bytes;
-        } else {
-            let mut all = bytes::BytesMut::from(&bytes[..]);
-            all.extend_from_slice(&self.pending);
-            self.pending = all.freeze();
-        }
+        self.recounted += bytes.len() as u64;
+        self.pending.push_front(bytes);
     }
 
-    /// Takes the count of payload read but not yet reported to flow control.
-    pub(crate) fn take_unreported(&mut self) -> u64 {
-        std::mem::take(&mut self.unreported)
+    /// Takes what is counted and not yet reported: `(received, consumed)`.
+    pub(crate) fn take_unreported(&mut self) -> (u64, u64) {
+        (
+            std::mem::take(&mut self.received),
+            std::mem::take(&mut self.consumed),
+        )
     }
 
     /// Asks the peer to stop sending with an HTTP/3 code. `Ok(true)` the first time the
@@ -323,6 +347,7 @@ impl RecvHalf {
                 let _ = self.stream.stop(quinn_code(Code::WT_SESSION_GONE));
             }
             self.done = true;
+            self.pending.clear();
         }
     }
 

@@ -133,11 +133,14 @@ pub(crate) async fn read(
                     let _ = r.stop(quinn_code(code));
                 }
                 engine.wake_driver();
+                // A CONNECT stream the peer closed: a graceful close may be waiting for it.
+                engine.notify_progress();
                 return;
             }
         }
         if fin {
             engine.update(|st| st.unwatch_reader(id));
+            engine.notify_progress();
             return;
         }
     }

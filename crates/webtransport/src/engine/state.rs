@@ -560,11 +560,20 @@ impl State {
         }
     }
 
-    /// A stream's application read `read` more payload bytes, and perhaps finished with a
-    /// half of it.
-    pub(crate) fn stream_progress(&mut self, stream: u64, read: u64, done: Option<StreamHalf>) {
-        if read > 0 {
-            self.core.stream_data_read(stream, read);
+    /// A stream's payload: `received` more bytes arrived and the application took
+    /// `consumed` more; perhaps it finished with a half of the stream.
+    pub(crate) fn stream_progress(
+        &mut self,
+        stream: u64,
+        received: u64,
+        consumed: u64,
+        done: Option<StreamHalf>,
+    ) {
+        if received > 0 {
+            self.core.stream_data_received(stream, received);
+        }
+        if consumed > 0 {
+            self.core.stream_data_read(stream, consumed);
         }
         if let Some(half) = done {
             self.core.stream_done(stream, half);

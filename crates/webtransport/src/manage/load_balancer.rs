@@ -121,7 +121,7 @@ async fn probe(
     config.connect_timeout = timeout;
     match tokio::time::timeout(timeout, Connection::connect(&config, &host, port, &path)).await {
         Ok(Ok(conn)) => {
-            conn.close(0, "health check").await;
+            conn.abort(Code::H3_NO_ERROR, "health check");
             true
         }
         Ok(Err(e)) => {

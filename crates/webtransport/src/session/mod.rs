@@ -177,11 +177,10 @@ impl Session {
         };
         let stream: u64 = send.id().into();
         let send = SendHalf::new_cell(send);
-        let recv = recv.map(|r| RecvHalf::new_cell(r, Bytes::new()));
-        let (preamble, flow) = engine.update(|st| {
-            let p = st.open_stream(self.id, &send, recv.as_ref(), stream, config)?;
-            Ok::<_, SessionError>((p, st.flow_control()))
-        })?;
+        let flow = engine.read(State::flow_control);
+        let recv = recv.map(|r| RecvHalf::new_cell(r, Bytes::new(), flow));
+        let preamble =
+            engine.update(|st| st.open_stream(self.id, &send, recv.as_ref(), stream, config))?;
         reservation.held = false;
         // The preamble is not stream payload: it takes no WT_MAX_DATA credit
         // (draft-ietf-webtrans-http3 §5.4).

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // Each test binary uses the helpers it needs.
 //! A raw HTTP/3 peer on plain quinn, for tests that need a server misbehaving (or behaving
 //! like another implementation) in ways our own `Server` never does.
 
@@ -66,4 +67,127 @@ pub fn response(status: u16) -> Vec<u8> {
     let mut out = Vec::new();
     Frame::Headers(block.into()).encode(&mut out);
     out
+}
+
+/// SETTINGS of a client that speaks draft-15 with session flow control (`max_data`,
+/// `max_streams` of each kind announced as its WT_INITIAL_* settings).
+pub fn client_settings(max_data: u64, max_streams: u64) -> Settings {
+    let mut s = Settings::new();
+    s.set(id::QPACK_MAX_TABLE_CAPACITY, 0);
+    s.set(id::H3_DATAGRAM, 1);
+    s.set(id::WT_ENABLED, 1);
+    s.set(id::WT_INITIAL_MAX_DATA, max_data);
+    s.set(id::WT_INITIAL_MAX_STREAMS_BIDI, max_streams);
+    s.set(id::WT_INITIAL_MAX_STREAMS_UNI, max_streams);
+    s
+}
+
+/// A raw quinn client connected to `addr`, pinning `hash`: a peer that can send what a
+/// correct one never does.
+pub async fn raw_client(addr: std::net::SocketAddr, hash: [u8; 32]) -> quinn::Connection {
+    let cfg = ClientConfig {
+        verification: CertVerification::ServerCertificateHashes(vec![hash]),
+        ..ClientConfig::default()
+    };
+    let quinn_cfg = tls::quinn_client_config(&cfg).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn_cfg);
+    ep.connect(addr, "localhost").unwrap().await.unwrap()
+}
+
+/// Opens our side's control stream with `settings`; returns it, still open.
+pub async fn control_with(
+    conn: &quinn::Connection,
+    settings: Settings,
+) -> anyhow::Result<quinn::SendStream> {
+    let mut control = conn.open_uni().await?;
+    let mut out = Vec::new();
+    UniStreamHeader::Control.encode(&mut out);
+    Frame::Settings(settings).encode(&mut out);
+    control.write_all(&out).await?;
+    Ok(control)
+}
+
+/// A HEADERS frame with a draft-15 extended CONNECT for `path`.
+pub fn connect_request(path: &str) -> Vec<u8> {
+    use webtransport::proto::headers::{ConnectRequest, UpgradeToken};
+    let request = ConnectRequest {
+        authority: "localhost".into(),
+        path: path.into(),
+        protocol: UpgradeToken::WebTransportH3,
+        ..ConnectRequest::default()
+    };
+    let mut block = Vec::new();
+    qpack::encode_field_section(&request.to_fields(), &mut block);
+    let mut out = Vec::new();
+    Frame::Headers(block.into()).encode(&mut out);
+    out
+}
+
+/// A capsule inside a DATA frame, as it travels on a CONNECT stream.
+pub fn framed_capsule(capsule: &webtransport::proto::capsule::Capsule) -> Vec<u8> {
+    use webtransport::proto::frame::{ty, FrameHeader};
+    let mut out = Vec::new();
+    FrameHeader {
+        ty: ty::DATA,
+        len: capsule.encoded_len() as u64,
+    }
+    .encode(&mut out);
+    capsule.encode(&mut out);
+    out
+}
+
+/// The receiving half of a CONNECT stream, read frame by frame.
+pub struct ConnectStream {
+    pub recv: quinn::RecvStream,
+    frames: webtransport::proto::frame::FrameReader,
+    capsules: webtransport::proto::capsule::CapsuleReader,
+}
+
+impl ConnectStream {
+    pub fn new(recv: quinn::RecvStream) -> Self {
+        use webtransport::proto::frame::{FrameLimits, FrameReader};
+        ConnectStream {
+            recv,
+            frames: FrameReader::new(FrameLimits::default()),
+            capsules: webtransport::proto::capsule::CapsuleReader::new(1 << 16),
+        }
+    }
+
+    /// The next frame event; `None` at the end of the stream or on an error.
+    async fn next(&mut self) -> Option<webtransport::proto::frame::FrameEvent> {
+        loop {
+            if let Some(ev) = self.frames.poll().ok()? {
+                return Some(ev);
+            }
+            let chunk = self.recv.read_chunk(usize::MAX, true).await.ok()??;
+            self.frames.push(&chunk.bytes);
+        }
+    }
+
+    /// Reads until the HEADERS frame (the request or the response) came.
+    pub async fn headers(&mut self) -> Option<()> {
+        use webtransport::proto::frame::FrameEvent;
+        loop {
+            if let FrameEvent::Frame(Frame::Headers(_)) = self.next().await? {
+                return Some(());
+            }
+        }
+    }
+
+    /// Reads until a whole capsule of type `ty` came (skipping others); `None` if the
+    /// stream ends first.
+    pub async fn capsule(&mut self, ty: u64) -> Option<webtransport::proto::capsule::Capsule> {
+        use webtransport::proto::frame::FrameEvent;
+        loop {
+            while let Some(c) = self.capsules.poll().ok()? {
+                if c.ty() == ty {
+                    return Some(c);
+                }
+            }
+            if let FrameEvent::DataChunk(chunk) = self.next().await? {
+                self.capsules.push(&chunk);
+            }
+        }
+    }
 }
