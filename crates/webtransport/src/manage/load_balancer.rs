@@ -93,8 +93,10 @@ pub fn default_connection_factory() -> ConnectionFactory {
 }
 
 /// A health check that opens a real connection and a session on `path` with `config`
-/// (QUIC handshake, HTTP/3 SETTINGS, extended CONNECT answered with 2xx), within the
-/// check's timeout, and closes it again.
+/// (QUIC handshake, HTTP/3 SETTINGS, extended CONNECT answered with 2xx) within the
+/// check's timeout. The target is healthy once the session is up; the connection is then
+/// closed gracefully in the background, and the check does not wait for the peer to
+/// acknowledge that close.
 ///
 /// Without an explicit [`LoadBalancerConfig::health_checker`], the balancer uses this
 /// probe with the config and path of the latest [`LoadBalancer::get_connection`] call — a
@@ -121,7 +123,10 @@ async fn probe(
     config.connect_timeout = timeout;
     match tokio::time::timeout(timeout, Connection::connect(&config, &host, port, &path)).await {
         Ok(Ok(conn)) => {
-            conn.close(0, "health check").await;
+            // How long the peer takes to acknowledge the close says nothing about whether
+            // it serves sessions, and waiting for it here would count against the check's
+            // timeout. The close is bounded by the config's `close_timeout`.
+            tokio::spawn(async move { conn.close(0, "health check").await });
             true
         }
         Ok(Err(e)) => {
