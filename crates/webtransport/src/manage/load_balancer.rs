@@ -10,8 +10,11 @@
 //!     pick a target among those not failed and not yet tried in this call   (none → NoTargetsAvailable)
 //!     live cached connection to it?        → return it            (reuse_connections)
 //!     a connect to it already in flight?   → wait for that one    (coalescing)
-//!     else connect (factory), time it      → ok: cache, return
-//!                                          → error: mark the target failed, try the next
+//!     else connect (factory), at most the config's connect_timeout
+//!                                          → ok: cache, return
+//!                                          → the target's fault (or past the timeout):
+//!                                            mark the target failed, try the next
+//!                                          → not the target's fault: return the error
 //! ```
 //!
 //! # Reuse semantics
@@ -42,11 +45,23 @@
 //!
 //! # Time limit
 //!
-//! One call takes at most the `connect_timeout` of the [`ClientConfig`] it is given. The
-//! time left is split evenly over the targets still to try, so one target that swallows
-//! packets cannot use up the time of the others and "no target available" comes within the
-//! timeout (Go's `net.Dialer` does the same for a name with several addresses: "the timeout
-//! may be divided between them").
+//! Each connect the call starts has the whole `connect_timeout` of the [`ClientConfig`] it
+//! is given: the factory gets that config unchanged, and the balancer also stops waiting
+//! for the factory when the timeout has passed. A target is marked failed only by its own
+//! connect: one that fails with an error that is the target's
+//! ([`ConnectError::is_target_fault`]), or one that runs past its `connect_timeout`
+//! ([`ConnectError::Timeout`]). A healthy target that is merely slow is never marked failed
+//! for the time other targets took.
+//!
+//! The call as a whole has no limit of its own: trying `n` targets that do not answer takes
+//! up to `n` connect timeouts. A caller who wants a limit on the whole call wraps the
+//! future in [`tokio::time::timeout`]. When that limit runs out the future is dropped, and
+//! dropping it marks no target failed: the connect in flight is abandoned, and calls that
+//! had joined it start their own.
+//!
+//! A call that finds a connect to its target already in flight waits for that connect,
+//! which is bounded by the `connect_timeout` of the call that started it, and ignores its
+//! own `connect_timeout`.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -206,17 +221,9 @@ pub enum LoadBalancerError {
         /// The error of the last connect this call made or waited for, if any.
         last_error: Option<ConnectError>,
     },
-    /// The call's time limit (the config's `connect_timeout`) ran out while it waited for
-    /// a connect another call had started.
-    #[error("no connection within {waited:?}{}", last_error_suffix(.last_error))]
-    Timeout {
-        /// The limit.
-        waited: Duration,
-        /// The error of the last connect this call made or waited for, if any.
-        last_error: Option<ConnectError>,
-    },
-    /// The connect failed for a reason that is not the target's (invalid configuration,
-    /// TLS setup); no target was marked failed.
+    /// The connect failed for a reason that is not the target's
+    /// ([`ConnectError::is_target_fault`] is false: invalid configuration, TLS setup, no
+    /// local socket); no target was marked failed.
     #[error(transparent)]
     Connect(ConnectError),
     /// No target with this host and port.
@@ -243,14 +250,6 @@ fn last_error_suffix(e: &Option<ConnectError>) -> String {
         Some(e) => format!("; last error: {e}"),
         None => String::new(),
     }
-}
-
-/// Whether a connect error says something about the target (and so marks it failed).
-fn is_target_fault(e: &ConnectError) -> bool {
-    !matches!(
-        e,
-        ConnectError::Config(_) | ConnectError::Tls(_) | ConnectError::InvalidUrl { .. }
-    )
 }
 
 /// Settings of a [`LoadBalancer`].
@@ -490,7 +489,6 @@ enum Step {
         tx: watch::Sender<ConnectResult>,
         host: String,
         port: u16,
-        candidates: u32,
     },
 }
 
@@ -576,15 +574,24 @@ impl LoadBalancer {
 
     /// A connection to a target picked by `strategy`, opened with `config` and a session
     /// on `path`: the target's cached connection when it is live, the result of a connect
-    /// already in flight to it, or a new connect. A target whose connect fails is marked
-    /// failed and the call goes on with the next pick; when no target is left it returns
-    /// [`LoadBalancerError::NoTargetsAvailable`]. The call takes at most
-    /// `config.connect_timeout`.
+    /// already in flight to it, or a new connect.
+    ///
+    /// A new connect gets `config` unchanged and at most `config.connect_timeout`. When it
+    /// fails with an error that is the target's ([`ConnectError::is_target_fault`]) or runs
+    /// past that timeout, the target is marked failed and the call goes on with the next
+    /// pick; when no target is left it returns [`LoadBalancerError::NoTargetsAvailable`]. An
+    /// error that is not the target's ends the call with [`LoadBalancerError::Connect`] and
+    /// marks nothing. A call that joins a connect already in flight waits for it (it is
+    /// bounded by the timeout of the call that started it).
+    ///
+    /// The call has no overall limit: each target it tries may take its whole
+    /// `connect_timeout`. Wrap it in [`tokio::time::timeout`] to bound the whole call; see
+    /// the [module docs](self#time-limit).
     ///
     /// # Cancel safety
-    /// Cancel safe in that dropping the future leaves the balancer consistent: a connect
-    /// it had started is abandoned (that connection is not made), and calls that were
-    /// waiting for it start their own.
+    /// Cancel safe in that dropping the future leaves the balancer consistent and marks no
+    /// target failed: a connect it had started is abandoned (that connection is not made),
+    /// and calls that were waiting for it start their own.
     pub async fn get_connection(
         &self,
         config: &ClientConfig,
@@ -592,8 +599,6 @@ impl LoadBalancer {
         strategy: Strategy,
     ) -> Result<Connection, LoadBalancerError> {
         let inner = &*self.inner;
-        let budget = config.connect_timeout;
-        let deadline = Instant::now() + budget;
         let mut tried: HashSet<usize> = HashSet::new();
         let mut last_error: Option<ConnectError> = None;
         {
@@ -615,15 +620,6 @@ impl LoadBalancer {
                         last_error,
                     });
                 };
-                if Instant::now() >= deadline {
-                    return Err(LoadBalancerError::Timeout {
-                        waited: budget,
-                        last_error,
-                    });
-                }
-                let candidates = (0..st.targets.len())
-                    .filter(|i| !tried.contains(i) && !st.targets[*i].failed)
-                    .count();
                 let next_attempt = st.next_attempt;
                 let t = &mut st.targets[idx];
                 if let Some(c) = t.live_conn() {
@@ -647,34 +643,24 @@ impl LoadBalancer {
                         tx,
                         host,
                         port,
-                        candidates: u32::try_from(candidates.max(1)).unwrap_or(u32::MAX),
                     }
                 }
             };
             let (idx, result) = match step {
-                Step::Join(idx, mut rx) => {
-                    match tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some)).await {
-                        Err(_) => {
-                            return Err(LoadBalancerError::Timeout {
-                                waited: budget,
-                                last_error,
-                            })
-                        }
-                        // The connect was abandoned: pick again.
-                        Ok(Err(_)) => continue,
-                        Ok(Ok(r)) => match r.clone() {
-                            Some(r) => (idx, r),
-                            None => continue,
-                        },
-                    }
-                }
+                Step::Join(idx, mut rx) => match rx.wait_for(Option::is_some).await {
+                    // The connect was abandoned: pick again.
+                    Err(_) => continue,
+                    Ok(r) => match r.clone() {
+                        Some(r) => (idx, r),
+                        None => continue,
+                    },
+                },
                 Step::Connect {
                     idx,
                     id,
                     tx,
                     host,
                     port,
-                    candidates,
                 } => {
                     let mut guard = PendingGuard {
                         inner,
@@ -682,16 +668,15 @@ impl LoadBalancer {
                         id,
                         armed: true,
                     };
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    let attempt_budget = (remaining / candidates).max(Duration::from_millis(1));
-                    let mut cfg = config.clone();
-                    cfg.connect_timeout = attempt_budget;
-                    debug!(%host, port, ?attempt_budget, "load balancer: connecting");
+                    let limit = config.connect_timeout;
+                    debug!(%host, port, ?limit, "load balancer: connecting");
                     let started = Instant::now();
-                    let fut = (inner.factory)(cfg, host.clone(), port, path.to_owned());
-                    let r = match tokio::time::timeout(attempt_budget, fut).await {
+                    let fut = (inner.factory)(config.clone(), host.clone(), port, path.to_owned());
+                    // The default factory keeps to the timeout itself; this also bounds a
+                    // custom one that does not.
+                    let r = match tokio::time::timeout(limit, fut).await {
                         Ok(r) => r,
-                        Err(_) => Err(ConnectError::Timeout(attempt_budget)),
+                        Err(_) => Err(ConnectError::Timeout(limit)),
                     };
                     let latency = started.elapsed();
                     let shut_down = {
@@ -711,7 +696,7 @@ impl LoadBalancer {
                                     }
                                 }
                                 Ok(_) => {}
-                                Err(e) if is_target_fault(e) => {
+                                Err(e) if e.is_target_fault() => {
                                     t.failed = true;
                                     t.conn = None;
                                     t.connect_failures += 1;
@@ -738,7 +723,7 @@ impl LoadBalancer {
             };
             match result {
                 Ok(c) => return Ok(c),
-                Err(e) if !is_target_fault(&e) => return Err(LoadBalancerError::Connect(e)),
+                Err(e) if !e.is_target_fault() => return Err(LoadBalancerError::Connect(e)),
                 Err(e) => {
                     tried.insert(idx);
                     last_error = Some(e);
