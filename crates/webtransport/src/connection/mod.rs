@@ -2,7 +2,7 @@
 //! Rust form of pywebtransport's `WebTransportConnection`.
 //!
 //! Connecting lives with the client (`client/connect.rs`); health monitoring in
-//! [`health`]; the snapshot types in [`crate::info`].
+//! `connection/health.rs`; the snapshot types in [`crate::info`].
 
 mod health;
 
