@@ -307,6 +307,24 @@ fn client_request_times_out() {
 }
 
 #[test]
+fn an_answered_request_leaves_no_deadline_behind() {
+    let mut p = Pair::new();
+    let sid = p.request_session("/slow");
+    assert!(p.client.conn.poll_timeout().is_some());
+    // Answered before its deadline: nothing is left to time out, and the session
+    // outlives the moment its request would have.
+    p.server
+        .conn
+        .accept_session(sid, ConnectResponse::default())
+        .unwrap();
+    p.drive();
+    assert!(p.client.conn.is_established(sid));
+    assert_eq!(p.client.conn.poll_timeout(), None);
+    p.advance(Config::default().session_timeout * 2);
+    assert!(p.client.conn.is_established(sid));
+}
+
+#[test]
 fn goaway_refuses_new_sessions() {
     let mut p = Pair::new();
     let sid = p.open_session();

@@ -59,20 +59,18 @@ impl Connection {
         if self.role != Role::Server {
             return Err(CommandError::WrongRole(self.role));
         }
-        let flow = self.new_flow();
-        match self.sessions.get_mut(&session) {
-            Some(s) => match s.state {
-                SessionState::Requested { draft02, .. } => {
-                    response.draft02 = draft02;
-                    s.state = SessionState::Established {
-                        draining: false,
-                        flow,
-                    };
-                }
-                _ => return Err(CommandError::NotOpen(session)),
-            },
-            None => return Err(CommandError::NotOpen(session)),
+        match self.sessions.get(&session).map(|s| &s.state) {
+            Some(SessionState::Requested { draft02, .. }) => response.draft02 = *draft02,
+            _ => return Err(CommandError::NotOpen(session)),
         }
+        let flow = self.new_flow();
+        self.set_state(
+            session,
+            SessionState::Established {
+                draining: false,
+                flow,
+            },
+        );
         if !(200..300).contains(&response.status) {
             response.status = 200;
         }
@@ -490,10 +488,13 @@ impl Connection {
             UpgradeToken::WebTransport
         };
         request.draft02 = draft == WtDraft::Draft02;
-        s.state = SessionState::Requested {
-            deadline: Some(deadline),
-            draft02: request.draft02,
-        };
+        self.set_state(
+            session,
+            SessionState::Requested {
+                deadline: Some(deadline),
+                draft02: request.draft02,
+            },
+        );
         self.send_headers(session.stream_id(), &request.to_fields(), false);
     }
 }

@@ -45,7 +45,7 @@ mod session;
 mod streams;
 mod types;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -126,6 +126,10 @@ pub struct Connection {
     sessions: BTreeMap<SessionId, Session>,
     /// Sessions not yet ended (requested or established).
     live_sessions: usize,
+    /// The deadlines of sessions waiting for an answer, earliest first: kept in step with
+    /// their states by [`Connection::set_state`], so that the next timeout is found
+    /// without going through every session.
+    deadlines: BTreeSet<(Instant, SessionId)>,
     /// Ended sessions, oldest first, forgotten beyond `closed_session_memory`.
     ended: VecDeque<SessionId>,
     /// WebTransport streams the application holds, by id.
@@ -167,6 +171,7 @@ impl Connection {
             streams: BTreeMap::new(),
             sessions: BTreeMap::new(),
             live_sessions: 0,
+            deadlines: BTreeSet::new(),
             ended: VecDeque::new(),
             wt_streams: BTreeMap::new(),
             early_requests: Vec::new(),
@@ -313,14 +318,10 @@ impl Connection {
     /// When [`Connection::handle_timeout`] must be called next, if at all.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let sessions = self.sessions.values().filter_map(|s| match &s.state {
-            SessionState::AwaitingSettings { deadline, .. } => Some(*deadline),
-            SessionState::Requested { deadline, .. } => *deadline,
-            _ => None,
-        });
+        let sessions = self.deadlines.first().map(|(d, _)| *d);
         let streams = self.pending_streams.values().map(|p| p.deadline);
         let datagrams = self.pending_datagrams.front().map(|d| d.2);
-        sessions.chain(streams).chain(datagrams).min()
+        sessions.into_iter().chain(streams).chain(datagrams).min()
     }
 
     // ---- inputs ----
@@ -346,14 +347,10 @@ impl Connection {
             self.stats.datagrams_dropped += 1;
         }
         let timed_out: Vec<SessionId> = self
-            .sessions
+            .deadlines
             .iter()
-            .filter(|(_, s)| match &s.state {
-                SessionState::AwaitingSettings { deadline, .. } => *deadline <= now,
-                SessionState::Requested { deadline, .. } => deadline.is_some_and(|d| d <= now),
-                _ => false,
-            })
-            .map(|(id, _)| *id)
+            .take_while(|(d, _)| *d <= now)
+            .map(|(_, id)| *id)
             .collect();
         for id in timed_out {
             self.fail_request(id, RejectReason::Timeout, None, true);

@@ -268,12 +268,13 @@ impl Connection {
             return Some(Feed::Done);
         }
         let flow = self.new_flow();
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.state = SessionState::Established {
+        self.set_state(
+            session,
+            SessionState::Established {
                 draining: false,
                 flow,
-            };
-        }
+            },
+        );
         self.events
             .push_back(Event::SessionEstablished { session, response });
         self.release_pending(session);

@@ -40,6 +40,17 @@ pub(super) enum SessionState {
     Ended(SessionEnd),
 }
 
+impl SessionState {
+    /// When an unanswered request times out.
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            SessionState::AwaitingSettings { deadline, .. } => Some(*deadline),
+            SessionState::Requested { deadline, .. } => *deadline,
+            _ => None,
+        }
+    }
+}
+
 /// One session.
 #[derive(Debug)]
 pub(super) struct Session {
@@ -84,7 +95,13 @@ impl Connection {
     }
 
     pub(super) fn insert_session(&mut self, session: SessionId, state: SessionState) {
+        if let Some(d) = state.deadline() {
+            self.deadlines.insert((d, session));
+        }
         if let Some(old) = self.sessions.insert(session, Session::new(state)) {
+            if let Some(d) = old.state.deadline() {
+                self.deadlines.remove(&(d, session));
+            }
             if !matches!(old.state, SessionState::Ended(_)) {
                 self.live_sessions -= 1;
             }
@@ -92,18 +109,38 @@ impl Connection {
         self.live_sessions += 1;
     }
 
+    /// Moves a known session to `state`, keeping the index of deadlines in step.
+    pub(super) fn set_state(
+        &mut self,
+        session: SessionId,
+        state: SessionState,
+    ) -> Option<&mut Session> {
+        let s = self.sessions.get_mut(&session)?;
+        if let Some(d) = s.state.deadline() {
+            self.deadlines.remove(&(d, session));
+        }
+        if let Some(d) = state.deadline() {
+            self.deadlines.insert((d, session));
+        }
+        s.state = state;
+        Some(s)
+    }
+
     /// Ends a live session: remembers how, stops reading its CONNECT stream, resets and
     /// stops its streams with WT_SESSION_GONE, refuses what was buffered for it, and tells
     /// the application.
     pub(super) fn end_session(&mut self, session: SessionId, end: SessionEnd) {
-        let Some(s) = self.sessions.get_mut(&session) else {
-            return;
-        };
-        if matches!(s.state, SessionState::Ended(_)) {
-            return;
+        match self.sessions.get(&session) {
+            None
+            | Some(Session {
+                state: SessionState::Ended(_),
+                ..
+            }) => return,
+            Some(_) => {}
         }
-        s.state = SessionState::Ended(end.clone());
-        s.queued = [0; 2];
+        if let Some(s) = self.set_state(session, SessionState::Ended(end.clone())) {
+            s.queued = [0; 2];
+        }
         self.live_sessions -= 1;
         if let Some(StreamKind::Request(r)) = self.streams.get_mut(&session.stream_id()) {
             r.closed = true;
