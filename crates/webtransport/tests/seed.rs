@@ -263,13 +263,12 @@ async fn monitor_health_measures_rtt_and_notices_a_silent_peer() {
     relay.set_blackhole(Direction::Both, true);
     let silent_since = tokio::time::Instant::now();
     let waited = loop {
-        match tokio::time::timeout(T, events.recv())
+        let event = tokio::time::timeout(T, events.recv())
             .await
             .unwrap()
-            .unwrap()
-        {
-            ConnectionEvent::HealthCheckFailed { waited } => break waited,
-            _ => {}
+            .unwrap();
+        if let ConnectionEvent::HealthCheckFailed { waited } = event {
+            break waited;
         }
     };
     assert_eq!(waited, Duration::from_millis(500));
