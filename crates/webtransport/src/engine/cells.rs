@@ -10,8 +10,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
-use std::collections::VecDeque;
-
 use bytes::Bytes;
 use webtransport_proto::Code;
 
@@ -110,18 +108,14 @@ impl SendHalf {
 pub(crate) struct RecvHalf {
     stream: quinn::RecvStream,
     /// Bytes taken from QUIC (or that came with the preamble) and not yet handed out.
-    pending: VecDeque<Bytes>,
-    /// How the stream ended, when that was seen while draining: handed out after
+    pending: Chunks,
+    /// How the stream ended, when that was seen while taking chunks: handed out after
     /// `pending`.
     end: Option<Result<(), ReadError>>,
     /// Stopped by the connection because the session ended.
     gone: bool,
     /// Read to its end, reset, or stopped.
     done: bool,
-    /// Session flow control is in effect: every read first takes all that QUIC has for
-    /// the stream, so that what arrived is counted when it is there to see (a peer that
-    /// sends past its limit is caught even while the application reads slowly).
-    drain: bool,
     /// Payload that arrived and is not yet reported to flow control.
     received: u64,
     /// Payload handed out and not yet reported.
@@ -145,21 +139,17 @@ pub(crate) struct ReadOutcome {
 }
 
 impl RecvHalf {
-    /// A half whose first payload bytes, `prefix`, came with its preamble. `drain`: see
-    /// the field.
-    pub(crate) fn new_cell(stream: quinn::RecvStream, prefix: Bytes, drain: bool) -> RecvCell {
+    /// A half whose first payload bytes, `prefix`, came with its preamble.
+    pub(crate) fn new_cell(stream: quinn::RecvStream, prefix: Bytes) -> RecvCell {
         let received = prefix.len() as u64;
-        let mut pending = VecDeque::new();
-        if !prefix.is_empty() {
-            pending.push_back(prefix);
-        }
+        let mut pending = Chunks::default();
+        pending.push_front(prefix);
         Arc::new(Mutex::new(RecvHalf {
             stream,
             pending,
             end: None,
             gone: false,
             done: false,
-            drain,
             received,
             consumed: 0,
             recounted: 0,
@@ -178,35 +168,32 @@ impl RecvHalf {
         !std::mem::replace(&mut self.done, true)
     }
 
-    /// Takes everything QUIC has for the stream (registering for a wake-up when that is
-    /// nothing): `Pending` when no byte and no end is available.
+    /// Takes what QUIC has for the stream, up to [`BATCH`] chunks in one call (registering
+    /// for a wake-up when that is nothing): `Pending` when no byte and no end is
+    /// available. Called only when nothing is pending. What arrived is counted here, as
+    /// it leaves QUIC's buffers, so that flow control sees a peer's bytes up to a batch
+    /// ahead of the application.
     fn fill(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut got = false;
-        while self.end.is_none() {
+        if self.end.is_some() {
+            return Poll::Ready(());
+        }
+        while self.pending.is_empty() {
             let polled = {
-                let fut = self.stream.read_chunk(usize::MAX, true);
+                let fut = self.stream.read_chunks(self.pending.space());
                 tokio::pin!(fut);
                 std::future::Future::poll(fut, cx)
             };
             match polled {
-                Poll::Ready(Ok(Some(chunk))) => {
-                    self.received += chunk.bytes.len() as u64;
-                    self.pending.push_back(chunk.bytes);
-                    got = true;
-                }
+                Poll::Ready(Ok(Some(n))) => self.received += self.pending.filled(n),
                 Poll::Ready(Ok(None)) => self.end = Some(Ok(())),
                 Poll::Ready(Err(e)) => self.end = Some(Err(ReadError::from_quinn(e))),
-                Poll::Pending => break,
+                Poll::Pending => return Poll::Pending,
             }
-            if !self.drain {
+            if self.end.is_some() {
                 break;
             }
         }
-        if got || self.end.is_some() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
+        Poll::Ready(())
     }
 
     /// Counts `n` bytes handed out.
@@ -240,13 +227,8 @@ impl RecvHalf {
     /// The next piece of what is pending, at most `max` bytes, or the stream's end;
     /// `None` while there is nothing (the caller polls QUIC then).
     fn next(&mut self, max: usize) -> Option<Result<Option<Bytes>, ReadError>> {
-        if let Some(front) = self.pending.front_mut() {
-            let n = front.len().min(max);
-            let chunk = front.split_to(n);
-            if front.is_empty() {
-                self.pending.pop_front();
-            }
-            self.hand_out(n);
+        if let Some(chunk) = self.pending.take(max) {
+            self.hand_out(chunk.len());
             return Some(Ok(Some(chunk)));
         }
         self.end.take().map(|end| end.map(|()| None))
@@ -263,10 +245,7 @@ impl RecvHalf {
         if let Err(e) = self.check() {
             return (Poll::Ready(Err(e)), ReadOutcome::default());
         }
-        if (self.drain || self.pending.is_empty())
-            && self.fill(cx).is_pending()
-            && self.pending.is_empty()
-        {
+        if self.pending.is_empty() && self.fill(cx).is_pending() {
             let waiting = report_at != u64::MAX;
             return (Poll::Pending, self.outcome(0, false, waiting, report_at));
         }
@@ -355,5 +334,140 @@ impl RecvHalf {
     /// dropped). Returns whether it was still open.
     pub(crate) fn close_on_drop(&mut self) -> bool {
         self.ended()
+    }
+}
+
+/// Chunks a read takes from QUIC at most.
+const BATCH: usize = 16;
+
+/// The chunks of a [`RecvHalf`] not yet handed out, `ring[head..head + len]`: kept inside
+/// the half, so that a stream costs no allocation for them, and filled in one call to QUIC
+/// when empty.
+#[derive(Debug, Default)]
+struct Chunks {
+    ring: [Bytes; BATCH],
+    head: usize,
+    len: usize,
+}
+
+impl Chunks {
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The whole ring, for QUIC to fill (only when empty).
+    fn space(&mut self) -> &mut [Bytes] {
+        debug_assert!(self.is_empty());
+        self.head = 0;
+        &mut self.ring
+    }
+
+    /// QUIC put `n` chunks into [`Chunks::space`]; returns their bytes.
+    fn filled(&mut self, n: usize) -> u64 {
+        self.len = n.min(BATCH);
+        self.ring[..self.len].iter().map(|b| b.len() as u64).sum()
+    }
+
+    /// At most `max` bytes from the front.
+    fn take(&mut self, max: usize) -> Option<Bytes> {
+        while self.len > 0 {
+            let front = &mut self.ring[self.head];
+            if front.len() > max {
+                return Some(front.split_to(max));
+            }
+            let chunk = std::mem::take(front);
+            self.head += 1;
+            self.len -= 1;
+            if !chunk.is_empty() {
+                return Some(chunk);
+            }
+        }
+        None
+    }
+
+    /// Puts bytes back in front. Where the slot before the front is taken (the front was
+    /// handed out in part), the two are joined.
+    fn push_front(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.len == 0 {
+            self.head = 0;
+            self.ring[0] = bytes;
+            self.len = 1;
+        } else if self.head > 0 {
+            self.head -= 1;
+            self.ring[self.head] = bytes;
+            self.len += 1;
+        } else {
+            let front = &mut self.ring[self.head];
+            let mut joined = bytes::BytesMut::with_capacity(bytes.len() + front.len());
+            joined.extend_from_slice(&bytes);
+            joined.extend_from_slice(front);
+            *front = joined.freeze();
+        }
+    }
+
+    fn clear(&mut self) {
+        for b in &mut self.ring[self.head..self.head + self.len] {
+            *b = Bytes::new();
+        }
+        self.head = 0;
+        self.len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(chunks: &[&'static [u8]]) -> Chunks {
+        let mut c = Chunks::default();
+        let space = c.space();
+        for (slot, b) in space.iter_mut().zip(chunks) {
+            *slot = Bytes::from_static(b);
+        }
+        let n = c.filled(chunks.len());
+        assert_eq!(n, chunks.iter().map(|b| b.len() as u64).sum::<u64>());
+        c
+    }
+
+    #[test]
+    fn hands_out_in_order_and_splits_at_max() {
+        let mut c = filled(&[b"abcd", b"", b"ef"]);
+        assert_eq!(c.take(3).unwrap(), &b"abc"[..]);
+        assert_eq!(c.take(3).unwrap(), &b"d"[..]);
+        // The empty chunk is skipped.
+        assert_eq!(c.take(3).unwrap(), &b"ef"[..]);
+        assert!(c.take(3).is_none());
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn bytes_put_back_come_first_even_before_a_split_front() {
+        let mut c = filled(&[b"hello", b"world"]);
+        let first = c.take(16).unwrap();
+        c.push_front(first.slice(2..));
+        assert_eq!(c.take(16).unwrap(), &b"llo"[..]);
+        let part = c.take(2).unwrap();
+        assert_eq!(part, &b"wo"[..]);
+        // A free slot before the split front takes the first; the second finds none and
+        // is joined to the front.
+        c.push_front(Bytes::from_static(b"xx"));
+        c.push_front(Bytes::from_static(b"yy"));
+        assert_eq!(c.take(16).unwrap(), &b"yyxx"[..]);
+        assert_eq!(c.take(16).unwrap(), &b"rld"[..]);
+        assert!(c.take(16).is_none());
+    }
+
+    #[test]
+    fn a_full_batch_is_taken_and_cleared() {
+        let all: Vec<&'static [u8]> = vec![b"x"; BATCH];
+        let mut c = filled(&all);
+        assert_eq!(c.len, BATCH);
+        c.clear();
+        assert!(c.is_empty());
+        assert!(c.take(1).is_none());
+        assert!(c.ring.iter().all(Bytes::is_empty));
     }
 }

@@ -22,8 +22,14 @@ const DATAGRAM_BATCH: usize = 64;
 
 pub(super) async fn run(engine: Arc<Engine>) {
     let quic = engine.quic().clone();
+    // The core's deadline, asked again only when it may have moved: the core wakes this
+    // task when it does (see `State::pump`), and firing it moves it.
+    let mut deadline = None;
+    let mut rearm = true;
     loop {
-        let deadline = engine.update(|st| st.arm()).map(Instant::from_std);
+        if std::mem::take(&mut rearm) {
+            deadline = engine.update(|st| st.arm()).map(Instant::from_std);
+        }
         let idle = engine
             .config()
             .idle_timeout
@@ -39,17 +45,23 @@ pub(super) async fn run(engine: Arc<Engine>) {
             }
         };
         tokio::select! {
-            _ = engine.wake.notified() => {}
+            _ = engine.wake.notified() => rearm = true,
             _ = poll_fn(|cx| poll_writes(&engine, cx)) => {}
             r = quic.accept_uni() => match r {
-                Ok(recv) => reader::start(&engine, recv, None),
+                Ok(recv) => {
+                    reader::start(&engine, recv, None);
+                    accept_more(&engine, &quic);
+                }
                 Err(e) => {
                     lost(&engine, &e);
                     break;
                 }
             },
             r = quic.accept_bi() => match r {
-                Ok((send, recv)) => reader::start(&engine, recv, Some(send)),
+                Ok((send, recv)) => {
+                    reader::start(&engine, recv, Some(send));
+                    accept_more(&engine, &quic);
+                }
                 Err(e) => {
                     lost(&engine, &e);
                     break;
@@ -58,9 +70,27 @@ pub(super) async fn run(engine: Arc<Engine>) {
             _ = sleep => {
                 if deadline.is_some_and(|d| d <= Instant::now()) {
                     engine.update(|st| st.handle_timeout());
+                    rearm = true;
                 }
                 engine.idle_check();
             }
+        }
+    }
+}
+
+/// Streams accepted at once, at most, before the driver looks at its other sources.
+const ACCEPT_BATCH: usize = 32;
+
+/// Starts readers for the streams that arrived with the one just accepted, without going
+/// round the loop for each (an error is left for the loop to see).
+fn accept_more(engine: &Arc<Engine>, quic: &quinn::Connection) {
+    for _ in 1..ACCEPT_BATCH {
+        if let Some(Ok((send, recv))) = quic.accept_bi().now_or_never() {
+            reader::start(engine, recv, Some(send));
+        } else if let Some(Ok(recv)) = quic.accept_uni().now_or_never() {
+            reader::start(engine, recv, None);
+        } else {
+            return;
         }
     }
 }

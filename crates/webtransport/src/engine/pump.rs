@@ -242,7 +242,7 @@ impl State {
             return;
         };
         engine.activity().received(prefix.len());
-        let recv = RecvHalf::new_cell(recv, prefix, self.core.flow_control());
+        let recv = RecvHalf::new_cell(recv, prefix);
         let send = match (bidi, send) {
             (true, Some(s)) => Some(SendHalf::new_cell(s)),
             _ => None,
@@ -260,6 +260,7 @@ impl State {
                 id: stream,
                 send,
                 recv,
+                flow: self.core.flow_control(),
             },
         );
         engine.events().emit(ConnectionEvent::StreamOpened {

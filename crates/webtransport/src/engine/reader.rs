@@ -59,7 +59,9 @@ pub(crate) async fn read(
     // Taken when the core detaches the stream.
     let mut recv = Some(recv);
     let stop = Arc::new(StopSignal::default());
-    engine.update(|st| st.watch_reader(id, stop.clone()));
+    // The core learns of the reader with its first bytes, under the same lock: nothing
+    // can stop the stream before the core has seen it.
+    let mut watched = false;
     loop {
         let Some(stream) = recv.as_mut() else {
             return;
@@ -99,6 +101,9 @@ pub(crate) async fn read(
         // its `IncomingStream` looks for it, and a request stream's answer must find its
         // sending half.
         let feed = engine.update(|st| {
+            if !std::mem::replace(&mut watched, true) {
+                st.watch_reader(id, stop.clone());
+            }
             let feed = st.feed(id, &data, fin);
             match feed {
                 Feed::Continue => {}

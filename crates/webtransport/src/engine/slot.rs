@@ -66,6 +66,8 @@ pub(crate) struct Incoming {
     pub(crate) id: u64,
     pub(crate) send: Option<SendCell>,
     pub(crate) recv: RecvCell,
+    /// Session flow control is in effect on the connection.
+    pub(crate) flow: bool,
 }
 
 /// The application side of one session.

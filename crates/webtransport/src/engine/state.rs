@@ -288,11 +288,6 @@ impl State {
         }
     }
 
-    /// Whether session flow control is in effect on this connection.
-    pub(crate) fn flow_control(&self) -> bool {
-        self.core.flow_control()
-    }
-
     pub(crate) fn is_established(&self, id: SessionId) -> bool {
         self.core.is_established(id)
     }
@@ -442,7 +437,8 @@ impl State {
         self.core.release_stream(id, bidi);
     }
 
-    /// Registers a stream opened for a reserved slot; returns its preamble.
+    /// Registers a stream opened for a reserved slot; returns its preamble, and whether
+    /// session flow control is in effect.
     pub(crate) fn open_stream(
         &mut self,
         session: SessionId,
@@ -450,7 +446,7 @@ impl State {
         recv: Option<&RecvCell>,
         stream: u64,
         config: &super::EngineConfig,
-    ) -> Result<Preamble, SessionError> {
+    ) -> Result<(Preamble, bool), SessionError> {
         let bidi = recv.is_some();
         match self.core.open_stream(session, stream, bidi) {
             Ok(preamble) => {
@@ -468,7 +464,7 @@ impl State {
                         slot.stats.streams_opened_uni += 1;
                     }
                 }
-                Ok(preamble)
+                Ok((preamble, self.core.flow_control()))
             }
             Err(_) => Err(self
                 .session_error(session, config)

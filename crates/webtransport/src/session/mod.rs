@@ -5,6 +5,7 @@ mod events;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use webtransport_proto::connection::CommandError;
@@ -12,11 +13,11 @@ use webtransport_proto::headers::{ConnectRequest, ConnectResponse};
 use webtransport_proto::stream_header::SessionId;
 
 use crate::connection::Connection;
-use crate::engine::cells::{lock, RecvHalf, SendHalf};
+use crate::engine::cells::{lock, RecvCell, RecvHalf, SendCell, SendHalf};
 use crate::engine::slot::{SessionGuard, SessionNotify};
-use crate::engine::state::{Reserve, State};
+use crate::engine::state::Reserve;
 use crate::engine::Engine;
-use crate::error::{ConnectError, DatagramError, OpenStreamError, SessionError};
+use crate::error::{ConnectError, ConnectionError, DatagramError, OpenStreamError, SessionError};
 use crate::events::ConnectionEvent;
 use crate::stream::{RecvStream, SendStream, StreamLink};
 
@@ -132,15 +133,33 @@ impl Session {
     async fn open(&self, bidi: bool) -> Result<(SendStream, Option<RecvStream>), OpenStreamError> {
         let engine = self.engine().clone();
         let config = engine.config();
+        let quic = engine.quic();
         let timeout = config.open_timeout;
         let deadline = Instant::now() + timeout;
-        // The peer's WT_MAX_STREAMS first (no wait where flow control is off).
-        loop {
+        // The peer's WT_MAX_STREAMS first (no wait where flow control is off), then
+        // QUIC's stream limit. A QUIC stream is nearly always available at once: it is
+        // then opened and registered under the same lock as the credit is taken, and no
+        // timer is set up.
+        let fast = loop {
             let credit = self.notify.credit.notified();
             tokio::pin!(credit);
             credit.as_mut().enable();
-            match engine.update(|st| st.reserve_stream(self.id, bidi, config)) {
-                Ok(()) => break,
+            let step = engine.update(|st| {
+                st.reserve_stream(self.id, bidi, config)?;
+                let Some(opened) = open_quic(quic, bidi).now_or_never() else {
+                    return Ok(None);
+                };
+                let registered = opened.map(NewStream::new).map(|new| {
+                    let r = st.open_stream(self.id, &new.send, new.recv.as_ref(), new.id, config);
+                    (new, r)
+                });
+                if !matches!(registered, Ok((_, Ok(_)))) {
+                    st.release_stream(self.id, bidi);
+                }
+                Ok(Some(registered))
+            });
+            match step {
+                Ok(fast) => break fast,
                 Err(Reserve::Failed(e)) => return Err(e.into()),
                 Err(Reserve::Blocked) => {}
             }
@@ -148,40 +167,42 @@ impl Session {
                 _ = credit => {}
                 _ = tokio::time::sleep_until(deadline) => return Err(OpenStreamError::Timeout(timeout)),
             }
-        }
-        let mut reservation = Reservation {
-            engine: &engine,
-            session: self.id,
-            bidi,
-            held: true,
         };
-        // Then QUIC's stream limit.
-        let quic = engine.quic();
-        let opened = async {
-            if bidi {
-                quic.open_bi().await.map(|(s, r)| (s, Some(r)))
-            } else {
-                quic.open_uni().await.map(|s| (s, None))
+        let (new, registered) = match fast {
+            Some(opened) => {
+                opened.map_err(|e| SessionError::Connection(ConnectionError::from_quinn(&e)))?
+            }
+            None => {
+                // Credit is reserved; QUIC has no stream yet.
+                let mut reservation = Reservation {
+                    engine: &engine,
+                    session: self.id,
+                    bidi,
+                    held: true,
+                };
+                let opened = tokio::select! {
+                    r = tokio::time::timeout_at(deadline, open_quic(quic, bidi)) => match r {
+                        Ok(r) => r,
+                        Err(_) => return Err(OpenStreamError::Timeout(timeout)),
+                    },
+                    e = self.closed() => return Err(match e {
+                        Ok(c) => SessionError::Closed { code: c.code, reason: c.reason, remote: c.remote },
+                        Err(e) => e,
+                    }.into()),
+                };
+                let new = NewStream::new(
+                    opened
+                        .map_err(|e| SessionError::Connection(ConnectionError::from_quinn(&e)))?,
+                );
+                let registered = engine.update(|st| {
+                    st.open_stream(self.id, &new.send, new.recv.as_ref(), new.id, config)
+                });
+                reservation.held = registered.is_err();
+                (new, registered)
             }
         };
-        let (send, recv) = tokio::select! {
-            r = tokio::time::timeout_at(deadline, opened) => match r {
-                Ok(Ok(x)) => x,
-                Ok(Err(e)) => return Err(SessionError::Connection(crate::error::ConnectionError::from_quinn(&e)).into()),
-                Err(_) => return Err(OpenStreamError::Timeout(timeout)),
-            },
-            e = self.closed() => return Err(match e {
-                Ok(c) => SessionError::Closed { code: c.code, reason: c.reason, remote: c.remote },
-                Err(e) => e,
-            }.into()),
-        };
-        let stream: u64 = send.id().into();
-        let send = SendHalf::new_cell(send);
-        let flow = engine.read(State::flow_control);
-        let recv = recv.map(|r| RecvHalf::new_cell(r, Bytes::new(), flow));
-        let preamble =
-            engine.update(|st| st.open_stream(self.id, &send, recv.as_ref(), stream, config))?;
-        reservation.held = false;
+        let (preamble, flow) = registered?;
+        let NewStream { id, send, recv } = new;
         // The preamble is not stream payload: it takes no WT_MAX_DATA credit
         // (draft-ietf-webtrans-http3 §5.4).
         let mut written = 0;
@@ -200,7 +221,7 @@ impl Session {
         }
         let link = StreamLink {
             engine: engine.clone(),
-            id: stream,
+            id,
             session: self.id,
             flow,
         };
@@ -277,12 +298,11 @@ impl Session {
             engine.read_mut(|st| st.take_incoming(self.id, bidi, config))
         })
         .await?;
-        let flow = engine.read(State::flow_control);
         let link = StreamLink {
             engine: engine.clone(),
             id: incoming.id,
             session: self.id,
-            flow,
+            flow: incoming.flow,
         };
         Ok((incoming, link))
     }
@@ -424,6 +444,35 @@ impl Session {
             SessionError::Connection(c) => ConnectError::ConnectionLost(c),
             SessionError::Closed { .. } | SessionError::Aborted { .. } => ConnectError::NoResponse,
             _ => ConnectError::ConnectionLost(crate::error::ConnectionError::LocallyClosed),
+        }
+    }
+}
+
+/// A QUIC stream of ours: both halves for a bidirectional one.
+async fn open_quic(
+    quic: &quinn::Connection,
+    bidi: bool,
+) -> Result<(quinn::SendStream, Option<quinn::RecvStream>), quinn::ConnectionError> {
+    if bidi {
+        quic.open_bi().await.map(|(s, r)| (s, Some(r)))
+    } else {
+        quic.open_uni().await.map(|s| (s, None))
+    }
+}
+
+/// A stream just opened, as the halves the application will hold.
+struct NewStream {
+    id: u64,
+    send: SendCell,
+    recv: Option<RecvCell>,
+}
+
+impl NewStream {
+    fn new((send, recv): (quinn::SendStream, Option<quinn::RecvStream>)) -> Self {
+        NewStream {
+            id: send.id().into(),
+            send: SendHalf::new_cell(send),
+            recv: recv.map(|r| RecvHalf::new_cell(r, Bytes::new())),
         }
     }
 }
