@@ -312,6 +312,20 @@ impl Engine {
         r
     }
 
+    /// [`Engine::update`], then `after` under the same lock once the core's actions are
+    /// carried out (to drop a registration those actions may still need).
+    pub(crate) fn update_then<R>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut State) -> R,
+        after: impl FnOnce(&mut State, &R),
+    ) -> R {
+        let mut st = self.lock();
+        let r = f(&mut st);
+        st.pump(self);
+        after(&mut st, &r);
+        r
+    }
+
     /// Reads the state.
     pub(crate) fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         f(&self.lock())

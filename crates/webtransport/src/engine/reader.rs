@@ -58,19 +58,24 @@ pub(crate) async fn read(
     let id: u64 = recv.id().into();
     // Taken when the core detaches the stream.
     let mut recv = Some(recv);
-    let stop = Arc::new(StopSignal::default());
-    // The core learns of the reader with its first bytes, under the same lock: nothing
-    // can stop the stream before the core has seen it.
-    let mut watched = false;
+    // Made, and registered with the state, by the first feed that does not detach the
+    // stream: under that feed's lock, before the core's actions are carried out, so a
+    // STOP_SENDING the core decides on at once finds it. A WebTransport stream whose
+    // preamble came with its first bytes (nearly all) never needs one.
+    let mut stop: Option<Arc<StopSignal>> = None;
     loop {
         let Some(stream) = recv.as_mut() else {
             return;
         };
-        let chunk = tokio::select! {
-            c = stream.read_chunk(usize::MAX, true) => c,
-            _ = stop.notify.notified() => Ok(Some(quinn::Chunk { offset: 0, bytes: Bytes::new() })),
+        let chunk = match &stop {
+            None => stream.read_chunk(usize::MAX, true).await,
+            Some(stop) => tokio::select! {
+                biased;
+                c = stream.read_chunk(usize::MAX, true) => c,
+                _ = stop.notify.notified() => Ok(Some(quinn::Chunk { offset: 0, bytes: Bytes::new() })),
+            },
         };
-        if let Some(code) = stop.take() {
+        if let Some(code) = stop.as_ref().and_then(|s| s.take()) {
             let _ = stream.stop(quinn_code(code));
             engine.update(|st| st.unwatch_reader(id));
             return;
@@ -100,41 +105,52 @@ pub(crate) async fn read(
         // lock, before the core's events are delivered: a detached stream must be where
         // its `IncomingStream` looks for it, and a request stream's answer must find its
         // sending half.
-        let feed = engine.update(|st| {
-            if !std::mem::replace(&mut watched, true) {
-                st.watch_reader(id, stop.clone());
+        let done = |st: &mut super::state::State, feed: &Feed| {
+            // Once its STOP_SENDING, if any, has reached the signal.
+            if *feed == Feed::Done || (fin && *feed == Feed::Continue) {
+                st.unwatch_reader(id);
             }
-            let feed = st.feed(id, &data, fin);
-            match feed {
-                Feed::Continue => {}
-                Feed::Request => {
-                    if let Some(s) = send.take() {
-                        st.register_request_stream(id, s);
+        };
+        let feed = engine.update_then(
+            |st| {
+                let feed = st.feed(id, &data, fin);
+                if feed != Feed::Detach && stop.is_none() {
+                    let signal = Arc::new(StopSignal::default());
+                    st.watch_reader(id, signal.clone());
+                    stop = Some(signal);
+                }
+                match feed {
+                    Feed::Continue => {}
+                    Feed::Request => {
+                        if let Some(s) = send.take() {
+                            st.register_request_stream(id, s);
+                        }
+                    }
+                    Feed::Detach => {
+                        if let Some(r) = recv.take() {
+                            st.detached(id, r, send.take());
+                        }
+                    }
+                    Feed::Done => {
+                        if let Some(s) = send.take() {
+                            // A request stream refused before its HEADERS still gets the core's
+                            // answer (a reset, or a status) on its sending half.
+                            st.register_request_stream(id, s);
+                        }
                     }
                 }
-                Feed::Detach => {
-                    if let Some(r) = recv.take() {
-                        st.detached(id, r, send.take());
-                    }
-                }
-                Feed::Done => {
-                    st.unwatch_reader(id);
-                    if let Some(s) = send.take() {
-                        // A request stream refused before its HEADERS still gets the core's
-                        // answer (a reset, or a status) on its sending half.
-                        st.register_request_stream(id, s);
-                    }
-                }
-            }
-            feed
-        });
+                feed
+            },
+            done,
+        );
         match feed {
             Feed::Continue => {}
             // What the core already answered on it can be written now.
             Feed::Request => engine.wake_driver(),
             Feed::Detach => return,
             Feed::Done => {
-                if let (Some(code), Some(r)) = (stop.take(), recv.as_mut()) {
+                let code = stop.as_ref().and_then(|s| s.take());
+                if let (Some(code), Some(r)) = (code, recv.as_mut()) {
                     let _ = r.stop(quinn_code(code));
                 }
                 engine.wake_driver();
@@ -144,7 +160,6 @@ pub(crate) async fn read(
             }
         }
         if fin {
-            engine.update(|st| st.unwatch_reader(id));
             engine.notify_progress();
             return;
         }
