@@ -258,15 +258,20 @@ impl RecvStream {
     /// is about to wait, and at the end), so that credit flows back without a lock per
     /// read.
     fn after_read<T>(&self, (poll, out): (Poll<T>, ReadOutcome)) -> Poll<T> {
-        if out.n > 0 {
-            self.engine.activity().received(out.n);
+        self.report(out);
+        poll
+    }
+
+    /// Counts what a read (or a stop, or the drop) reported.
+    fn report(&self, out: ReadOutcome) {
+        if out.arrived > 0 {
+            self.engine.activity().received(out.arrived);
         }
         if out.received > 0 || out.consumed > 0 || out.finished {
             let done = out.finished.then_some(StreamHalf::Recv);
             self.engine
                 .update(|st| st.stream_progress(self.id, out.received, out.consumed, done));
         }
-        poll
     }
 
     fn poll_chunk(
@@ -370,16 +375,12 @@ impl RecvStream {
 
     /// Asks the peer to stop sending, with a WebTransport application `code`.
     pub fn stop(&mut self, code: u32) -> Result<(), ReadError> {
-        let (first, (received, consumed)) = {
+        let out = {
             let mut cell = lock(&self.cell);
             let first = cell.stop(Code::from_wt_app(code))?;
-            (first, cell.take_unreported())
+            cell.take_unreported(first)
         };
-        if first || received + consumed > 0 {
-            let done = first.then_some(StreamHalf::Recv);
-            self.engine
-                .update(|st| st.stream_progress(self.id, received, consumed, done));
-        }
+        self.report(out);
         Ok(())
     }
 
@@ -403,15 +404,12 @@ impl RecvStream {
 impl Drop for RecvStream {
     fn drop(&mut self) {
         // quinn stops a dropped stream that was not read to its end.
-        let (open, (received, consumed)) = {
+        let out = {
             let mut cell = lock(&self.cell);
-            (cell.close_on_drop(), cell.take_unreported())
+            let open = cell.close_on_drop();
+            cell.take_unreported(open)
         };
-        if open || received + consumed > 0 {
-            let done = open.then_some(StreamHalf::Recv);
-            self.engine
-                .update(|st| st.stream_progress(self.id, received, consumed, done));
-        }
+        self.report(out);
     }
 }
 

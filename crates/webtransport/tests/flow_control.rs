@@ -106,6 +106,36 @@ async fn sixty_four_mib_both_ways_through_64_kib_windows() {
     }
 }
 
+/// Stream bytes that arrive are counted in the connection's activity by the time the
+/// application has read them, even short of the stream's end (they are counted once per
+/// batch taken from QUIC, not per read).
+#[tokio::test]
+async fn bytes_read_short_of_the_end_are_already_counted() {
+    let (server, cert) = echo_server(SessionLimits::default()).await;
+    let config = ClientConfig {
+        verification: CertVerification::ServerCertificateHashes(vec![cert.sha256]),
+        ..ClientConfig::default()
+    };
+    let port = server.local_addrs()[0].port();
+    let session = Client::new(config)
+        .unwrap()
+        .connect(&format!("https://127.0.0.1:{port}/echo"))
+        .await
+        .unwrap();
+    let conn = session.connection().clone();
+    let before = conn.info().bytes_received;
+    let (mut send, mut recv) = session.open_bi().await.unwrap();
+    send.write_all(&[7u8; 20_000]).await.unwrap();
+    let mut echoed = vec![0u8; 20_000];
+    tokio::time::timeout(T, recv.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    let received = conn.info().bytes_received - before;
+    assert!((20_000..20_200).contains(&received), "{received}");
+    send.finish().unwrap();
+}
+
 /// A raw client with a session on `path` of `server`; returns its connection and the
 /// CONNECT stream's halves after the 200.
 async fn raw_session(

@@ -376,6 +376,17 @@ async fn bytes_errors_and_packets_in_flight_are_counted_where_the_seed_counts_th
     let delta = after.bytes_sent - start.bytes_sent;
     assert!((10_000..10_100).contains(&delta), "{delta}");
 
+    // A datagram that arrives is counted by the time the application has it.
+    let before = conn.info().bytes_received;
+    session.send_datagram(&[3u8; 500]).unwrap();
+    let echoed = tokio::time::timeout(T, session.read_datagram())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed.len(), 500);
+    let received = conn.info().bytes_received - before;
+    assert!((500..600).contains(&received), "{received}");
+
     // Every refused session is an error of the connection's.
     let request = session.request().unwrap();
     for _ in 0..3 {

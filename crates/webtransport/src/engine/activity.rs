@@ -43,8 +43,8 @@ impl Activity {
     }
 
     /// `n` bytes received at the WebTransport layer.
-    pub(crate) fn received(&self, n: usize) {
-        self.received.fetch_add(n as u64, Ordering::Relaxed);
+    pub(crate) fn received(&self, n: u64) {
+        self.received.fetch_add(n, Ordering::Relaxed);
         self.touch();
     }
 

@@ -120,6 +120,8 @@ pub(crate) struct RecvHalf {
     received: u64,
     /// Payload handed out and not yet reported.
     consumed: u64,
+    /// Payload taken from QUIC and not yet counted in the connection's activity.
+    arrived: u64,
     /// Bytes at the front of `pending` handed out once already (put back by
     /// `read_until`): not counted as consumed again.
     recounted: u64,
@@ -128,8 +130,9 @@ pub(crate) struct RecvHalf {
 /// What one read of a [`RecvHalf`] gave, besides the bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ReadOutcome {
-    /// Bytes handed out by this read.
-    pub(crate) n: usize,
+    /// Payload taken from QUIC, to count in the connection's activity (bytes received,
+    /// last activity): once per batch of chunks rather than per chunk handed out.
+    pub(crate) arrived: u64,
     /// The half just became done (end of stream, or a reset read).
     pub(crate) finished: bool,
     /// Payload arrivals to report to flow control now.
@@ -152,6 +155,7 @@ impl RecvHalf {
             done: false,
             received,
             consumed: 0,
+            arrived: 0,
             recounted: 0,
         }))
     }
@@ -184,7 +188,11 @@ impl RecvHalf {
                 std::future::Future::poll(fut, cx)
             };
             match polled {
-                Poll::Ready(Ok(Some(n))) => self.received += self.pending.filled(n),
+                Poll::Ready(Ok(Some(n))) => {
+                    let bytes = self.pending.filled(n);
+                    self.received += bytes;
+                    self.arrived += bytes;
+                }
                 Poll::Ready(Ok(None)) => self.end = Some(Ok(())),
                 Poll::Ready(Err(e)) => self.end = Some(Err(ReadError::from_quinn(e))),
                 Poll::Pending => return Poll::Pending,
@@ -203,25 +211,24 @@ impl RecvHalf {
         self.consumed += n as u64 - again;
     }
 
-    /// The outcome of a read that handed out `n` bytes: what is counted is due once it
-    /// reaches `report_at`, when the reader is about to wait, or at the end.
-    fn outcome(&mut self, n: usize, finished: bool, waiting: bool, report_at: u64) -> ReadOutcome {
-        let due = finished
-            || (waiting && self.received + self.consumed > 0)
+    /// The outcome of a read: what arrived from QUIC, and what flow control counted once
+    /// it reaches `report_at` (`u64::MAX`: flow control is off, only at the end), when the
+    /// reader is about to wait, or at the end.
+    fn outcome(&mut self, finished: bool, waiting: bool, report_at: u64) -> ReadOutcome {
+        let flow = finished
+            || (waiting && report_at != u64::MAX && self.received + self.consumed > 0)
             || self.received >= report_at
             || self.consumed >= report_at;
-        if !due {
-            return ReadOutcome {
-                n,
-                ..ReadOutcome::default()
-            };
-        }
-        ReadOutcome {
-            n,
+        let mut out = ReadOutcome {
+            arrived: std::mem::take(&mut self.arrived),
             finished,
-            received: std::mem::take(&mut self.received),
-            consumed: std::mem::take(&mut self.consumed),
+            ..ReadOutcome::default()
+        };
+        if flow {
+            out.received = std::mem::take(&mut self.received);
+            out.consumed = std::mem::take(&mut self.consumed);
         }
+        out
     }
 
     /// The next piece of what is pending, at most `max` bytes, or the stream's end;
@@ -246,25 +253,18 @@ impl RecvHalf {
             return (Poll::Ready(Err(e)), ReadOutcome::default());
         }
         if self.pending.is_empty() && self.fill(cx).is_pending() {
-            let waiting = report_at != u64::MAX;
-            return (Poll::Pending, self.outcome(0, false, waiting, report_at));
+            return (Poll::Pending, self.outcome(false, true, report_at));
         }
         match self.next(max) {
-            Some(Ok(Some(chunk))) => {
-                let n = chunk.len();
-                (
-                    Poll::Ready(Ok(Some(chunk))),
-                    self.outcome(n, false, false, report_at),
-                )
-            }
+            Some(Ok(Some(chunk))) => (
+                Poll::Ready(Ok(Some(chunk))),
+                self.outcome(false, false, report_at),
+            ),
             Some(end) => {
                 let finished = self.ended();
-                (
-                    Poll::Ready(end),
-                    self.outcome(0, finished, false, report_at),
-                )
+                (Poll::Ready(end), self.outcome(finished, false, report_at))
             }
-            None => (Poll::Pending, self.outcome(0, false, true, report_at)),
+            None => (Poll::Pending, self.outcome(false, true, report_at)),
         }
     }
 
@@ -300,12 +300,14 @@ impl RecvHalf {
         self.pending.push_front(bytes);
     }
 
-    /// Takes what is counted and not yet reported: `(received, consumed)`.
-    pub(crate) fn take_unreported(&mut self) -> (u64, u64) {
-        (
-            std::mem::take(&mut self.received),
-            std::mem::take(&mut self.consumed),
-        )
+    /// Takes what is counted and not yet reported (`finished` as given).
+    pub(crate) fn take_unreported(&mut self, finished: bool) -> ReadOutcome {
+        ReadOutcome {
+            arrived: std::mem::take(&mut self.arrived),
+            finished,
+            received: std::mem::take(&mut self.received),
+            consumed: std::mem::take(&mut self.consumed),
+        }
     }
 
     /// Asks the peer to stop sending with an HTTP/3 code. `Ok(true)` the first time the

@@ -37,6 +37,11 @@ impl State {
                 break;
             }
         }
+        if self.datagram_bytes > 0 {
+            engine
+                .activity()
+                .received(std::mem::take(&mut self.datagram_bytes));
+        }
         // Wake the driver only when the core's timer moved: most inputs (stream data,
         // datagrams) leave it alone, and a wake-up per datagram costs the driver a lock
         // and a rebuilt `select!`.
@@ -161,7 +166,8 @@ impl State {
                 prefix,
             } => self.incoming_stream(engine, session, stream, bidi, prefix),
             Event::Datagram { session, payload } => {
-                engine.activity().received(payload.len());
+                // Counted once per pump (see `pump`), not per datagram.
+                self.datagram_bytes += payload.len() as u64;
                 let cap = engine.config().incoming_datagram_queue;
                 let Some(slot) = self.slots.get_mut(&session) else {
                     return;
@@ -241,7 +247,7 @@ impl State {
             self.core.stream_done(stream, StreamHalf::Send);
             return;
         };
-        engine.activity().received(prefix.len());
+        engine.activity().received(prefix.len() as u64);
         let recv = RecvHalf::new_cell(recv, prefix);
         let send = match (bidi, send) {
             (true, Some(s)) => Some(SendHalf::new_cell(s)),

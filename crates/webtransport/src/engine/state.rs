@@ -106,6 +106,9 @@ pub(crate) struct State {
     pub(super) arena: DatagramArena,
     /// Datagrams dropped because a session's queue was full.
     pub(super) datagrams_dropped: u64,
+    /// Payload of the datagrams delivered in this `pump`, counted in the activity at its
+    /// end.
+    pub(super) datagram_bytes: u64,
 }
 
 impl State {
@@ -130,6 +133,7 @@ impl State {
             armed: None,
             arena,
             datagrams_dropped: 0,
+            datagram_bytes: 0,
         }
     }
 
