@@ -109,6 +109,41 @@ fn closed_event(ev: &[Event]) -> Option<(SessionId, u32, String, bool)> {
     })
 }
 
+/// A close capsule sent just before the peer's CONNECTION_CLOSE: QUIC may report the
+/// connection gone before the CONNECT stream's last bytes are read. The session waits for
+/// its CONNECT stream, so the close code is not lost (Firefox closes this way).
+#[test]
+fn a_close_capsule_read_after_the_connection_is_gone_still_counts() {
+    let mut p = Pair::new();
+    let sid = p.open_session();
+    p.client.conn.close_session(sid, 4242, "bye now").unwrap();
+    p.collect();
+    p.server.conn.handle_connection_lost();
+    p.collect();
+    assert_eq!(closed_event(&p.server.take_events()), None);
+    assert!(p.server.conn.is_established(sid));
+    p.drive();
+    assert_eq!(
+        closed_event(&p.server.take_events()),
+        Some((sid, 4242, "bye now".into(), true))
+    );
+    // What is still read after that ends normally.
+    p.server.conn.handle_stream_lost(sid.stream_id());
+    p.collect();
+    assert!(p.server.take_events().is_empty());
+
+    // Without a capsule, the session ends with the connection once its stream is lost.
+    let mut p = Pair::new();
+    let sid = p.open_session();
+    p.server.conn.handle_connection_lost();
+    p.collect();
+    assert!(p.server.conn.is_established(sid));
+    p.server.conn.handle_stream_lost(sid.stream_id());
+    p.collect();
+    assert!(p.server.events.iter().any(|e| matches!(e,
+        Event::SessionEnded { session, end: SessionEnd::ConnectionClosed } if *session == sid)));
+}
+
 #[test]
 fn close_from_each_side() {
     for closer in [Role::Client, Role::Server] {

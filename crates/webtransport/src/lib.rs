@@ -20,6 +20,7 @@
 mod arena;
 pub mod client;
 pub mod config;
+mod congestion;
 pub mod connection;
 pub mod echo;
 mod engine;

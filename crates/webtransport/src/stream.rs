@@ -28,6 +28,7 @@ use webtransport_proto::stream_header::SessionId;
 use webtransport_proto::Code;
 
 use crate::engine::cells::{lock, ReadOutcome, RecvCell, SendCell};
+use crate::engine::slot::SessionNotify;
 use crate::engine::Engine;
 use crate::error::{ReadError, WriteError};
 
@@ -39,6 +40,8 @@ pub(crate) struct StreamLink {
     pub(crate) session: SessionId,
     /// Session flow control is in effect.
     pub(crate) flow: bool,
+    /// The session's shared state: its writers' send credit.
+    pub(crate) notify: Arc<SessionNotify>,
 }
 
 /// The sending half of a WebTransport stream.
@@ -49,6 +52,7 @@ pub struct SendStream {
     id: u64,
     session: SessionId,
     flow: bool,
+    notify: Arc<SessionNotify>,
 }
 
 impl SendStream {
@@ -59,6 +63,7 @@ impl SendStream {
             id: link.id,
             session: link.session,
             flow: link.flow,
+            notify: link.notify,
         }
     }
 
@@ -80,12 +85,16 @@ impl SendStream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        // Session credit first, where flow control is in effect.
+        // Session credit first, where flow control is in effect: from what the session
+        // holds, without the connection's lock, else from the core.
         let n = if self.flow {
             let want = buf.len() as u64;
-            let granted = self
-                .engine
-                .update(|st| st.take_send_credit(self.session, want, cx.waker()));
+            let mut granted = self.notify.take_send_credit(want);
+            if granted == 0 {
+                granted = self
+                    .engine
+                    .update(|st| st.refill_send_credit(self.session, want, cx.waker()));
+            }
             if granted == 0 {
                 return Poll::Pending;
             }

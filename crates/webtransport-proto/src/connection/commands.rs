@@ -274,8 +274,8 @@ impl Connection {
     /// Takes up to `want` bytes of the peer's WT_MAX_DATA credit for stream payload in
     /// `session`. Returns `want` itself when flow control is not in effect; zero means
     /// blocked until [`Event::SessionCredit`] (the peer is told once per limit with
-    /// WT_DATA_BLOCKED). Give back what was not written with
-    /// [`Connection::return_send_credit`].
+    /// WT_DATA_BLOCKED). Credit taken counts as sent: a caller that does not write all of
+    /// it keeps the rest for its next writes.
     pub fn take_send_credit(&mut self, session: SessionId, want: u64) -> u64 {
         let Some(flow) = self.sessions.get_mut(&session).and_then(Session::flow_mut) else {
             return want;
@@ -288,13 +288,6 @@ impl Connection {
             self.send_capsule(session, &c, false);
         }
         granted
-    }
-
-    /// Gives back send credit taken but not written.
-    pub fn return_send_credit(&mut self, session: SessionId, n: u64) {
-        if let Some(f) = self.sessions.get_mut(&session).and_then(Session::flow_mut) {
-            f.return_send_credit(n);
-        }
     }
 
     /// `n` more bytes of payload of `stream` (the preamble not counted) arrived. Ends the

@@ -103,11 +103,6 @@ impl Flow {
         (granted, None)
     }
 
-    /// Gives back credit taken but not written.
-    pub(super) fn return_send_credit(&mut self, n: u64) {
-        self.sent = self.sent.saturating_sub(n);
-    }
-
     /// Counts one more stream of ours, if the peer's limit allows it.
     pub(super) fn reserve_stream(&mut self, bidi: bool) -> Result<(), (u64, Option<Capsule>)> {
         let i = idx(bidi);
@@ -269,8 +264,6 @@ mod tests {
             (0, Some(Capsule::DataBlocked(VarInt::from_u32(10))))
         );
         assert_eq!(f.take_send_credit(1), (0, None), "one capsule per limit");
-        f.return_send_credit(2);
-        assert_eq!(f.take_send_credit(5), (2, None));
         assert_eq!(
             f.on_max_data(10),
             Err(FlowViolation::MaxDataNotIncreasing { had: 10, got: 10 })

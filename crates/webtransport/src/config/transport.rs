@@ -123,7 +123,7 @@ impl TransportConfig {
             CongestionController::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
         };
         // Observed, so that diagnostics can tell how many packets are in flight.
-        t.congestion_controller_factory(crate::quic::observed(factory));
+        t.congestion_controller_factory(crate::congestion::observed(factory));
         t
     }
 

@@ -18,7 +18,6 @@ use crate::engine::slot::SessionGuard;
 use crate::engine::Engine;
 use crate::error::{ConnectError, ConnectionError};
 use crate::events::ConnectionEvent;
-use crate::session::Session;
 
 pub use crate::engine::ConfigRef;
 pub use crate::events::ConnectionEvent as Event;
@@ -217,7 +216,7 @@ impl Connection {
         let (path, in_flight) = match engine.link() {
             Some(l) => (
                 Some(l.quic.stats().path),
-                crate::quic::packets_in_flight(&l.quic),
+                crate::congestion::packets_in_flight(&l.quic),
             ),
             None => (None, None),
         };
@@ -262,11 +261,6 @@ impl Connection {
                 .into_iter()
                 .find(|id| st.is_established(*id))
         })
-    }
-
-    /// A handle to a session of this connection.
-    pub fn session(&self, session: SessionId) -> Option<Session> {
-        Session::attach(self.clone(), session)
     }
 
     /// Waits until a session is established and returns its id.

@@ -3,6 +3,7 @@
 //! of its waiters, its counters and timestamps.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::Waker;
 use std::time::SystemTime;
@@ -16,7 +17,8 @@ use super::cells::{RecvCell, SendCell};
 use super::Engine;
 use crate::info::SessionStats;
 
-/// Wake-ups for one session's waiters.
+/// What one session's handles share without taking the connection's lock: wake-ups for
+/// its waiters, and the send credit taken from the core for its writers.
 #[derive(Debug, Default)]
 pub(crate) struct SessionNotify {
     /// Established, draining or ended.
@@ -29,9 +31,40 @@ pub(crate) struct SessionNotify {
     pub(crate) datagram: Notify,
     /// The peer raised a flow-control limit (stream openers wait for it).
     pub(crate) credit: Notify,
+    /// Session flow control's send credit (draft-ietf-webtrans-http3 §5.4) that the core
+    /// has handed out and no write has used yet. The core counts it as sent; writers take
+    /// from here without the connection's lock and go to the core (`refill_send_credit`)
+    /// only when it is empty. It grows only under the connection's lock, so a writer that
+    /// finds both empty there can wait for the peer's WT_MAX_DATA without missing credit.
+    send_credit: AtomicU64,
 }
 
 impl SessionNotify {
+    /// Takes up to `want` bytes of the credit held here.
+    pub(crate) fn take_send_credit(&self, want: u64) -> u64 {
+        let mut have = self.send_credit.load(Ordering::Acquire);
+        loop {
+            let take = have.min(want);
+            if take == 0 {
+                return 0;
+            }
+            match self.send_credit.compare_exchange_weak(
+                have,
+                have - take,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return take,
+                Err(now) => have = now,
+            }
+        }
+    }
+
+    /// Puts credit here: only under the connection's lock (see the field).
+    fn add_send_credit(&self, n: u64) {
+        self.send_credit.fetch_add(n, Ordering::AcqRel);
+    }
+
     fn all(&self) {
         self.state.notify_waiters();
         self.bi.notify_waiters();
@@ -161,8 +194,42 @@ impl SessionSlot {
         self.datagrams.pop_front()
     }
 
+    /// Credit for a writer that found none in [`SessionNotify`]: what is held there now,
+    /// else all the core has (up to `want` for this writer, the rest held for the next
+    /// ones), else nothing and the writer waits (`core` tells the peer it is blocked).
+    pub(crate) fn refill_send_credit(
+        &mut self,
+        want: u64,
+        waker: &Waker,
+        core: impl FnOnce() -> u64,
+    ) -> u64 {
+        let held = self.notify.take_send_credit(want);
+        if held > 0 {
+            return held;
+        }
+        let all = core();
+        if all == 0 {
+            self.wait_for_credit(waker);
+            return 0;
+        }
+        let mine = all.min(want);
+        // u64::MAX: the session has no flow control after all; nothing to hold.
+        if all != u64::MAX {
+            self.notify.add_send_credit(all - mine);
+        }
+        mine
+    }
+
+    /// A writer took `n` bytes of credit and wrote none of them.
+    pub(crate) fn return_send_credit(&mut self, n: u64) {
+        self.notify.add_send_credit(n);
+        for w in self.credit_waiters.drain(..) {
+            w.wake();
+        }
+    }
+
     /// A writer waits for send credit.
-    pub(crate) fn wait_for_credit(&mut self, waker: &Waker) {
+    fn wait_for_credit(&mut self, waker: &Waker) {
         if !self.credit_waiters.iter().any(|w| w.will_wake(waker)) {
             self.credit_waiters.push(waker.clone());
         }

@@ -542,21 +542,28 @@ impl State {
 
     /// Takes up to `want` bytes of send credit; on zero, `waker` is woken when the peer
     /// gives more (or the session ends).
-    pub(crate) fn take_send_credit(&mut self, session: SessionId, want: u64, waker: &Waker) -> u64 {
-        let granted = self.core.take_send_credit(session, want);
-        if granted == 0 && want > 0 {
-            match self.slots.get_mut(&session) {
-                Some(slot) if self.core.is_established(session) => slot.wait_for_credit(waker),
-                // The session is over: let the writer see it.
-                _ => return want,
+    /// Send credit for a writer that found none held for its session (see
+    /// [`SessionSlot::refill_send_credit`]); 0: wait for the peer.
+    pub(crate) fn refill_send_credit(
+        &mut self,
+        session: SessionId,
+        want: u64,
+        waker: &Waker,
+    ) -> u64 {
+        let core = &mut self.core;
+        match self.slots.get_mut(&session) {
+            Some(slot) if core.is_established(session) => {
+                slot.refill_send_credit(want, waker, || core.take_send_credit(session, u64::MAX))
             }
+            // The session is over: let the writer see it.
+            _ => want,
         }
-        granted
     }
 
+    /// Credit a writer took and did not use goes back to its session's writers.
     pub(crate) fn return_send_credit(&mut self, session: SessionId, n: u64) {
-        if n > 0 {
-            self.core.return_send_credit(session, n);
+        if let Some(slot) = self.slots.get_mut(&session) {
+            slot.return_send_credit(n);
         }
     }
 

@@ -24,6 +24,14 @@ use crate::stream::{RecvStream, SendStream, StreamLink};
 pub use crate::info::{CloseInfo, SessionInfo, SessionStats};
 pub use events::{SessionEvent, SessionEvents};
 
+impl Connection {
+    /// A handle to a session of this connection. (Defined here, with [`Session`], so
+    /// that the connection module does not depend on the session module above it.)
+    pub fn session(&self, session: SessionId) -> Option<Session> {
+        Session::attach(self.clone(), session)
+    }
+}
+
 /// A WebTransport session. Cheap to clone; the session is closed with code 0 when the
 /// last handle is dropped.
 #[derive(Debug, Clone)]
@@ -224,6 +232,7 @@ impl Session {
             id,
             session: self.id,
             flow,
+            notify: self.notify.clone(),
         };
         engine.events().emit(ConnectionEvent::StreamOpened {
             session: self.id,
@@ -303,6 +312,7 @@ impl Session {
             id: incoming.id,
             session: self.id,
             flow: incoming.flow,
+            notify: self.notify.clone(),
         };
         Ok((incoming, link))
     }
