@@ -120,7 +120,7 @@ impl SendStream {
     /// Reports a half that just became done.
     fn done(&self) {
         self.engine
-            .update(|st| st.stream_progress(self.id, 0, 0, Some(StreamHalf::Send)));
+            .update(|st| st.stream_progress(self.session, self.id, 0, 0, Some(StreamHalf::Send)));
     }
 
     /// Writes some of `buf`, returning how much.
@@ -229,6 +229,7 @@ impl AsyncWrite for SendStream {
 pub struct RecvStream {
     cell: RecvCell,
     engine: Arc<Engine>,
+    notify: Arc<SessionNotify>,
     id: u64,
     session: SessionId,
     /// Read payload is reported to flow control in pieces of this size (`u64::MAX`: only
@@ -246,6 +247,7 @@ impl RecvStream {
         RecvStream {
             cell,
             engine: link.engine,
+            notify: link.notify,
             id: link.id,
             session: link.session,
             report_at,
@@ -276,10 +278,23 @@ impl RecvStream {
         if out.arrived > 0 {
             self.engine.activity().received(out.arrived);
         }
+        if out.at_wait {
+            // The reader is about to wait: its progress can wait for the session's next
+            // report, unless that makes it large (a quarter of the window at most, so the
+            // peer's credit never stalls on what readers left here).
+            let waiting = self.notify.defer_progress(out.received, out.consumed);
+            if waiting >= 2 * self.report_at {
+                let session = self.session;
+                self.engine.update(|st| st.session_progress(session));
+            }
+            return;
+        }
         if out.received > 0 || out.consumed > 0 || out.finished {
             let done = out.finished.then_some(StreamHalf::Recv);
-            self.engine
-                .update(|st| st.stream_progress(self.id, out.received, out.consumed, done));
+            let session = self.session;
+            self.engine.update(|st| {
+                st.stream_progress(session, self.id, out.received, out.consumed, done)
+            });
         }
     }
 

@@ -294,9 +294,22 @@ impl Connection {
     /// session with WT_FLOW_CONTROL_ERROR if the peer sent more than the session allows.
     /// Report arrivals before the consumption they enable ([`Connection::stream_data_read`]).
     pub fn stream_data_received(&mut self, stream: u64, n: u64) {
-        let Some(session) = self.wt_streams.get(&stream).map(|s| s.session) else {
-            return;
-        };
+        if let Some(session) = self.wt_streams.get(&stream).map(|s| s.session) {
+            self.session_data_received(session, n);
+        }
+    }
+
+    /// The application took `n` more bytes of payload of `stream`: the session's receive
+    /// window moves, sending WT_MAX_DATA as it goes.
+    pub fn stream_data_read(&mut self, stream: u64, n: u64) {
+        if let Some(session) = self.wt_streams.get(&stream).map(|s| s.session) {
+            self.session_data_read(session, n);
+        }
+    }
+
+    /// [`Connection::stream_data_received`] for payload of any of `session`'s streams, for
+    /// a caller that adds up several streams' arrivals before it reports them.
+    pub fn session_data_received(&mut self, session: SessionId, n: u64) {
         let result = match self.sessions.get_mut(&session).and_then(Session::flow_mut) {
             Some(f) => f.on_received(n),
             None => return,
@@ -306,12 +319,8 @@ impl Connection {
         }
     }
 
-    /// The application took `n` more bytes of payload of `stream`: the session's receive
-    /// window moves, sending WT_MAX_DATA as it goes.
-    pub fn stream_data_read(&mut self, stream: u64, n: u64) {
-        let Some(session) = self.wt_streams.get(&stream).map(|s| s.session) else {
-            return;
-        };
+    /// [`Connection::stream_data_read`] for payload of any of `session`'s streams.
+    pub fn session_data_read(&mut self, session: SessionId, n: u64) {
         let capsule = self
             .sessions
             .get_mut(&session)

@@ -139,6 +139,9 @@ pub(crate) struct ReadOutcome {
     pub(crate) received: u64,
     /// Payload consumption to report now (after `received`).
     pub(crate) consumed: u64,
+    /// `received` and `consumed` are due only because the reader is about to wait: they
+    /// may wait for the session's next report (see `SessionNotify::defer_progress`).
+    pub(crate) at_wait: bool,
 }
 
 impl RecvHalf {
@@ -215,13 +218,13 @@ impl RecvHalf {
     /// it reaches `report_at` (`u64::MAX`: flow control is off, only at the end), when the
     /// reader is about to wait, or at the end.
     fn outcome(&mut self, finished: bool, waiting: bool, report_at: u64) -> ReadOutcome {
-        let flow = finished
-            || (waiting && report_at != u64::MAX && self.received + self.consumed > 0)
-            || self.received >= report_at
-            || self.consumed >= report_at;
+        let now = finished || self.received >= report_at || self.consumed >= report_at;
+        let at_wait = !now && waiting && report_at != u64::MAX && self.received + self.consumed > 0;
+        let flow = now || at_wait;
         let mut out = ReadOutcome {
             arrived: std::mem::take(&mut self.arrived),
             finished,
+            at_wait,
             ..ReadOutcome::default()
         };
         if flow {
@@ -307,6 +310,7 @@ impl RecvHalf {
             finished,
             received: std::mem::take(&mut self.received),
             consumed: std::mem::take(&mut self.consumed),
+            at_wait: false,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::Waker;
 use std::time::SystemTime;
 
@@ -37,6 +37,12 @@ pub(crate) struct SessionNotify {
     /// only when it is empty. It grows only under the connection's lock, so a writer that
     /// finds both empty there can wait for the peer's WT_MAX_DATA without missing credit.
     send_credit: AtomicU64,
+    /// Flow-control progress of this session's readers not told to the core yet
+    /// (payload arrived, payload read): a reader about to wait leaves its progress here
+    /// instead of taking the connection's lock. It reaches the core with the next report
+    /// of the session that takes the lock, or once it is large. Together in one lock: the
+    /// core must see arrivals before the reads they allow.
+    deferred: Mutex<(u64, u64)>,
 }
 
 impl SessionNotify {
@@ -58,6 +64,19 @@ impl SessionNotify {
                 Err(now) => have = now,
             }
         }
+    }
+
+    /// Leaves a reader's progress for the core; returns the payload read now waiting.
+    pub(crate) fn defer_progress(&self, received: u64, consumed: u64) -> u64 {
+        let mut d = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        d.0 += received;
+        d.1 += consumed;
+        d.1
+    }
+
+    /// Takes the progress left for the core: `(received, consumed)`.
+    pub(crate) fn take_deferred(&self) -> (u64, u64) {
+        std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Puts credit here: only under the connection's lock (see the field).

@@ -568,14 +568,17 @@ impl State {
     }
 
     /// A stream's payload: `received` more bytes arrived and the application took
-    /// `consumed` more; perhaps it finished with a half of the stream.
+    /// `consumed` more; perhaps it finished with a half of the stream. What other readers
+    /// of its `session` left for the core goes first.
     pub(crate) fn stream_progress(
         &mut self,
+        session: SessionId,
         stream: u64,
         received: u64,
         consumed: u64,
         done: Option<StreamHalf>,
     ) {
+        self.session_progress(session);
         if received > 0 {
             self.core.stream_data_received(stream, received);
         }
@@ -593,6 +596,20 @@ impl State {
                     self.halves.remove(&stream);
                 }
             }
+        }
+    }
+
+    /// Tells the core the progress `session`'s readers left for it.
+    pub(crate) fn session_progress(&mut self, session: SessionId) {
+        let Some(slot) = self.slots.get(&session) else {
+            return;
+        };
+        let (received, consumed) = slot.notify().take_deferred();
+        if received > 0 {
+            self.core.session_data_received(session, received);
+        }
+        if consumed > 0 {
+            self.core.session_data_read(session, consumed);
         }
     }
 
