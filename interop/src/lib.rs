@@ -237,7 +237,7 @@ async fn codes(session: Session, observed: Arc<Mutex<Observed>>) {
 /// unless RUST_LOG says otherwise.
 pub fn init_log() {
     let filter =
-        std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,webtransport::driver=info".into());
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,webtransport::engine=info".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_test_writer()

@@ -87,7 +87,7 @@ fn say(line: impl AsRef<str>) {
 /// Our driver's SETTINGS / draft lines (and warnings) on the real stderr.
 fn init_log() {
     let filter =
-        std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,webtransport::driver=info".into());
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,webtransport::engine=info".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
@@ -408,7 +408,7 @@ async fn client_vs_wt_serve(peer: Peer) {
         &wt_binary(),
         &["serve", "--json", "--bind", "127.0.0.1:0"],
         &[
-            ("RUST_LOG", "warn,webtransport::driver=info"),
+            ("RUST_LOG", "warn,webtransport::engine=info"),
             ("NO_COLOR", "1"),
         ],
     );
@@ -764,7 +764,7 @@ async fn wt_connect_vs_server(peer: Peer) {
         &wt_binary(),
         &args,
         &[
-            ("RUST_LOG", "warn,webtransport::driver=info"),
+            ("RUST_LOG", "warn,webtransport::engine=info"),
             ("NO_COLOR", "1"),
         ],
     );
@@ -806,7 +806,7 @@ async fn wt_connect_vs_server(peer: Peer) {
     results.assert_all(&expected, &srv.proc);
 }
 
-/// The quirk `limits.unframed_capsules` exists for, kept measurable: a pywebtransport 0.8.1
+/// The quirk `limits.capsule_framing` exists for, kept measurable: a pywebtransport 0.8.1
 /// server that receives a correctly DATA-framed CLOSE_WEBTRANSPORT_SESSION capsule closes
 /// the whole connection with H3_FRAME_UNEXPECTED and never learns the close code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@
 //! draft means; the behaviour it does have is asserted instead, see docs/interop.md) or
 //! `FAIL`, and the test fails on any `FAIL`. The SETTINGS each side sent and the draft we
 //! chose are printed per direction (our driver also logs them at info under
-//! `webtransport::driver`). Every network wait is bounded.
+//! `webtransport::engine`). Every network wait is bounded.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
