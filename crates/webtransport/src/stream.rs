@@ -40,8 +40,25 @@ pub(crate) struct StreamLink {
     pub(crate) session: SessionId,
     /// Session flow control is in effect.
     pub(crate) flow: bool,
-    /// The session's shared state: its writers' send credit.
+    /// The session's shared state: its writers' send credit, its streams' reports.
     pub(crate) notify: Arc<SessionNotify>,
+}
+
+/// Leaves a stream's report with its session: `received` and `consumed` payload for flow
+/// control, perhaps a `done` half. Hands what waits there to the core (under the
+/// connection's lock) once it is due, so that a stream costs no lock of its own for
+/// either.
+fn defer_report(
+    engine: &Arc<Engine>,
+    notify: &SessionNotify,
+    session: SessionId,
+    received: u64,
+    consumed: u64,
+    done: Option<(u64, StreamHalf)>,
+) {
+    if notify.defer(received, consumed, done, engine.config().report_due) {
+        engine.update(|st| st.session_progress(session, notify));
+    }
 }
 
 /// The sending half of a WebTransport stream.
@@ -119,8 +136,8 @@ impl SendStream {
 
     /// Reports a half that just became done.
     fn done(&self) {
-        self.engine
-            .update(|st| st.stream_progress(self.session, self.id, 0, 0, Some(StreamHalf::Send)));
+        let done = Some((self.id, StreamHalf::Send));
+        defer_report(&self.engine, &self.notify, self.session, 0, 0, done);
     }
 
     /// Writes some of `buf`, returning how much.
@@ -273,28 +290,23 @@ impl RecvStream {
         poll
     }
 
-    /// Counts what a read (or a stop, or the drop) reported.
+    /// Counts what a read (or a stop, or the drop) reported, and leaves what flow control
+    /// and the core need to know with the session.
     fn report(&self, out: ReadOutcome) {
         if out.arrived > 0 {
             self.engine.activity().received(out.arrived);
         }
-        if out.at_wait {
-            // The reader is about to wait: its progress can wait for the session's next
-            // report, unless that makes it large (a quarter of the window at most, so the
-            // peer's credit never stalls on what readers left here).
-            let waiting = self.notify.defer_progress(out.received, out.consumed);
-            if waiting >= 2 * self.report_at {
-                let session = self.session;
-                self.engine.update(|st| st.session_progress(session));
-            }
-            return;
-        }
         if out.received > 0 || out.consumed > 0 || out.finished {
-            let done = out.finished.then_some(StreamHalf::Recv);
-            let session = self.session;
-            self.engine.update(|st| {
-                st.stream_progress(session, self.id, out.received, out.consumed, done)
-            });
+            let done = out.finished.then_some((self.id, StreamHalf::Recv));
+            let (received, consumed) = (out.received, out.consumed);
+            defer_report(
+                &self.engine,
+                &self.notify,
+                self.session,
+                received,
+                consumed,
+                done,
+            );
         }
     }
 

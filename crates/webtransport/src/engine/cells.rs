@@ -139,9 +139,6 @@ pub(crate) struct ReadOutcome {
     pub(crate) received: u64,
     /// Payload consumption to report now (after `received`).
     pub(crate) consumed: u64,
-    /// `received` and `consumed` are due only because the reader is about to wait: they
-    /// may wait for the session's next report (see `SessionNotify::defer_progress`).
-    pub(crate) at_wait: bool,
 }
 
 impl RecvHalf {
@@ -219,12 +216,10 @@ impl RecvHalf {
     /// reader is about to wait, or at the end.
     fn outcome(&mut self, finished: bool, waiting: bool, report_at: u64) -> ReadOutcome {
         let now = finished || self.received >= report_at || self.consumed >= report_at;
-        let at_wait = !now && waiting && report_at != u64::MAX && self.received + self.consumed > 0;
-        let flow = now || at_wait;
+        let flow = now || (waiting && report_at != u64::MAX);
         let mut out = ReadOutcome {
             arrived: std::mem::take(&mut self.arrived),
             finished,
-            at_wait,
             ..ReadOutcome::default()
         };
         if flow {
@@ -310,7 +305,6 @@ impl RecvHalf {
             finished,
             received: std::mem::take(&mut self.received),
             consumed: std::mem::take(&mut self.consumed),
-            at_wait: false,
         }
     }
 

@@ -96,6 +96,9 @@ pub(crate) struct EngineConfig {
     pub(crate) idle_timeout: Option<Duration>,
     /// Report this much read payload to flow control at once (see `RecvStream`).
     pub(crate) read_report: u64,
+    /// Stream reports left with a session ([`slot::Deferred`]) go to the core once this
+    /// much payload arrived or was read, or this many halves of streams are done.
+    pub(crate) report_due: (u64, usize),
     /// Bytes one of our HTTP/3 streams may have queued.
     pub(crate) write_backlog: usize,
 }
@@ -132,20 +135,34 @@ impl EngineConfig {
             flow,
             ..core::Config::default()
         };
+        // An eighth of the data window, so that credit flows back well before the peer
+        // runs out, and at most 64 KiB, so a fast reader takes the lock rarely.
+        let read_report = (flow.max_data / 8).clamp(1, 64 * 1024);
         let engine = EngineConfig {
             session_timeout,
             open_timeout,
             close_timeout,
             incoming_datagram_queue: limits.incoming_datagram_queue,
             idle_timeout,
-            // An eighth of the data window, so that credit flows back well before the
-            // peer runs out, and at most 64 KiB, so a fast reader takes the lock rarely.
-            read_report: (flow.max_data / 8).clamp(1, 64 * 1024),
+            read_report,
+            // A quarter of each window (see `Deferred`), and at most 32 stream ends.
+            report_due: (2 * read_report, report_ends(&flow)),
             write_backlog: limits.max_write_backlog,
             source,
         };
         (core, engine)
     }
+}
+
+/// How many halves of a session's streams may be done before the core is told: a quarter
+/// of the smaller stream window, at most 32 (the same without flow control).
+fn report_ends(flow: &core::FlowLimits) -> usize {
+    let window = [flow.max_streams_bidi, flow.max_streams_uni]
+        .into_iter()
+        .filter(|&n| n > 0)
+        .min()
+        .unwrap_or(u64::MAX);
+    usize::try_from((window / 4).clamp(1, 32)).unwrap_or(32)
 }
 
 /// A session request for a server's application.

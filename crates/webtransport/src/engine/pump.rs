@@ -70,6 +70,9 @@ impl State {
                     if let Some(cell) = h.send.as_ref().and_then(|w| w.upgrade()) {
                         reset_half(&mut lock(&cell), code);
                     }
+                    // The core is done with the half (its session ended, mostly), and
+                    // the handle reports nothing more of a half that was reset.
+                    self.forget_half(stream, StreamHalf::Send);
                 } else if let Some((_, send)) = self.detached.get_mut(&stream) {
                     // A refused stream: its STOP_SENDING came first (see the core's
                     // `refuse_stream`), so nothing more is needed of it.
@@ -86,6 +89,7 @@ impl State {
                     if let Some(cell) = h.recv.as_ref().and_then(|w| w.upgrade()) {
                         stop_half(&mut lock(&cell), code);
                     }
+                    self.forget_half(stream, StreamHalf::Recv);
                 } else if let Some((recv, _)) = self.detached.get_mut(&stream) {
                     let _ = recv.stop(quinn_code(code));
                     // The sending half of a refused bidi stream gets its reset as a

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+use webtransport_proto::connection::StreamHalf;
 use webtransport_proto::headers::{ConnectRequest, ConnectResponse};
 use webtransport_proto::stream_header::SessionId;
 
@@ -37,12 +38,32 @@ pub(crate) struct SessionNotify {
     /// only when it is empty. It grows only under the connection's lock, so a writer that
     /// finds both empty there can wait for the peer's WT_MAX_DATA without missing credit.
     send_credit: AtomicU64,
-    /// Flow-control progress of this session's readers not told to the core yet
-    /// (payload arrived, payload read): a reader about to wait leaves its progress here
-    /// instead of taking the connection's lock. It reaches the core with the next report
-    /// of the session that takes the lock, or once it is large. Together in one lock: the
-    /// core must see arrivals before the reads they allow.
-    deferred: Mutex<(u64, u64)>,
+    /// What this session's stream handles have not told the core yet. They leave it
+    /// here instead of taking the connection's lock, and one of them takes the lock to
+    /// hand it over once it is large (see [`Deferred`]).
+    deferred: Mutex<Deferred>,
+}
+
+/// Reports of one session's streams waiting for the core: payload arrived and read
+/// (together, since the core must see arrivals before the reads they allow), and halves
+/// of streams that are done. Handed over in that order.
+///
+/// How large it may grow is what keeps the peer from stalling: with every reader waiting,
+/// what the core has not been told stays under half of each window, so WT_MAX_DATA and
+/// WT_MAX_STREAMS (sent at half) have gone out.
+#[derive(Debug, Default)]
+pub(crate) struct Deferred {
+    pub(crate) received: u64,
+    pub(crate) consumed: u64,
+    pub(crate) done: Vec<(u64, StreamHalf)>,
+}
+
+impl Deferred {
+    /// Whether this is enough to hand over: `bytes` of payload either way, or `ends`
+    /// halves done.
+    fn is_due(&self, bytes: u64, ends: usize) -> bool {
+        self.received >= bytes || self.consumed >= bytes || self.done.len() >= ends
+    }
 }
 
 impl SessionNotify {
@@ -66,16 +87,26 @@ impl SessionNotify {
         }
     }
 
-    /// Leaves a reader's progress for the core; returns the payload read now waiting.
-    pub(crate) fn defer_progress(&self, received: u64, consumed: u64) -> u64 {
+    /// Leaves a stream's report for the core: `received` more bytes arrived, the
+    /// application took `consumed` more, perhaps a half of `stream` is `done`. Returns
+    /// whether what waits is now due (see [`Deferred::is_due`]): then the caller hands it
+    /// over ([`State::session_progress`](super::State::session_progress)).
+    pub(crate) fn defer(
+        &self,
+        received: u64,
+        consumed: u64,
+        done: Option<(u64, StreamHalf)>,
+        due: (u64, usize),
+    ) -> bool {
         let mut d = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
-        d.0 += received;
-        d.1 += consumed;
-        d.1
+        d.received += received;
+        d.consumed += consumed;
+        d.done.extend(done);
+        d.is_due(due.0, due.1)
     }
 
-    /// Takes the progress left for the core: `(received, consumed)`.
-    pub(crate) fn take_deferred(&self) -> (u64, u64) {
+    /// Takes what waits for the core.
+    pub(crate) fn take_deferred(&self) -> Deferred {
         std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|e| e.into_inner()))
     }
 

@@ -567,49 +567,33 @@ impl State {
         }
     }
 
-    /// A stream's payload: `received` more bytes arrived and the application took
-    /// `consumed` more; perhaps it finished with a half of the stream. What other readers
-    /// of its `session` left for the core goes first.
-    pub(crate) fn stream_progress(
-        &mut self,
-        session: SessionId,
-        stream: u64,
-        received: u64,
-        consumed: u64,
-        done: Option<StreamHalf>,
-    ) {
-        self.session_progress(session);
-        if received > 0 {
-            self.core.stream_data_received(stream, received);
+    /// Hands the core what `session`'s stream handles left for it (see
+    /// [`Deferred`](super::slot::Deferred)): arrivals, reads, then the halves that are done.
+    /// `notify` is the session's (its handles hold it, also after the slot is forgotten).
+    pub(crate) fn session_progress(&mut self, session: SessionId, notify: &SessionNotify) {
+        let d = notify.take_deferred();
+        if d.received > 0 {
+            self.core.session_data_received(session, d.received);
         }
-        if consumed > 0 {
-            self.core.stream_data_read(stream, consumed);
+        if d.consumed > 0 {
+            self.core.session_data_read(session, d.consumed);
         }
-        if let Some(half) = done {
+        for (stream, half) in d.done {
             self.core.stream_done(stream, half);
-            if let Some(h) = self.halves.get_mut(&stream) {
-                match half {
-                    StreamHalf::Send => h.send = None,
-                    StreamHalf::Recv => h.recv = None,
-                }
-                if h.send.is_none() && h.recv.is_none() {
-                    self.halves.remove(&stream);
-                }
-            }
+            self.forget_half(stream, half);
         }
     }
 
-    /// Tells the core the progress `session`'s readers left for it.
-    pub(crate) fn session_progress(&mut self, session: SessionId) {
-        let Some(slot) = self.slots.get(&session) else {
-            return;
-        };
-        let (received, consumed) = slot.notify().take_deferred();
-        if received > 0 {
-            self.core.session_data_received(session, received);
-        }
-        if consumed > 0 {
-            self.core.session_data_read(session, consumed);
+    /// The application's `half` of `stream` is over: nothing more reaches it.
+    pub(super) fn forget_half(&mut self, stream: u64, half: StreamHalf) {
+        if let Some(h) = self.halves.get_mut(&stream) {
+            match half {
+                StreamHalf::Send => h.send = None,
+                StreamHalf::Recv => h.recv = None,
+            }
+            if h.send.is_none() && h.recv.is_none() {
+                self.halves.remove(&stream);
+            }
         }
     }
 
