@@ -684,7 +684,10 @@ async fn library_vs_server(peer: Peer) {
             results.record(
                 "capsule_framing",
                 bare == peer.bare_capsules,
-                format!("capsules written bare: {bare} (the peer wants bare: {})", peer.bare_capsules),
+                format!(
+                    "capsules written bare: {bare} (the peer wants bare: {})",
+                    peer.bare_capsules
+                ),
             );
             conn.close_within(0, "echo checks done", Duration::from_secs(2))
                 .await;
