@@ -452,6 +452,8 @@ impl Baton {
     /// Sends `v` in a datagram (§4.4), padded as much as fits. Datagrams are unreliable:
     /// one that cannot be sent is counted, not an error.
     fn datagram(&mut self, v: u8) {
+        // §4.4: "a Baton message in a datagram MUST use a padding value small enough such
+        // that the entire Baton message fits in a single datagram."
         let padding = self
             .session
             .max_datagram_size()
