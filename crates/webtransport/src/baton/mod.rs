@@ -53,7 +53,11 @@
 //!   message of that stream kind was due; a reset stream nobody expected is ignored.
 //! * On STOP_SENDING (a failed write) this side resets with WHATEVER; on a reset of a
 //!   bidirectional stream the peer opened, it resets its own half with WHATEVER (§4.6). It
-//!   never sends STOP_SENDING or spontaneous resets itself.
+//!   sends STOP_SENDING (IDC) only on the reply half of a stream of its own whose sending
+//!   half the peer stopped, and never resets a stream spontaneously (so never I_LIED).
+//! * Without a `baton` parameter the server draws one random value for all its batons
+//!   (§3.1 speaks of one value for all). With one, the client accepts initial messages of
+//!   exactly that value; without, any value from 1 to 255.
 //! * When a bidirectional stream the peer opened brings a 0, nothing is sent back, so the
 //!   stream's sending half is left open (a FIN alone would be an incomplete message) until
 //!   the session ends.
