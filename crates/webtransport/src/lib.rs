@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod arena;
+pub mod baton;
 pub mod client;
 pub mod config;
 mod congestion;
