@@ -168,7 +168,7 @@ async fn route(req: SessionRequest, path: String, observed: Arc<Mutex<Observed>>
 
 /// The `/echo` behaviour: the library's echo service, also what `wt serve` runs.
 pub async fn echo(session: Session) {
-    let _ = webtransport::echo::serve(session).await;
+    let _ = webtransport::app::handlers::echo::serve(session).await;
 }
 
 async fn codes(session: Session, observed: Arc<Mutex<Observed>>) {

@@ -95,6 +95,6 @@ impl Events {
 /// Serves one session as an echo (`webtransport::echo`) until it closes, and reports the
 /// close through `events`.
 pub async fn run(session: Session, who: SessionLabel, events: Events) {
-    let how = webtransport::echo::serve(session).await;
+    let how = webtransport::app::handlers::echo::serve(session).await;
     events.closed(&who, &how);
 }

@@ -17,13 +17,13 @@
 //! API only).
 #![warn(missing_docs)]
 
+pub mod app;
 mod arena;
 pub mod baton;
 pub mod client;
 pub mod config;
 mod congestion;
 pub mod connection;
-pub mod echo;
 mod engine;
 pub mod error;
 pub mod events;

@@ -2,6 +2,7 @@
 //! request as a [`SessionRequest`] to inspect and then accept or reject.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -122,10 +123,7 @@ impl SessionRequest {
         self.answered = true;
         let response = ConnectResponse {
             protocol,
-            headers: headers
-                .into_iter()
-                .map(|(k, v)| HeaderField::new(k.into_bytes(), v.into_bytes()))
-                .collect(),
+            headers: header_fields(headers),
             ..ConnectResponse::new(200)
         };
         let engine = self.conn.engine().clone();
@@ -140,22 +138,38 @@ impl SessionRequest {
     }
 
     /// Rejects with an HTTP status (a 2xx is turned into 400).
-    pub fn reject(mut self, status: u16) {
-        self.answered = true;
-        self.do_reject(status);
+    pub fn reject(self, status: u16) {
+        self.reject_with(status, Vec::new());
     }
 
-    fn do_reject(&self, status: u16) {
+    /// Rejects with an HTTP status (a 2xx is turned into 400) and response headers (a
+    /// `retry-after` with a 429, say).
+    pub fn reject_with(mut self, status: u16, headers: Vec<(String, String)>) {
+        self.answered = true;
+        self.do_reject(ConnectResponse {
+            headers: header_fields(headers),
+            ..ConnectResponse::new(status)
+        });
+    }
+
+    fn do_reject(&self, response: ConnectResponse) {
         self.conn
             .engine()
-            .update(|st| st.reject_session(self.session, status));
+            .update(|st| st.reject_session(self.session, response));
     }
+}
+
+fn header_fields(headers: Vec<(String, String)>) -> Vec<HeaderField> {
+    headers
+        .into_iter()
+        .map(|(k, v)| HeaderField::new(k.into_bytes(), v.into_bytes()))
+        .collect()
 }
 
 impl Drop for SessionRequest {
     fn drop(&mut self) {
         if !self.answered {
-            self.do_reject(404);
+            self.do_reject(ConnectResponse::new(404));
         }
     }
 }
@@ -186,6 +200,14 @@ pub struct Server {
     tasks: Mutex<JoinSet<()>>,
     config: Arc<ServerConfig>,
     shut_down: tokio::sync::watch::Sender<bool>,
+    counts: Arc<ConnectionCounts>,
+}
+
+/// Connections a server's endpoints took on and turned away.
+#[derive(Debug, Default)]
+struct ConnectionCounts {
+    accepted: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl Server {
@@ -197,6 +219,7 @@ impl Server {
         let (tx, rx) = mpsc::unbounded_channel();
         let shut_down = tokio::sync::watch::channel(false).0;
         let connections: Registry = Arc::default();
+        let counts = Arc::new(ConnectionCounts::default());
         let mut endpoints = Vec::new();
         let mut addrs = Vec::new();
         let mut tasks = JoinSet::new();
@@ -213,6 +236,7 @@ impl Server {
                 tx.clone(),
                 connections.clone(),
                 shut_down.subscribe(),
+                counts.clone(),
             ));
             endpoints.push(ep);
         }
@@ -225,7 +249,19 @@ impl Server {
             tasks: Mutex::new(tasks),
             config,
             shut_down,
+            counts,
         })
+    }
+
+    /// QUIC connections taken on since the server started (including those whose
+    /// handshake then failed).
+    pub fn connections_accepted(&self) -> u64 {
+        self.counts.accepted.load(Ordering::Relaxed)
+    }
+
+    /// QUIC connections refused: over `max_connections`, or during shutdown.
+    pub fn connections_refused(&self) -> u64 {
+        self.counts.refused.load(Ordering::Relaxed)
     }
 
     /// The bound addresses (with the ports chosen for port 0).
@@ -315,9 +351,11 @@ async fn accept_loop(
     tx: mpsc::UnboundedSender<PendingRequest>,
     connections: Registry,
     shut_down: tokio::sync::watch::Receiver<bool>,
+    counts: Arc<ConnectionCounts>,
 ) {
     while let Some(incoming) = ep.accept().await {
         if *shut_down.borrow() {
+            counts.refused.fetch_add(1, Ordering::Relaxed);
             incoming.refuse();
             continue;
         }
@@ -328,9 +366,11 @@ async fn accept_loop(
         };
         if live >= config.max_connections {
             debug!(remote = %incoming.remote_address(), live, "connection limit reached: refused");
+            counts.refused.fetch_add(1, Ordering::Relaxed);
             incoming.refuse();
             continue;
         }
+        counts.accepted.fetch_add(1, Ordering::Relaxed);
         let engine = Engine::new(
             Role::Server,
             ConfigRef::Server(config.clone()),

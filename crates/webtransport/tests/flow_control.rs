@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use webtransport::app::handlers::echo;
 use webtransport::proto::capsule::{ty, Capsule};
 use webtransport::proto::varint::VarInt;
 use webtransport::*;

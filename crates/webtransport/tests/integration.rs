@@ -87,7 +87,7 @@ impl Fixture {
 }
 
 async fn echo(session: Session) {
-    let _ = webtransport::echo::serve(session).await;
+    let _ = webtransport::app::handlers::echo::serve(session).await;
 }
 
 fn pattern(n: usize, seed: u64) -> Vec<u8> {

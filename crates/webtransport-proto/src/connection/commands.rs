@@ -84,6 +84,16 @@ impl Connection {
     /// (Server) Rejects a requested session with a non-2xx `status` (a 2xx becomes 400)
     /// and finishes the stream.
     pub fn reject_session(&mut self, session: SessionId, status: u16) -> Result<(), CommandError> {
+        self.reject_session_with(session, ConnectResponse::new(status))
+    }
+
+    /// [`Connection::reject_session`] with a whole response: its status (a 2xx is turned
+    /// into 400) and headers (for example `retry-after` with a 429).
+    pub fn reject_session_with(
+        &mut self,
+        session: SessionId,
+        mut response: ConnectResponse,
+    ) -> Result<(), CommandError> {
         if self.role != Role::Server {
             return Err(CommandError::WrongRole(self.role));
         }
@@ -91,19 +101,16 @@ impl Connection {
             Some(SessionState::Requested { .. }) => {}
             _ => return Err(CommandError::NotOpen(session)),
         }
-        let status = if (200..300).contains(&status) {
-            400
-        } else {
-            status
-        };
+        if (200..300).contains(&response.status) {
+            response.status = 400;
+        }
+        // A refusal chooses no subprotocol.
+        response.protocol = None;
+        let status = response.status;
         // The response and FIN are all: a STOP_SENDING could overtake the response and
         // make the client see a reset instead of the status. What the client still
         // sends on the stream is read and dropped.
-        self.send_headers(
-            session.stream_id(),
-            &ConnectResponse::new(status).to_fields(),
-            true,
-        );
+        self.send_headers(session.stream_id(), &response.to_fields(), true);
         self.stats.sessions_refused += 1;
         self.end_session(session, SessionEnd::Refused { status });
         Ok(())

@@ -95,6 +95,7 @@ mod client;
 pub(crate) mod hex;
 mod limits;
 mod serde_util;
+pub(crate) use serde_util::{duration_serde, opt_duration_serde};
 mod server;
 mod transport;
 mod validate;

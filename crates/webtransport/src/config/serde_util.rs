@@ -144,17 +144,14 @@ impl<'de> serde::de::Visitor<'de> for DurationVisitor {
     }
 }
 
-pub(super) mod duration_serde {
+pub(crate) mod duration_serde {
     use super::*;
 
-    pub(in crate::config) fn serialize<S: serde::Serializer>(
-        d: &Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format_duration(*d))
     }
 
-    pub(in crate::config) fn deserialize<'de, D: serde::Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
         d: D,
     ) -> Result<Duration, D::Error> {
         d.deserialize_any(DurationVisitor { optional: false })?
@@ -162,10 +159,10 @@ pub(super) mod duration_serde {
     }
 }
 
-pub(super) mod opt_duration_serde {
+pub(crate) mod opt_duration_serde {
     use super::*;
 
-    pub(in crate::config) fn serialize<S: serde::Serializer>(
+    pub(crate) fn serialize<S: serde::Serializer>(
         d: &Option<Duration>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -175,7 +172,7 @@ pub(super) mod opt_duration_serde {
         }
     }
 
-    pub(in crate::config) fn deserialize<'de, D: serde::Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Duration>, D::Error> {
         d.deserialize_any(DurationVisitor { optional: true })
@@ -186,7 +183,7 @@ pub(super) mod opt_duration_serde {
 pub(super) mod opt_string_serde {
     use super::*;
 
-    pub(in crate::config) fn serialize<S: serde::Serializer>(
+    pub(crate) fn serialize<S: serde::Serializer>(
         v: &Option<String>,
         s: S,
     ) -> Result<S::Ok, S::Error> {

@@ -385,6 +385,12 @@ impl Connection {
         self.engine().activity().touch();
     }
 
+    /// Time since the connection last did something at the WebTransport layer (stream
+    /// bytes, datagrams, sessions, [`Connection::record_activity`]), on tokio's clock.
+    pub fn idle_time(&self) -> std::time::Duration {
+        self.engine().activity().idle()
+    }
+
     /// A receiver of this connection's events from now on.
     pub fn events(&self) -> broadcast::Receiver<ConnectionEvent> {
         self.engine().events().subscribe()

@@ -376,8 +376,8 @@ impl State {
     }
 
     /// (Server) Rejects a requested session with `status`.
-    pub(crate) fn reject_session(&mut self, id: SessionId, status: u16) {
-        let _ = self.core.reject_session(id, status);
+    pub(crate) fn reject_session(&mut self, id: SessionId, response: ConnectResponse) {
+        let _ = self.core.reject_session_with(id, response);
     }
 
     pub(crate) fn close_session(
