@@ -1,0 +1,611 @@
+//! The server framework on real sockets: routes, middleware, hooks, handler failures,
+//! groups and broadcast, statistics and Prometheus text.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use webtransport::app::{
+    handlers, AccessLog, AppLimits, Auth, AuthRequest, OriginAllowList, RateLimit, Rejection,
+    RequestContext, RouteOptions, ServerApp, HANDLER_FAILED_CODE,
+};
+use webtransport::*;
+
+const T: Duration = Duration::from_secs(20);
+
+struct Running {
+    server: Arc<Server>,
+    cert: SelfSignedCertificate,
+    serving: tokio::task::JoinHandle<Result<(), webtransport::app::AppError>>,
+}
+
+impl Running {
+    fn url(&self, path: &str) -> String {
+        format!(
+            "https://127.0.0.1:{}{path}",
+            self.server.local_addrs()[0].port()
+        )
+    }
+
+    fn client(&self) -> Client {
+        Client::new(ClientConfig {
+            verification: CertVerification::ServerCertificateHashes(vec![self.cert.sha256]),
+            ..ClientConfig::default()
+        })
+        .unwrap()
+    }
+
+    async fn connect(&self, path: &str) -> Result<Session, ConnectError> {
+        self.connect_with(path, ConnectOptions::default()).await
+    }
+
+    async fn connect_with(
+        &self,
+        path: &str,
+        opts: ConnectOptions,
+    ) -> Result<Session, ConnectError> {
+        tokio::time::timeout(T, self.client().connect_with(&self.url(path), opts))
+            .await
+            .expect("connect finished in time")
+    }
+
+    async fn stop(self) {
+        self.server.shutdown(Duration::from_secs(1)).await;
+        tokio::time::timeout(T, self.serving)
+            .await
+            .expect("the app ended after the server's shutdown")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn start(app: ServerApp) -> Running {
+    let cert = generate_self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    let server = Arc::new(
+        Server::bind(ServerConfig {
+            bind: vec!["127.0.0.1:0".parse().unwrap()],
+            certificate: cert.to_certificate_source(),
+            ..ServerConfig::default()
+        })
+        .await
+        .unwrap(),
+    );
+    let serving = tokio::spawn(app.serve(server.clone()));
+    Running {
+        server,
+        cert,
+        serving,
+    }
+}
+
+fn status(r: Result<Session, ConnectError>) -> u16 {
+    match r {
+        Err(ConnectError::Rejected(s)) => s,
+        Ok(_) => 200,
+        Err(e) => panic!("not a status: {e}"),
+    }
+}
+
+/// Sends back on a uni stream what the handler saw: route, params, query.
+fn describe() -> impl webtransport::app::Handler {
+    |session: Session, ctx: RequestContext| async move {
+        let params: Vec<String> = ctx
+            .params()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let text = format!(
+            "route={} params={} q={} protocol={}",
+            ctx.route().unwrap_or("-"),
+            params.join(","),
+            ctx.query_param("q").unwrap_or("-"),
+            ctx.protocol().unwrap_or("-"),
+        );
+        let mut s = session.open_uni().await?;
+        s.write_all(text.as_bytes()).await?;
+        s.finish()?;
+        session.closed().await?;
+        Ok::<_, webtransport::app::HandlerError>(())
+    }
+}
+
+async fn described(session: &Session) -> String {
+    let mut r = tokio::time::timeout(T, session.accept_uni())
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8(r.read_to_end(4096).await.unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_and_pattern_routes_with_parameters_and_404() {
+    let app = ServerApp::new()
+        .route("/echo", handlers::echo())
+        .route("/rooms/{id}", describe())
+        .route("/rooms/{id}/users/{user}", describe())
+        .route_with(
+            "/proto",
+            RouteOptions::new().protocols(["chat-v2", "chat-v1"]),
+            describe(),
+        )
+        .route_with(
+            "/strict",
+            RouteOptions::new().protocols(["a"]).require_protocol(true),
+            describe(),
+        );
+    let run = start(app).await;
+    let s = run.connect("/rooms/42?q=hello%20there").await.unwrap();
+    assert_eq!(
+        described(&s).await,
+        "route=/rooms/{id} params=id=42 q=hello there protocol=-"
+    );
+    let s = run.connect("/rooms/a%2Fb/users/x").await.unwrap();
+    assert_eq!(
+        described(&s).await,
+        "route=/rooms/{id}/users/{user} params=id=a/b,user=x q=- protocol=-"
+    );
+    // The echo route works end to end.
+    let echo = run.connect("/echo").await.unwrap();
+    let (mut send, mut recv) = echo.open_bi().await.unwrap();
+    send.write_all(b"ping").await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(recv.read_to_end(16).await.unwrap(), b"ping");
+    // The server's preference among what the client offers.
+    let opts = ConnectOptions {
+        protocols: vec!["chat-v1".into(), "chat-v2".into()],
+        ..ConnectOptions::default()
+    };
+    let s = run.connect_with("/proto", opts).await.unwrap();
+    assert_eq!(s.protocol().as_deref(), Some("chat-v2"));
+    assert!(described(&s).await.ends_with("protocol=chat-v2"));
+    // Nothing in common: a required protocol refuses, an optional one does without.
+    let none = || ConnectOptions {
+        protocols: vec!["zzz".into()],
+        ..ConnectOptions::default()
+    };
+    assert_eq!(status(run.connect_with("/strict", none()).await), 400);
+    let s = run.connect_with("/proto", none()).await.unwrap();
+    assert_eq!(s.protocol(), None);
+    for p in ["/", "/nope", "/rooms", "/rooms/1/users", "/echo/x"] {
+        assert_eq!(status(run.connect(p).await), 404, "{p}");
+    }
+    run.stop().await;
+}
+
+#[derive(Debug, PartialEq)]
+struct User(String);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_and_auth_middleware_accept_and_reject() {
+    let app = ServerApp::new()
+        .middleware(AccessLog)
+        .middleware(OriginAllowList::new(["https://good.example"]))
+        .middleware(Auth::new(|req: AuthRequest| async move {
+            match req.header("authorization") {
+                Some("Bearer sesame") => Ok(User(format!("alice@{}", req.remote.ip()))),
+                Some(_) => Err(Rejection::new(403, "auth").with_header("x-why", "bad token")),
+                None => Err(Auth::<User>::unauthorized()),
+            }
+        }))
+        .route("/me", |session: Session, ctx: RequestContext| async move {
+            let who = ctx.get::<User>().map(|u| u.0.clone()).unwrap_or_default();
+            let mut s = session.open_uni().await?;
+            s.write_all(who.as_bytes()).await?;
+            s.finish()?;
+            session.closed().await?;
+            Ok::<_, webtransport::app::HandlerError>(())
+        });
+    let run = start(app).await;
+    let opts = |origin: Option<&str>, token: Option<&str>| ConnectOptions {
+        origin: origin.map(str::to_owned),
+        headers: token
+            .map(|t| vec![("authorization".to_owned(), format!("Bearer {t}"))])
+            .unwrap_or_default(),
+        ..ConnectOptions::default()
+    };
+    let s = run
+        .connect_with("/me", opts(Some("https://good.example"), Some("sesame")))
+        .await
+        .unwrap();
+    assert_eq!(described(&s).await, "alice@127.0.0.1");
+    // Without an origin (not a browser) the list lets it through; auth still applies.
+    assert_eq!(
+        status(run.connect_with("/me", opts(None, Some("sesame"))).await),
+        200
+    );
+    assert_eq!(
+        status(
+            run.connect_with("/me", opts(Some("https://evil.example"), Some("sesame")))
+                .await
+        ),
+        403
+    );
+    assert_eq!(
+        status(
+            run.connect_with("/me", opts(Some("https://good.example"), None))
+                .await
+        ),
+        401
+    );
+    assert_eq!(
+        status(
+            run.connect_with("/me", opts(Some("https://good.example"), Some("x")))
+                .await
+        ),
+        403
+    );
+    assert_eq!(run.server.connections_accepted(), 5);
+    run.stop().await;
+}
+
+/// The rate limit on real sockets: the fourth request in the window gets 429; once the
+/// window has passed (tokio's clock, advanced while no connection is open) requests pass
+/// again.
+#[tokio::test]
+async fn the_rate_limit_hits_its_window_and_recovers() {
+    let app = ServerApp::new()
+        .middleware(RateLimit::per_ip(3, Duration::from_secs(60)))
+        .route("/echo", handlers::echo());
+    let handle = app.handle();
+    let run = start(app).await;
+    for _ in 0..3 {
+        let s = run.connect("/echo").await.unwrap();
+        s.close(0, "").unwrap();
+    }
+    assert_eq!(status(run.connect("/echo").await), 429);
+    let d = handle.diagnostics();
+    assert_eq!(d.rejected, vec![("rate_limit".to_owned(), 429, 1)]);
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(121)).await;
+    tokio::time::resume();
+    let s = run.connect("/echo").await.unwrap();
+    s.close(0, "").unwrap();
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_are_called_once_each_in_order() {
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let l = |log: &Arc<Mutex<Vec<String>>>, s: String| log.lock().unwrap().push(s);
+    let (a, b, c, d) = (log.clone(), log.clone(), log.clone(), log.clone());
+    let app = ServerApp::new()
+        .on_startup(move || {
+            let a = a.clone();
+            async move { l(&a, "startup".into()) }
+        })
+        .on_session_open(move |_s, ctx| l(&b, format!("open {}", ctx.path())))
+        .on_session_close(move |closed| {
+            let code = closed.close.as_ref().map(|c| c.code);
+            l(&c, format!("close {} {code:?}", closed.route))
+        })
+        .on_shutdown(move || {
+            let d = d.clone();
+            async move { l(&d, "shutdown".into()) }
+        })
+        .route("/echo", handlers::echo());
+    let run = start(app).await;
+    let s = run.connect("/echo").await.unwrap();
+    s.close(7, "bye").unwrap();
+    tokio::time::timeout(T, async {
+        while log.lock().unwrap().len() < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    run.stop().await;
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["startup", "open /echo", "close /echo Some(7)", "shutdown"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_or_panicking_handler_is_counted_and_harms_no_other_session() {
+    let app = ServerApp::new()
+        .route("/echo", handlers::echo())
+        .route("/fail", |_s: Session, _c: RequestContext| async move {
+            Err::<(), _>("no luck")
+        })
+        .route("/panic", |_s: Session, _c: RequestContext| async move {
+            if true {
+                panic!("handler bug");
+            }
+            Ok::<_, webtransport::app::HandlerError>(())
+        });
+    let handle = app.handle();
+    let run = start(app).await;
+    let echo = run.connect("/echo").await.unwrap();
+    for path in ["/fail", "/panic", "/fail"] {
+        let s = run.connect(path).await.unwrap();
+        let closed = tokio::time::timeout(T, s.closed()).await.unwrap().unwrap();
+        assert_eq!(closed.code, HANDLER_FAILED_CODE, "{path}");
+    }
+    // The echo session on the same server still works.
+    let (mut send, mut recv) = echo.open_bi().await.unwrap();
+    send.write_all(b"still here").await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(recv.read_to_end(64).await.unwrap(), b"still here");
+    let d = handle.diagnostics();
+    assert_eq!((d.handler_errors, d.handler_panics), (2, 1));
+    run.stop().await;
+}
+
+/// 200 sessions join one room; a stream broadcast and a datagram broadcast reach every
+/// one of them; sessions leave the room as they close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_reaches_two_hundred_members_and_closing_leaves_the_room() {
+    let app = ServerApp::with_limits(AppLimits {
+        max_sessions_per_ip: 1000,
+        ..AppLimits::default()
+    })
+    .route(
+        "/room",
+        |session: Session, ctx: RequestContext| async move {
+            ctx.app().registry().join("lobby", ctx.key())?;
+            session.closed().await?;
+            Ok::<_, webtransport::app::HandlerError>(())
+        },
+    );
+    let handle = app.handle();
+    let run = start(app).await;
+    let client = run.client();
+    let mut members = Vec::new();
+    for _ in 0..200 {
+        let s = tokio::time::timeout(T, client.connect(&run.url("/room")))
+            .await
+            .unwrap()
+            .unwrap();
+        members.push(s);
+    }
+    let registry = handle.registry();
+    tokio::time::timeout(T, async {
+        while registry.members("lobby").len() < 200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("every session joined");
+    let report = registry.broadcast_stream("lobby", Bytes::from_static(b"hello room"));
+    assert_eq!((report.delivered, report.skipped), (200, 0));
+    for s in &members {
+        let mut r = tokio::time::timeout(T, s.accept_uni())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.read_to_end(64).await.unwrap(), b"hello room");
+    }
+    // Datagrams may be lost (200 arrive at once at the client's one socket): broadcast
+    // again until every member has one, a few rounds at most.
+    let mut waiting: Vec<&Session> = members.iter().collect();
+    for _ in 0..5 {
+        let report = registry.broadcast_datagram("lobby", b"dgram");
+        assert_eq!(report.delivered, 200);
+        let mut still = Vec::new();
+        for s in waiting {
+            match tokio::time::timeout(Duration::from_millis(500), s.read_datagram()).await {
+                Ok(d) => assert_eq!(&d.unwrap()[..], b"dgram"),
+                Err(_) => still.push(s),
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        waiting.is_empty(),
+        "{} members never got a datagram",
+        waiting.len()
+    );
+    for s in members.drain(..100) {
+        s.close(0, "").unwrap();
+    }
+    tokio::time::timeout(T, async {
+        while registry.members("lobby").len() > 100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("closed sessions left the room");
+    drop(members);
+    tokio::time::timeout(T, async {
+        while !registry.groups().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the empty room is forgotten");
+    run.stop().await;
+}
+
+/// A member that never reads its streams does not slow the others: with a queue of 8,
+/// 200 messages reach the nine readers in about the time they take alone, while the
+/// stalled member's queue fills and the rest of its messages are skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_stops_reading_does_not_slow_the_others() {
+    let app = ServerApp::with_limits(AppLimits {
+        broadcast_queue: 8,
+        ..AppLimits::default()
+    })
+    .route(
+        "/room",
+        |session: Session, ctx: RequestContext| async move {
+            ctx.app().registry().join("r", ctx.key())?;
+            session.closed().await?;
+            Ok::<_, webtransport::app::HandlerError>(())
+        },
+    );
+    let handle = app.handle();
+    // The stalled member lets the server open few streams to it.
+    let run = start(app).await;
+    let stalled_client = Client::new(ClientConfig {
+        verification: CertVerification::ServerCertificateHashes(vec![run.cert.sha256]),
+        limits: SessionLimits {
+            max_streams_uni: 2,
+            ..SessionLimits::default()
+        },
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let stalled = stalled_client.connect(&run.url("/room")).await.unwrap();
+    let mut readers = Vec::new();
+    for _ in 0..9 {
+        readers.push(run.connect("/room").await.unwrap());
+    }
+    let registry = handle.registry();
+    tokio::time::timeout(T, async {
+        while registry.members("r").len() < 10 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    const N: usize = 200;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for s in readers.clone() {
+        tasks.spawn(async move {
+            for _ in 0..N {
+                let mut r = s.accept_uni().await.unwrap();
+                assert_eq!(r.read_to_end(64).await.unwrap().len(), 32);
+            }
+            Instant::now()
+        });
+    }
+    let (mut delivered, mut skipped) = (0, 0);
+    for _ in 0..N {
+        let r = registry.broadcast_stream("r", Bytes::from(vec![7u8; 32]));
+        delivered += r.delivered;
+        skipped += r.skipped;
+        // A steady sender: the readers keep up with it, the stalled member cannot.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut last = started;
+    while let Some(done) = tokio::time::timeout(T, tasks.join_next()).await.unwrap() {
+        last = last.max(done.unwrap());
+    }
+    // Each of the nine readers got all N; the stalled one at most its queue and the two
+    // streams it allows.
+    assert!(delivered >= 9 * N, "delivered {delivered}");
+    assert!(skipped >= N - 8 - 2 - 1, "skipped {skipped}");
+    // Delivery kept pace with the sender (N ms of sends); a stall behind the stalled
+    // member would have taken the 10 s open timeout per message.
+    let took = last - started;
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(!stalled.is_closed());
+    let d = handle.diagnostics();
+    assert!(d
+        .broadcasts
+        .iter()
+        .any(|(k, o, n)| k == "stream" && o == "skipped" && *n as usize == skipped));
+    run.stop().await;
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_counters_move_as_sessions_open_and_close() {
+    let app = ServerApp::new().route("/echo", handlers::echo());
+    let handle = app.handle();
+    let run = start(app).await;
+    let before = handle.prometheus_text();
+    assert!(
+        before.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
+    assert_eq!(metric(&before, "webtransport_sessions_accepted_total"), 0);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(run.connect("/echo").await.unwrap());
+    }
+    assert_eq!(status(run.connect("/missing").await), 404);
+    let (mut send, mut recv) = open[0].open_bi().await.unwrap();
+    send.write_all(&[1u8; 1000]).await.unwrap();
+    send.finish().unwrap();
+    recv.read_to_end(2000).await.unwrap();
+    let mid = handle.prometheus_text();
+    assert_eq!(metric(&mid, "webtransport_sessions_accepted_total"), 3);
+    assert_eq!(metric(&mid, "webtransport_sessions"), 3);
+    assert_eq!(metric(&mid, "webtransport_session_requests_total"), 4);
+    assert_eq!(
+        metric(
+            &mid,
+            "webtransport_sessions_rejected_total{reason=\"not_found\",status=\"404\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        metric(&mid, "webtransport_route_sessions_total{route=\"/echo\"}"),
+        3
+    );
+    assert!(metric(&mid, "webtransport_bytes_received_total") >= 1000);
+    assert!(metric(&mid, "webtransport_bytes_sent_total") >= 1000);
+    for s in open.drain(..) {
+        s.close(0, "").unwrap();
+    }
+    tokio::time::timeout(T, async {
+        while metric(
+            &handle.prometheus_text(),
+            "webtransport_sessions_closed_total",
+        ) < 3
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let after = handle.prometheus_text();
+    assert_eq!(metric(&after, "webtransport_sessions"), 0);
+    // Traffic of ended sessions is kept.
+    assert!(metric(&after, "webtransport_bytes_received_total") >= 1000);
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_limits_refuse_with_503_and_429() {
+    let app = ServerApp::with_limits(AppLimits {
+        max_sessions: 3,
+        max_sessions_per_ip: 2,
+        ..AppLimits::default()
+    })
+    .route("/echo", handlers::echo());
+    let handle = app.handle();
+    let run = start(app).await;
+    let a = run.connect("/echo").await.unwrap();
+    let _b = run.connect("/echo").await.unwrap();
+    assert_eq!(status(run.connect("/echo").await), 429);
+    a.close(0, "").unwrap();
+    tokio::time::timeout(T, async {
+        while handle.registry().len() > 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let _c = run.connect("/echo").await.unwrap();
+    let d = handle.diagnostics();
+    assert_eq!(d.rejected, vec![("max_sessions_per_ip".to_owned(), 429, 1)]);
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_routes_fail_serve_with_a_typed_error() {
+    let app = ServerApp::new()
+        .route("/a/{x}", handlers::echo())
+        .route("/a/{y}", handlers::echo());
+    let run = start(app).await;
+    let r = tokio::time::timeout(T, run.serving).await.unwrap().unwrap();
+    assert!(matches!(
+        r,
+        Err(webtransport::app::AppError::Route(
+            webtransport::app::RouteError::Duplicate(_)
+        ))
+    ));
+}
