@@ -27,7 +27,7 @@ use clap::{Args, ValueEnum};
 
 use crate::output;
 use api::{Listener, Stack};
-use ours::{Configs, WebTransport};
+use ours::{Configs, WebTransport, WebTransportApp};
 use raw_quinn::RawQuinn;
 use report::Results;
 use scenarios::Sizes;
@@ -86,6 +86,8 @@ impl Scenario {
 enum Impl {
     Webtransport,
     Quinn,
+    /// Ours with the server behind a `ServerApp` (not run unless asked for).
+    WebtransportApp,
 }
 
 impl Impl {
@@ -93,6 +95,7 @@ impl Impl {
         match self {
             Impl::Webtransport => "webtransport",
             Impl::Quinn => "quinn",
+            Impl::WebtransportApp => "webtransport-app",
         }
     }
 }
@@ -103,7 +106,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, value_delimiter = ',', value_name = "NAME")]
     scenario: Vec<Scenario>,
 
-    /// Implementations to run, comma-separated [default: both]
+    /// Implementations to run, comma-separated [default: webtransport,quinn];
+    /// `webtransport-app` is ours with its server behind a `ServerApp` (this process only)
     #[arg(long = "impl", value_enum, value_delimiter = ',', value_name = "NAME")]
     implementation: Vec<Impl>,
 
@@ -236,7 +240,7 @@ impl BenchArgs {
 
     fn implementations(&self) -> Vec<Impl> {
         if self.implementation.is_empty() {
-            Impl::value_variants().to_vec()
+            vec![Impl::Webtransport, Impl::Quinn]
         } else {
             self.implementation.clone()
         }
@@ -281,6 +285,22 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         }
     };
     let remote = args.client.is_some();
+    let app = Arc::new(WebTransportApp::new(&configs)?);
+    let app_addr = if impls.contains(&Impl::WebtransportApp) {
+        if remote {
+            anyhow::bail!("webtransport-app runs only with its server in this process");
+        }
+        Some(
+            start_server(
+                &app,
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                &mut servers,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
 
     let mut progress =
         Progress::new(u64::from(args.rounds.max(1)) * (scenarios.len() * impls.len()) as u64);
@@ -303,6 +323,12 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
                     Impl::Quinn => {
                         run_scenario(&quinn, quinn_addr, scenario, &sizes, remote, &configs).await
                     }
+                    Impl::WebtransportApp => match app_addr {
+                        Some(addr) => {
+                            run_scenario(&app, addr, scenario, &sizes, remote, &configs).await
+                        }
+                        None => unreachable!("started above when asked for"),
+                    },
                 };
                 match r {
                     Ok(metrics) => {
@@ -433,6 +459,9 @@ async fn serve(args: BenchArgs) -> Result<ExitCode> {
             }
             Impl::Quinn => {
                 start_server(&Arc::new(RawQuinn::new(&configs)?), next, &mut keep).await?
+            }
+            Impl::WebtransportApp => {
+                start_server(&Arc::new(WebTransportApp::new(&configs)?), next, &mut keep).await?
             }
         };
         fields.push((imp.name(), addr.to_string().into()));

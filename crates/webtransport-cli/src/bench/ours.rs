@@ -3,12 +3,19 @@
 //! structs, so transport settings, certificate and TLS setup are identical).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use webtransport::{
     tls, CertVerification, CertificateSource, Client, ClientConfig, Code, RecvStream, SendStream,
     Server, ServerConfig, Session, TransportConfig,
+};
+
+use tokio::sync::mpsc;
+use webtransport::app::{
+    AppLimits, HandlerError, OriginAllowList, RateLimit, RequestContext, ServerApp,
 };
 
 use super::api::{Conn, Listener, RecvHalf, SendHalf, Stack};
@@ -122,6 +129,95 @@ impl Listener for WebTransportServer {
                 return Some(session);
             }
         }
+    }
+}
+
+/// Our stack with its server behind a [`ServerApp`] (a route and two middleware: an origin
+/// allow-list and a per-IP rate limit, both set never to refuse), to measure what the
+/// framework adds to a session's setup over a bare [`Server`].
+#[derive(Debug)]
+pub struct WebTransportApp(WebTransport);
+
+impl WebTransportApp {
+    /// A stack with these configs.
+    pub fn new(configs: &Configs) -> Result<Self> {
+        Ok(WebTransportApp(WebTransport::new(configs)?))
+    }
+}
+
+impl Stack for WebTransportApp {
+    type Conn = Session;
+    type Server = AppServer;
+
+    fn name(&self) -> &'static str {
+        "webtransport-app"
+    }
+
+    async fn bind(&self, addr: SocketAddr) -> Result<AppServer> {
+        let config = ServerConfig {
+            bind: vec![addr],
+            ..self.0.configs.server.clone()
+        };
+        let server = Arc::new(Server::bind(config).await?);
+        let addr = *server
+            .local_addrs()
+            .first()
+            .context("the server bound no address")?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let app = ServerApp::with_limits(AppLimits {
+            max_sessions: usize::MAX,
+            max_sessions_per_ip: usize::MAX,
+            ..AppLimits::default()
+        })
+        .middleware(OriginAllowList::new(["*"]))
+        .middleware(RateLimit::per_ip(u32::MAX, Duration::from_secs(1)))
+        .route("/bench", move |session: Session, _ctx: RequestContext| {
+            let tx = tx.clone();
+            async move {
+                // The bench drives the session; the handler keeps it until it closes.
+                let _ = tx.send(session.clone());
+                let _ = session.closed().await;
+                Ok::<_, HandlerError>(())
+            }
+        });
+        let serving = tokio::spawn(app.serve(server.clone()));
+        Ok(AppServer {
+            _server: server,
+            addr,
+            sessions: tokio::sync::Mutex::new(rx),
+            serving: serving.abort_handle(),
+        })
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<Session> {
+        self.0.connect(addr).await
+    }
+}
+
+/// Our server behind a [`ServerApp`]: the sessions its handler hands over.
+#[derive(Debug)]
+pub struct AppServer {
+    _server: Arc<Server>,
+    addr: SocketAddr,
+    sessions: tokio::sync::Mutex<mpsc::UnboundedReceiver<Session>>,
+    serving: tokio::task::AbortHandle,
+}
+
+impl Drop for AppServer {
+    fn drop(&mut self) {
+        self.serving.abort();
+    }
+}
+
+impl Listener for AppServer {
+    type Conn = Session;
+
+    fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    async fn accept(&self) -> Option<Session> {
+        self.sessions.lock().await.recv().await
     }
 }
 
