@@ -41,8 +41,8 @@ struct Broadcast {
     outcome: &'static str,
 }
 
-/// The app's counters. Read them with [`ServerStats::diagnostics`]; scrape them with
-/// [`ServerStats::prometheus_text`].
+/// The app's counters. Read them with [`AppHandle::diagnostics`](super::AppHandle::diagnostics); scrape them with
+/// [`AppHandle::prometheus_text`](super::AppHandle::prometheus_text).
 #[derive(Debug)]
 pub struct ServerStats {
     registry: Registry,

@@ -1,5 +1,5 @@
-//! Built-in handlers: [`echo`], a static [`hello`], and the Devious Baton interop protocol
-//! ([`baton`], on [`crate::baton`]), each usable as a route of a
+//! Built-in handlers: [`echo()`], a static [`hello`], and the Devious Baton interop protocol
+//! ([`baton()`], on [`crate::baton`]), each usable as a route of a
 //! [`ServerApp`](super::ServerApp) and by name from a config file ([`Builtin`]).
 
 pub mod echo;
@@ -50,7 +50,7 @@ pub fn baton() -> impl Handler {
     }
 }
 
-/// The route options of [`baton`]: a route middleware that parses the query into
+/// The route options of [`baton()`]: a route middleware that parses the query into
 /// [`BatonParams`].
 pub fn baton_options() -> RouteOptions {
     RouteOptions::new().middleware(BatonQuery)
@@ -82,9 +82,9 @@ impl Middleware for BatonQuery {
 #[serde(rename_all = "snake_case", tag = "handler")]
 #[non_exhaustive]
 pub enum Builtin {
-    /// [`echo`].
+    /// [`echo()`].
     Echo,
-    /// [`baton`] (with [`baton_options`]).
+    /// [`baton()`] (with [`baton_options`]).
     DeviousBaton,
     /// [`hello`] with this text.
     Hello {
