@@ -1,39 +1,34 @@
-//! A chat server on [`ServerApp`]: `/chat/{room}` puts each session in the group named by
-//! the path, and every message a member sends on a unidirectional stream goes to every
-//! member of its room on a stream of their own (a member that stops reading is skipped,
-//! never slowing the room). Members leave their room when their session closes.
+//! A chat server on [`ServerApp`]: `/chat/{room}?name=NAME` runs the built-in chat
+//! handler (`handlers::chat`: each session joins the group named by the path, every
+//! message a member sends on a unidirectional stream reaches every member of its room on
+//! a stream of its own, a member that stops reading is skipped, never slowing the room,
+//! and members leave their room when their session closes). Beside it, a task of the
+//! app's own uses the same registry: every five seconds it tells each room how many
+//! members it has, by datagram, through `broadcast_datagram`.
 //!
 //! ```text
 //! cargo run -p webtransport --example chat_room
 //! ```
 //!
-//! It prints the port and the certificate hash for `wt connect` or a browser page.
+//! It prints the port and the certificate hash for `wt connect` or a browser page; `wt
+//! serve` serves the same room with a browser page at `http://127.0.0.1:4434/chat`.
 
-use bytes::Bytes;
-use webtransport::app::{HandlerError, RequestContext, ServerApp};
-use webtransport::{tls, Server, ServerConfig, Session};
+use std::time::Duration;
 
-/// Longest message taken from a member.
-const MAX_MESSAGE: usize = 64 * 1024;
+use webtransport::app::{handlers, AppHandle, ServerApp};
+use webtransport::{tls, Server, ServerConfig};
 
-async fn chat(session: Session, ctx: RequestContext) -> Result<(), HandlerError> {
-    let room = ctx.param("room").unwrap_or("lobby").to_owned();
-    let registry = ctx.app().registry();
-    registry.join(&room, ctx.key())?;
-    let hello = format!("{} joined {room}", ctx.key());
-    registry.broadcast_stream(&room, Bytes::from(hello));
-    while let Ok(mut recv) = session.accept_uni().await {
-        let Ok(text) = recv.read_to_end(MAX_MESSAGE).await else {
-            continue;
-        };
-        let mut line = format!("{}: ", ctx.key()).into_bytes();
-        line.extend_from_slice(&text);
-        let report = registry.broadcast_stream(&room, Bytes::from(line));
-        if report.skipped > 0 {
-            tracing::debug!(%room, skipped = report.skipped, "slow members skipped");
+/// Tells every room its size, by datagram, every `every`.
+async fn announce(app: AppHandle, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let registry = app.registry();
+        for room in registry.groups() {
+            let text = format!("* {} in {room}", registry.members(&room).len());
+            registry.broadcast_datagram(&room, text.as_bytes());
         }
     }
-    Ok(())
 }
 
 #[tokio::main]
@@ -51,10 +46,12 @@ async fn main() -> anyhow::Result<()> {
         println!("cert_sha256 {}", tls::sha256_hex(&hash));
     }
     let server = std::sync::Arc::new(server);
-    let app = ServerApp::new().route("/chat/{room}", chat);
+    let app = ServerApp::new().route("/chat/{room}", handlers::chat());
+    let announcer = tokio::spawn(announce(app.handle(), Duration::from_secs(5)));
     let serving = tokio::spawn(app.serve(server.clone()));
     tokio::signal::ctrl_c().await?;
     server.shutdown(std::time::Duration::from_secs(2)).await;
     serving.await??;
+    announcer.abort();
     Ok(())
 }

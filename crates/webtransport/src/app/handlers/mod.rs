@@ -1,12 +1,12 @@
-//! Built-in handlers: [`echo()`], a static [`hello`], and the Devious Baton interop protocol
-//! ([`baton()`], on [`crate::baton`]), each usable as a route of a
-//! [`ServerApp`](super::ServerApp) and by name from a config file ([`Builtin`]).
+//! Built-in handlers: [`echo()`], a static [`hello`], a [`chat()`] room, and the Devious
+//! Baton interop protocol ([`baton()`], on [`crate::baton`]), each usable as a route of a
+//! [`ServerApp`](super::ServerApp) and by name ([`Builtin`], what `wt serve --config`
+//! maps route names to).
 
+pub mod chat;
 pub mod echo;
 
 use std::sync::Arc;
-
-use serde::{Deserialize, Serialize};
 
 use super::context::RequestContext;
 use super::middleware::{BoxFuture, Middleware, Rejection};
@@ -38,6 +38,12 @@ pub fn hello(text: impl Into<String>) -> impl Handler {
             HandlerResult::Ok(())
         }
     }
+}
+
+/// A chat room per `{room}` parameter of the route, on the registry's groups and
+/// broadcast (see [`chat`](mod@chat) for what goes over the wire).
+pub fn chat() -> impl Handler {
+    chat::serve
 }
 
 /// The Devious Baton server: [`baton_options`] parses and checks the query before the
@@ -77,15 +83,16 @@ impl Middleware for BatonQuery {
     }
 }
 
-/// A built-in handler by name, as a config file names them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "handler")]
+/// A built-in handler, for [`ServerApp::builtin`](super::ServerApp::builtin).
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Builtin {
     /// [`echo()`].
     Echo,
     /// [`baton()`] (with [`baton_options`]).
     DeviousBaton,
+    /// [`chat()`].
+    Chat,
     /// [`hello`] with this text.
     Hello {
         /// What to send.
