@@ -172,6 +172,78 @@ async fn exact_and_pattern_routes_with_parameters_and_404() {
     run.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_first_offered_takes_the_clients_first_choice() {
+    // Middleware see the connection the request came on (here: the draft chosen for it),
+    // for 404s as well, in `answered`.
+    struct Drafts(Arc<Mutex<Vec<(String, bool)>>>);
+    impl webtransport::app::Middleware for Drafts {
+        fn check<'a>(
+            &'a self,
+            _ctx: &'a mut RequestContext,
+        ) -> webtransport::app::BoxFuture<'a, Result<(), Rejection>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn answered(&self, ctx: &RequestContext, _status: u16, _reason: Option<&str>) {
+            let draft = ctx.connection().protocol().draft.is_some();
+            self.0.lock().unwrap().push((ctx.path().to_owned(), draft));
+        }
+    }
+    let drafts = Arc::new(Mutex::new(Vec::new()));
+    let app = ServerApp::new()
+        .middleware(Drafts(drafts.clone()))
+        .route_with(
+            "/any",
+            // Replaces the list given before it.
+            RouteOptions::new()
+                .protocols(["chat-v1"])
+                .accept_first_offered(),
+            describe(),
+        )
+        .route_with(
+            "/any-strict",
+            RouteOptions::new()
+                .accept_first_offered()
+                .require_protocol(true),
+            describe(),
+        );
+    let run = start(app).await;
+    let offer = |p: &[&str]| ConnectOptions {
+        protocols: p.iter().map(|p| p.to_string()).collect(),
+        ..ConnectOptions::default()
+    };
+    for (offered, chosen) in [
+        (&["echo-v2", "echo-v1"][..], "echo-v2"),
+        (&["echo-v1", "echo-v2"][..], "echo-v1"),
+        (&["chat-v2", "chat-v1"][..], "chat-v2"),
+    ] {
+        let s = run.connect_with("/any", offer(offered)).await.unwrap();
+        assert_eq!(s.protocol().as_deref(), Some(chosen), "{offered:?}");
+        assert!(described(&s).await.ends_with(&format!("protocol={chosen}")));
+    }
+    // Nothing offered: no protocol, or 400 when one is required.
+    let s = run.connect_with("/any", offer(&[])).await.unwrap();
+    assert_eq!(s.protocol(), None);
+    assert!(described(&s).await.ends_with("protocol=-"));
+    assert_eq!(
+        status(run.connect_with("/any-strict", offer(&[])).await),
+        400
+    );
+    let s = run
+        .connect_with("/any-strict", offer(&["x"]))
+        .await
+        .unwrap();
+    assert_eq!(s.protocol().as_deref(), Some("x"));
+    assert!(described(&s).await.ends_with("protocol=x"));
+    // Every 200 was answered before its handler ran, the 404 before it was sent.
+    assert_eq!(status(run.connect("/nope").await), 404);
+    let seen = drafts.lock().unwrap().clone();
+    assert_eq!(seen.len(), 7, "{seen:?}");
+    assert!(seen.iter().all(|(_, draft)| *draft), "{seen:?}");
+    assert_eq!(seen.last().map(|(p, _)| p.as_str()), Some("/nope"));
+    run.stop().await;
+}
+
 #[derive(Debug, PartialEq)]
 struct User(String);
 

@@ -8,6 +8,7 @@ use webtransport_proto::headers::ConnectRequest;
 
 use super::router::{parse_query, split_target, Params};
 use super::{AppHandle, SessionKey};
+use crate::connection::Connection;
 
 /// A session request as the framework hands it to middleware (mutable: they may pass
 /// values on, add response headers) and then to the route's handler.
@@ -20,6 +21,7 @@ pub struct RequestContext {
     params: Params,
     request: ConnectRequest,
     remote: SocketAddr,
+    connection: Connection,
     protocol: Option<String>,
     response_headers: Vec<(String, String)>,
     values: Values,
@@ -31,6 +33,7 @@ impl RequestContext {
         key: SessionKey,
         request: ConnectRequest,
         remote: SocketAddr,
+        connection: Connection,
         app: AppHandle,
     ) -> Self {
         let (path, query) = split_target(&request.path);
@@ -43,6 +46,7 @@ impl RequestContext {
             params: Params::default(),
             request,
             remote,
+            connection,
             protocol: None,
             response_headers: Vec::new(),
             values: Values::default(),
@@ -129,6 +133,12 @@ impl RequestContext {
     /// The client's address.
     pub fn remote_address(&self) -> SocketAddr {
         self.remote
+    }
+
+    /// The connection the request came on: its negotiated draft and the peer's SETTINGS
+    /// ([`Connection::protocol`]), its statistics.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
     }
 
     /// The subprotocol chosen for the session (`wt-protocol`), once negotiated.

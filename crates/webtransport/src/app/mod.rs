@@ -100,6 +100,7 @@ where
 #[derive(Default)]
 pub struct RouteOptions {
     protocols: Vec<String>,
+    first_offered: bool,
     require_protocol: bool,
     middleware: Vec<Arc<dyn Middleware>>,
 }
@@ -108,6 +109,7 @@ impl std::fmt::Debug for RouteOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RouteOptions")
             .field("protocols", &self.protocols)
+            .field("first_offered", &self.first_offered)
             .field("require_protocol", &self.require_protocol)
             .field("middleware", &self.middleware.len())
             .finish()
@@ -122,17 +124,30 @@ impl RouteOptions {
 
     /// The subprotocols this route speaks, in the server's preference: the first of them
     /// the client offers (`wt-available-protocols`) is chosen and sent as `wt-protocol`.
+    /// Replaces [`RouteOptions::accept_first_offered`].
     pub fn protocols<I, S>(mut self, protocols: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
         self.protocols = protocols.into_iter().map(Into::into).collect();
+        self.first_offered = false;
+        self
+    }
+
+    /// Accepts whatever subprotocol the client offers first (`wt-available-protocols`
+    /// is in the client's preference), sent back as `wt-protocol`: for routes that speak
+    /// any protocol, such as an echo that lets a client test its negotiation. Replaces
+    /// [`RouteOptions::protocols`].
+    pub fn accept_first_offered(mut self) -> Self {
+        self.protocols.clear();
+        self.first_offered = true;
         self
     }
 
     /// Refuse (400, reason `protocol`) a client that offers none of the route's
-    /// subprotocols; by default such a client gets the session without one.
+    /// subprotocols (with [`RouteOptions::accept_first_offered`]: none at all); by
+    /// default such a client gets the session without one.
     pub fn require_protocol(mut self, require: bool) -> Self {
         self.require_protocol = require;
         self
@@ -145,10 +160,14 @@ impl RouteOptions {
     }
 
     fn negotiate(&self, offered: &[String]) -> Result<Option<String>, Rejection> {
-        if self.protocols.is_empty() {
+        let chosen = if self.first_offered {
+            offered.first()
+        } else if self.protocols.is_empty() {
             return Ok(None);
-        }
-        match self.protocols.iter().find(|p| offered.contains(p)) {
+        } else {
+            self.protocols.iter().find(|p| offered.contains(p))
+        };
+        match chosen {
             Some(p) => Ok(Some(p.clone())),
             None if self.require_protocol => Err(Rejection::new(400, "protocol")),
             None => Ok(None),
@@ -523,7 +542,13 @@ impl ServerApp {
         stats.request();
         let key = SessionKey(self.handle.0.next_key.fetch_add(1, Ordering::Relaxed));
         let remote = req.remote_address();
-        let mut ctx = RequestContext::new(key, req.request().clone(), remote, self.handle.clone());
+        let mut ctx = RequestContext::new(
+            key,
+            req.request().clone(),
+            remote,
+            req.connection().clone(),
+            self.handle.clone(),
+        );
         let decided = self.decide(&mut ctx).await;
         let (route, admission) = match decided {
             Ok(ok) => ok,
