@@ -1,21 +1,30 @@
 //! Support for the interop tests: a server with the routes every peer's checks use, and
 //! helpers to run external peers ([`browser`] for headless browsers).
 //!
-//! Routes:
-//! - `/echo`: bidi streams echoed then finished; each uni stream's bytes sent back on a
-//!   new uni stream; datagrams echoed; the first offered subprotocol is accepted.
+//! The route server is a [`ServerApp`]. Routes (each accepts the first subprotocol the
+//! client offers, [`RouteOptions::accept_first_offered`]):
+//! - `/echo`: [`handlers::echo()`]: bidi streams echoed then finished; each uni stream's
+//!   bytes sent back on a new uni stream; datagrams echoed.
 //! - `/server-bidi`: the server opens a bidi stream, sends `hello from server`, reads the
 //!   reply, then closes the session with code 1 and the reply as reason.
 //! - `/close-watch`: records the close code and reason the peer sends.
 //! - `/close-by-server`: closes at once with code 4000, reason `server bye`.
 //! - `/codes`: the stream reset / stop-sending choreography of the page (see
 //!   `pages/browser.html`), then closes with the codes it saw as the reason.
-//! - anything else: 404.
+//! - anything else: 404 (the framework's).
+//!
+//! Every handler returns only once its session has ended, so the close the peer sees is
+//! the route's own (or the peer's): the framework's close with code 0 after a handler
+//! returns finds the session already closed and sends nothing.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use webtransport::{Server, ServerConfig, Session, SessionRequest};
+use webtransport::app::{
+    handlers, AppLimits, BoxFuture, HandlerResult, Middleware, Rejection, RequestContext,
+    RouteOptions, ServerApp,
+};
+use webtransport::{Server, ServerConfig, Session};
 
 pub mod browser;
 
@@ -35,7 +44,7 @@ pub struct Observed {
     /// Stop code the server's uni stream saw on `/codes`: `Some(None)` when the peer said
     /// it had stopped the stream but no STOP_SENDING came within [`STOP_GRACE`].
     pub stop_seen: Option<Option<u32>>,
-    /// Paths requested, in order.
+    /// Paths requested (with any query), in order, refused ones too.
     pub paths: Vec<String>,
     /// Subprotocols offered (`wt-available-protocols`) with each request, in order.
     pub offered: Vec<Vec<String>>,
@@ -76,7 +85,12 @@ pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> RouteServer {
     let server = Arc::new(Server::bind(cfg).await.expect("bind"));
     let port = server.local_addrs()[0].port();
     let observed: Arc<Mutex<Observed>> = Arc::default();
-    let task = tokio::spawn(serve(server.clone(), observed.clone()));
+    let serving = app(observed.clone()).serve(server.clone());
+    let task = tokio::spawn(async move {
+        if let Err(e) = serving.await {
+            tracing::error!(error = %e, "route server failed");
+        }
+    });
     RouteServer {
         server,
         observed,
@@ -86,84 +100,126 @@ pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> RouteServer {
     }
 }
 
-async fn serve(server: Arc<Server>, observed: Arc<Mutex<Observed>>) {
-    while let Some(req) = server.accept().await {
-        let path = req.path().to_owned();
-        tracing::debug!(request = ?req.request(), "session request");
-        {
-            let mut seen = observed.lock().unwrap();
-            seen.paths.push(path.clone());
-            seen.offered.push(req.protocols().to_vec());
-            let protocol = req.connection().protocol();
-            seen.peers.push((
-                protocol
-                    .draft
-                    .map(|d| d.name().to_owned())
-                    .unwrap_or_default(),
-                protocol
-                    .peer_settings
-                    .map(|s| s.to_string())
-                    .unwrap_or_default(),
+/// The routes, recording into `observed`.
+fn app(observed: Arc<Mutex<Observed>>) -> ServerApp {
+    // The tests open as many sessions as they like: no session limits of the framework's.
+    let limits = AppLimits {
+        max_sessions: usize::MAX,
+        max_sessions_per_ip: usize::MAX,
+        ..AppLimits::default()
+    };
+    let options = || RouteOptions::new().accept_first_offered();
+    let watched = observed.clone();
+    let codes_seen = observed.clone();
+    ServerApp::with_limits(limits)
+        .middleware(Record(observed))
+        // Watched from the open rather than by an on_session_close hook: that hook sees a
+        // lost session as `close: None`, without the error `lost` records.
+        .on_session_open(move |session, ctx| {
+            tokio::spawn(watch(
+                session.clone(),
+                ctx.request().path.clone(),
+                watched.clone(),
             ));
-        }
-        let observed = observed.clone();
-        tokio::spawn(async move { route(req, path, observed).await });
+        })
+        .route_with("/echo", options(), handlers::echo())
+        .route_with("/server-bidi", options(), server_bidi)
+        .route_with("/close-watch", options(), close_watch)
+        .route_with("/close-by-server", options(), close_by_server)
+        .route_with(
+            "/codes",
+            options(),
+            move |session: Session, _: RequestContext| {
+                let observed = codes_seen.clone();
+                async move {
+                    codes(&session, observed).await;
+                    ended(&session).await
+                }
+            },
+        )
+}
+
+/// Records every request before it is answered: routed ones when their middleware run
+/// (before the route accepts them), refused ones (404) when the app answers them.
+struct Record(Arc<Mutex<Observed>>);
+
+/// Marks a request [`Record`] has recorded.
+struct Recorded;
+
+impl Record {
+    fn record(&self, ctx: &RequestContext) {
+        let request = ctx.request();
+        tracing::debug!(?request, "session request");
+        let protocol = ctx.connection().protocol();
+        let mut seen = self.0.lock().unwrap();
+        seen.paths.push(request.path.clone());
+        seen.offered.push(request.available_protocols.clone());
+        seen.peers.push((
+            protocol
+                .draft
+                .map(|d| d.name().to_owned())
+                .unwrap_or_default(),
+            protocol
+                .peer_settings
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+        ));
     }
 }
 
-async fn route(req: SessionRequest, path: String, observed: Arc<Mutex<Observed>>) {
-    let known = [
-        "/echo",
-        "/server-bidi",
-        "/close-watch",
-        "/close-by-server",
-        "/codes",
-    ];
-    if !known.contains(&path.as_str()) {
-        req.reject(404);
-        return;
+impl Middleware for Record {
+    fn check<'a>(&'a self, ctx: &'a mut RequestContext) -> BoxFuture<'a, Result<(), Rejection>> {
+        self.record(ctx);
+        ctx.insert(Recorded);
+        Box::pin(async { Ok(()) })
     }
-    let proto = req.protocols().first().cloned();
-    let Ok(session) = req.accept_with(proto, vec![]) else {
-        return;
-    };
-    let watcher = {
-        let session = session.clone();
-        let observed = observed.clone();
-        let path = path.clone();
-        tokio::spawn(async move {
-            match session.closed().await {
-                Ok(c) => observed
-                    .lock()
-                    .unwrap()
-                    .closes
-                    .push((path, c.code, c.reason, c.remote)),
-                Err(e) => {
-                    tracing::warn!(%path, error = %e, "session ended without a close");
-                    observed.lock().unwrap().lost.push((path, e.to_string()));
-                }
-            }
-        })
-    };
-    match path.as_str() {
-        "/echo" => echo(session).await,
-        "/server-bidi" => {
-            if let Ok((mut send, mut recv)) = session.open_bi().await {
-                let _ = send.write_all(b"hello from server").await;
-                let _ = send.finish();
-                let reply = recv.read_to_end(1 << 16).await.unwrap_or_default();
-                let _ = session.close(1, &String::from_utf8_lossy(&reply));
-            }
-        }
-        "/close-by-server" => {
-            let _ = session.close(4000, "server bye");
-        }
-        "/codes" => codes(session, observed).await,
-        _ => {
-            let _ = session.closed().await;
+
+    fn answered(&self, ctx: &RequestContext, _status: u16, _reason: Option<&str>) {
+        if ctx.get::<Recorded>().is_none() {
+            self.record(ctx);
         }
     }
-    let _ = watcher.await;
+}
+
+/// Records how the session at `path` ended: its close, or the error it was lost with.
+async fn watch(session: Session, path: String, observed: Arc<Mutex<Observed>>) {
+    match session.closed().await {
+        Ok(c) => observed
+            .lock()
+            .unwrap()
+            .closes
+            .push((path, c.code, c.reason, c.remote)),
+        Err(e) => {
+            tracing::warn!(%path, error = %e, "session ended without a close");
+            observed.lock().unwrap().lost.push((path, e.to_string()));
+        }
+    }
+}
+
+/// A handler's end: once the session has ended, however it ended (closed by the route,
+/// by the peer, or lost; [`watch`] records which).
+async fn ended(session: &Session) -> HandlerResult {
+    let _ = session.closed().await;
+    Ok(())
+}
+
+async fn server_bidi(session: Session, _ctx: RequestContext) -> HandlerResult {
+    if let Ok((mut send, mut recv)) = session.open_bi().await {
+        let _ = send.write_all(b"hello from server").await;
+        let _ = send.finish();
+        let reply = recv.read_to_end(1 << 16).await.unwrap_or_default();
+        let _ = session.close(1, &String::from_utf8_lossy(&reply));
+    }
+    ended(&session).await
+}
+
+async fn close_watch(session: Session, _ctx: RequestContext) -> HandlerResult {
+    ended(&session).await
+}
+
+async fn close_by_server(session: Session, _ctx: RequestContext) -> HandlerResult {
+    let _ = session.close(4000, "server bye");
+    ended(&session).await
 }
 
 /// The `/echo` behaviour: the library's echo service, also what `wt serve` runs.
@@ -171,7 +227,7 @@ pub async fn echo(session: Session) {
     let _ = webtransport::app::handlers::echo::serve(session).await;
 }
 
-async fn codes(session: Session, observed: Arc<Mutex<Observed>>) {
+async fn codes(session: &Session, observed: Arc<Mutex<Observed>>) {
     let step = async {
         // 1. The peer resets stream 1 after we acknowledge its first bytes.
         let (mut send, mut recv) = session.accept_bi().await.ok()?;
