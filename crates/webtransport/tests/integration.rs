@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use webtransport::app::{handlers, RouteOptions, ServerApp};
 use webtransport::*;
 
 const T: Duration = Duration::from_secs(10);
@@ -67,27 +68,18 @@ impl Fixture {
             .expect("connect timed out")
     }
 
-    /// Serves `/echo` like `wt serve` does, every other path 404, for every session.
+    /// Serves `/echo` like `wt serve` does: a `ServerApp` with the echo route (accepting
+    /// the first subprotocol offered) and its default limits (100 sessions per address),
+    /// every other path 404. Ends when the server shuts down.
     fn spawn_echo(&self) -> tokio::task::JoinHandle<()> {
+        let app = ServerApp::new().route_with(
+            "/echo",
+            RouteOptions::new().accept_first_offered(),
+            handlers::echo(),
+        );
         let server = self.server.clone();
-        tokio::spawn(async move {
-            while let Some(req) = server.accept().await {
-                if req.path() != "/echo" {
-                    req.reject(404);
-                    continue;
-                }
-                let proto = req.protocols().first().cloned();
-                let Ok(session) = req.accept_with(proto, vec![]) else {
-                    continue;
-                };
-                tokio::spawn(echo(session));
-            }
-        })
+        tokio::spawn(async move { app.serve(server).await.expect("valid routes") })
     }
-}
-
-async fn echo(session: Session) {
-    let _ = webtransport::app::handlers::echo::serve(session).await;
 }
 
 fn pattern(n: usize, seed: u64) -> Vec<u8> {
