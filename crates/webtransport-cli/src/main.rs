@@ -16,7 +16,6 @@ mod bench;
 mod cert;
 mod connect;
 mod demo;
-mod echo;
 mod output;
 mod serve;
 

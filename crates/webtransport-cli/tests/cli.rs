@@ -62,13 +62,13 @@ impl Running {
         }
     }
 
-    /// Sends SIGINT (what Ctrl-C sends) through the `kill` utility.
+    /// Sends SIGINT (what Ctrl-C sends) to the process by its id, through kill(2).
     fn interrupt(&self) {
-        let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
+        let raw = i32::try_from(self.child.id()).expect("a pid fits in i32");
+        let pid = rustix::process::Pid::from_raw(raw).expect("a child's pid is positive");
+        // The child is not reaped until `wait_exit` or drop, so the pid is still ours.
+        rustix::process::kill_process(pid, rustix::process::Signal::INT)
+            .unwrap_or_else(|e| panic!("kill({raw}, SIGINT): {e}"));
     }
 
     fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
@@ -361,13 +361,7 @@ fn serve_without_json_prints_instructions_and_serves_the_demo_page() {
         .unwrap_or_else(|| panic!("no demo page URL in:\n{text}"));
     let port: u16 = page.trim_end_matches('/').parse().unwrap();
 
-    let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    http.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    http.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    http.read_to_string(&mut response).unwrap();
+    let response = http_get(port, "/");
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     assert!(response.contains(&hash), "the page lacks the hash");
     assert!(
@@ -375,6 +369,173 @@ fn serve_without_json_prints_instructions_and_serves_the_demo_page() {
         "the page lacks the URL"
     );
     assert!(response.contains("new WebTransport("));
+}
+
+/// The whole response to `GET path` on 127.0.0.1:`port`.
+fn http_get(port: u16, path: &str) -> String {
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    http.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    http.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// The value of the sample `name` (with its labels, as written) in Prometheus text.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The port of an address printed as `IP:PORT`.
+fn port_of(addr: &Value) -> u16 {
+    addr.as_str()
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap()
+}
+
+/// A config file with two listeners (served by one app: one set of statistics), a
+/// `hello` route beside the echo, and the HTTP pages on a free port: sessions on both
+/// listeners move the counters that `/metrics` shows, and a refusal is counted by
+/// reason and status.
+#[test]
+fn serve_from_a_config_file_with_two_listeners_and_metrics() {
+    let dir = TempDir::new("config");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let file = dir.0.join("serve.toml");
+    std::fs::write(
+        &file,
+        r#"
+http_port = 0
+[[listeners]]
+bind = ["127.0.0.1:0"]
+[[listeners]]
+bind = ["127.0.0.1:0"]
+[[routes]]
+path = "/echo"
+handler = "echo"
+[[routes]]
+path = "/hello"
+handler = "hello"
+text = "hi from the config"
+[app]
+max_sessions_per_ip = 50
+"#,
+    )
+    .unwrap();
+    let server = Running::spawn(&["serve", "--json", "--config", file.to_str().unwrap()]);
+    let listening = server.event("listening");
+    let addrs = listening["addrs"].as_array().unwrap();
+    assert_eq!(addrs.len(), 2, "{listening}");
+    let hash = listening["cert_sha256"].as_str().unwrap().to_owned();
+    let http = port_of(&server.event("http")["addr"]);
+    let before = http_get(http, "/metrics");
+    assert!(before.contains("application/openmetrics-text"), "{before}");
+    assert_eq!(sample(&before, "webtransport_sessions_accepted_total"), 0.0);
+
+    for addr in addrs {
+        let url = format!("https://127.0.0.1:{}/echo", port_of(addr));
+        let output = wt(&["connect", &url, "--cert-hash", &hash, "--json"]);
+        assert!(output.status.success(), "{}", describe(&output));
+        server.event("session_closed");
+    }
+    let url = format!("https://127.0.0.1:{}/nope", port_of(&addrs[1]));
+    let output = wt(&["connect", &url, "--cert-hash", &hash, "--json"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    server.event("session_rejected");
+
+    let after = http_get(http, "/metrics");
+    assert_eq!(
+        sample(&after, "webtransport_sessions_accepted_total"),
+        2.0,
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "webtransport_sessions_closed_total"),
+        2.0,
+        "{after}"
+    );
+    assert_eq!(sample(&after, "webtransport_sessions"), 0.0, "{after}");
+    assert_eq!(
+        sample(&after, "webtransport_session_requests_total"),
+        3.0,
+        "{after}"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            r#"webtransport_route_sessions_total{route="/echo"}"#
+        ),
+        2.0,
+        "{after}"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            r#"webtransport_sessions_rejected_total{reason="not_found",status="404"}"#
+        ),
+        1.0,
+        "{after}"
+    );
+    assert!(sample(&after, "webtransport_bytes_received_total") > (1 << 20) as f64);
+}
+
+/// `--print-config` writes what runs, and that file reads back; a bad file is refused
+/// before anything binds, with the field named.
+#[test]
+fn serve_config_round_trip_and_errors_name_the_field() {
+    let dir = TempDir::new("config-rt");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let output = wt(&[
+        "serve",
+        "--print-config",
+        "--allow-origin",
+        "https://a.example",
+    ]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("allowed_origins = [\"https://a.example\"]"),
+        "{text}"
+    );
+    assert!(text.contains("handler = \"devious-baton\""), "{text}");
+    let file = dir.0.join("printed.toml");
+    std::fs::write(&file, &text).unwrap();
+    let again = wt(&[
+        "serve",
+        "--print-config",
+        "--config",
+        file.to_str().unwrap(),
+    ]);
+    assert!(again.status.success(), "{}", describe(&again));
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), text);
+
+    let bad = dir.0.join("bad.toml");
+    std::fs::write(&bad, "[[routes]]\npath = \"/hello\"\nhandler = \"hello\"\n").unwrap();
+    let output = wt(&["serve", "--config", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("`routes[0].text`"), "{stderr}");
+    let output = wt(&[
+        "serve",
+        "--allow-origin",
+        "example.com",
+        "--bind",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("`allowed_origins[0]`"));
 }
 
 /// A directory under the system temp dir, removed when dropped.

@@ -1,8 +1,14 @@
-//! `wt serve`'s `/echo` route (the library's echo service) and the lines it reports about
-//! sessions opening and closing.
+//! The lines `wt serve` prints about sessions: opened, refused, closed. They come from
+//! the app's hooks and from a middleware that is told how each request was answered.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use webtransport::{Session, SessionError};
+use std::sync::{Arc, Mutex};
+
+use webtransport::app::{
+    BoxFuture, ClosedSession, Middleware, Rejection, RequestContext, ServerApp, SessionKey,
+};
+use webtransport::CloseInfo;
 
 use crate::output;
 
@@ -45,7 +51,7 @@ impl Events {
         }
     }
 
-    pub fn rejected(&self, path: &str, remote: SocketAddr, status: u16) {
+    pub fn rejected(&self, path: &str, remote: SocketAddr, status: u16, reason: &str) {
         if self.json {
             output::json_line(&[
                 ("event", "session_rejected".into()),
@@ -55,23 +61,17 @@ impl Events {
             ]);
         } else {
             output::line(format!(
-                "request from {remote} for {path}: refused with {status} (only /echo exists)"
+                "request from {remote} for {path}: refused with {status} ({reason})"
             ));
         }
     }
 
-    pub fn closed(&self, who: &SessionLabel, how: &Result<webtransport::CloseInfo, SessionError>) {
+    pub fn closed(&self, who: &SessionLabel, close: Option<&CloseInfo>) {
         // A session can also end with its connection (the client vanished, the idle
-        // timeout, the server shutting down); that is reported as code 0 with the
-        // connection's error as the reason.
-        let (code, reason, remote) = match how {
-            Ok(info) => (info.code, info.reason.clone(), info.remote),
-            Err(SessionError::Connection(e)) => (
-                0,
-                format!("connection ended: {e}"),
-                !matches!(e, webtransport::ConnectionError::LocallyClosed),
-            ),
-            Err(e) => (0, e.to_string(), false),
+        // timeout): that is reported as code 0, by the client, with a reason saying so.
+        let (code, reason, remote) = match close {
+            Some(info) => (info.code, info.reason.clone(), info.remote),
+            None => (0, "connection ended without a close".to_owned(), true),
         };
         if self.json {
             output::json_line(&[
@@ -90,11 +90,50 @@ impl Events {
             ));
         }
     }
+
+    /// `app` with these events reported: sessions opened and closed through its hooks,
+    /// refusals through a middleware that runs first and refuses nothing itself.
+    pub fn attach(self, app: ServerApp) -> ServerApp {
+        let labels: Arc<Mutex<HashMap<SessionKey, SessionLabel>>> = Arc::default();
+        let on_open = labels.clone();
+        app.middleware(Refusals(self))
+            .on_session_open(move |session, ctx| {
+                let who = SessionLabel {
+                    connection: session.connection().connection_id().to_owned(),
+                    session: session.id().stream_id(),
+                    remote: ctx.remote_address(),
+                };
+                self.opened(&who, ctx.path(), ctx.protocol());
+                on_open
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(ctx.key(), who);
+            })
+            .on_session_close(move |closed: &ClosedSession| {
+                let who = labels
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&closed.key);
+                if let Some(who) = who {
+                    self.closed(&who, closed.close.as_ref());
+                }
+            })
+    }
 }
 
-/// Serves one session as an echo (`webtransport::echo`) until it closes, and reports the
-/// close through `events`.
-pub async fn run(session: Session, who: SessionLabel, events: Events) {
-    let how = webtransport::app::handlers::echo::serve(session).await;
-    events.closed(&who, &how);
+/// Reports every refused request.
+struct Refusals(Events);
+
+impl Middleware for Refusals {
+    fn check<'a>(&'a self, _ctx: &'a mut RequestContext) -> BoxFuture<'a, Result<(), Rejection>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn answered(&self, ctx: &RequestContext, status: u16, reason: Option<&str>) {
+        if status != 200 {
+            let reason = reason.unwrap_or("refused");
+            self.0
+                .rejected(ctx.path(), ctx.remote_address(), status, reason);
+        }
+    }
 }

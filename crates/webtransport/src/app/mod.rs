@@ -399,10 +399,16 @@ impl ServerApp {
     /// Routes `pattern` to a built-in handler.
     pub fn builtin(self, pattern: &str, builtin: handlers::Builtin) -> Self {
         match builtin {
-            handlers::Builtin::Echo => self.route(pattern, handlers::echo()),
+            // An echo speaks whatever the client speaks.
+            handlers::Builtin::Echo => self.route_with(
+                pattern,
+                RouteOptions::new().accept_first_offered(),
+                handlers::echo(),
+            ),
             handlers::Builtin::DeviousBaton => {
                 self.route_with(pattern, handlers::baton_options(), handlers::baton())
             }
+            handlers::Builtin::Chat => self.route(pattern, handlers::chat()),
             handlers::Builtin::Hello { text } => self.route(pattern, handlers::hello(text)),
         }
     }

@@ -49,7 +49,12 @@ pub async fn serve(session: Session, ctx: RequestContext) -> HandlerResult {
 /// [`MAX_NAME`] bytes, or `guest-N` (N the session key) when that leaves nothing.
 fn member_name(asked: Option<&str>, ctx: &RequestContext) -> String {
     let mut name = String::new();
-    for c in asked.unwrap_or_default().trim().chars().filter(|c| !c.is_control()) {
+    for c in asked
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+    {
         if name.len() + c.len_utf8() > MAX_NAME {
             break;
         }

@@ -87,7 +87,7 @@ impl Middleware for BatonQuery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Builtin {
-    /// [`echo()`].
+    /// [`echo()`], accepting the first subprotocol the client offers.
     Echo,
     /// [`baton()`] (with [`baton_options`]).
     DeviousBaton,
