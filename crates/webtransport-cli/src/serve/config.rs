@@ -38,7 +38,7 @@ pub struct ServeFile {
     /// self-signed certificate that browsers accept by its hash (printed at startup).
     pub certificate: Option<CertificateSource>,
     /// The listeners: each is a server of its own with one app over all of them (one
-    /// registry, one set of statistics). Default: one, on 127.0.0.1:4433 and [::1]:4433.
+    /// registry, one set of statistics). Default: one, on `127.0.0.1:4433` and `[::1]:4433`.
     pub listeners: Vec<Listener>,
     /// Routes to built-in handlers, matched in the framework's way (exact paths before
     /// patterns with `{name}` segments). Default: `/echo`, `/chat/{room}` and

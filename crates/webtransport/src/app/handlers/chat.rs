@@ -1,4 +1,4 @@
-//! A chat room: the built-in handler behind [`chat()`](super::chat).
+//! A chat room: the built-in handler behind [`chat()`](super::chat()).
 //!
 //! The route's `{room}` parameter names the group the session joins (`lobby` when the
 //! route has none); the query's `name` is how its messages are signed (`guest-N`
