@@ -223,23 +223,29 @@ pub struct PageRun {
     pub elapsed: Duration,
 }
 
-/// Opens `pages/browser.html?browser=NAME&QUERY` in a fresh headless `kind`, prints the
-/// page's progress lines, and returns its RESULT object. Panics (failing the test) when
-/// the browser is missing, exits without a RESULT line, prints a malformed one, or takes
-/// longer than [`PAGE_DEADLINE`]; the panic message carries the browser's last lines.
+/// Opens `pages/browser.html?browser=NAME&QUERY` in a fresh headless `kind` and returns
+/// the page's RESULT object, as [`run_url`] does.
+pub async fn run_page(kind: Kind, query: &str, extra_args: &[&str]) -> PageRun {
+    let page = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pages/browser.html");
+    let url = format!("file://{}?browser={}&{query}", page.display(), kind.name());
+    run_url(kind, &url, extra_args).await
+}
+
+/// Opens `url` in a fresh headless `kind`, prints the page's progress lines, and returns
+/// its RESULT object. Panics (failing the test) when the browser is missing, exits
+/// without a RESULT line, prints a malformed one, or takes longer than
+/// [`PAGE_DEADLINE`]; the panic message carries the browser's last lines.
 ///
 /// Set `WT_BROWSER_LOG=1` to see every line the browser prints.
-pub async fn run_page(kind: Kind, query: &str, extra_args: &[&str]) -> PageRun {
+pub async fn run_url(kind: Kind, url: &str, extra_args: &[&str]) -> PageRun {
     let binary = kind.binary();
     assert!(
         Path::new(binary).exists(),
         "{binary} is missing: install Debian's {} package (interop/run does)",
         kind.package()
     );
-    let page = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pages/browser.html");
-    let url = format!("file://{}?browser={}&{query}", page.display(), kind.name());
     let profile = Profile::new(kind);
-    let mut cmd = kind.command(&profile.0, extra_args, &url);
+    let mut cmd = kind.command(&profile.0, extra_args, url);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
