@@ -400,6 +400,20 @@ async fn a_failing_or_panicking_handler_is_counted_and_harms_no_other_session() 
     assert_eq!(recv.read_to_end(64).await.unwrap(), b"still here");
     let d = handle.diagnostics();
     assert_eq!((d.handler_errors, d.handler_panics), (2, 1));
+    // A client that vanishes (its connection aborted) ends the echo normally: the
+    // session is counted closed, not as a handler failure.
+    let closed_before = d.sessions_closed;
+    echo.connection().abort(Code::H3_NO_ERROR, "gone");
+    let deadline = Instant::now() + T;
+    while handle.diagnostics().sessions_closed == closed_before {
+        assert!(
+            Instant::now() < deadline,
+            "the echo session's end was not seen"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let d = handle.diagnostics();
+    assert_eq!((d.handler_errors, d.handler_panics), (2, 1));
     run.stop().await;
 }
 

@@ -14,10 +14,14 @@ use super::{Handler, HandlerResult, RouteOptions};
 use crate::baton::{self, BatonParams};
 use crate::session::Session;
 
-/// Echoes everything back ([`echo::serve`]) until the session closes.
+/// Echoes everything back ([`echo::serve`]) until the session closes. A session that
+/// ends because its peer vanished or reset it is a normal end of an echo, not a handler
+/// failure: there is nothing the handler did wrong.
 pub fn echo() -> impl Handler {
     |session: Session, _ctx: RequestContext| async move {
-        echo::serve(session).await?;
+        if let Err(e) = echo::serve(session.clone()).await {
+            tracing::debug!(session = %session.id(), error = %e, "echo session ended abnormally");
+        }
         HandlerResult::Ok(())
     }
 }
@@ -34,7 +38,8 @@ pub fn hello(text: impl Into<String>) -> impl Handler {
             s.finish()?;
             // Datagrams are best effort: one that does not fit is simply not sent.
             let _ = session.send_datagram(text.as_bytes());
-            session.closed().await?;
+            // How the client ends the session (even by vanishing) is its business.
+            let _ = session.closed().await;
             HandlerResult::Ok(())
         }
     }
