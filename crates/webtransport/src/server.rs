@@ -203,6 +203,21 @@ pub struct Server {
     counts: Arc<ConnectionCounts>,
 }
 
+/// The UDP socket for `addr`, one of the server's addresses `all`. An IPv6 address is
+/// IPv6-only when an IPv4 address of the same port is also served: Linux makes `[::]`
+/// dual-stack by default, so `0.0.0.0:4433` and `[::]:4433` together would otherwise
+/// fail with "address in use". Alone, `[::]` keeps the system's default (dual-stack on
+/// Linux), so that one address can serve both families.
+fn udp_socket(addr: SocketAddr, all: &[SocketAddr]) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() && all.iter().any(|a| a.is_ipv4() && a.port() == addr.port()) {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 /// Connections a server's endpoints took on and turned away.
 #[derive(Debug, Default)]
 struct ConnectionCounts {
@@ -228,7 +243,14 @@ impl Server {
                 addr: *addr,
                 source,
             };
-            let ep = quinn::Endpoint::server(quinn_config.clone(), *addr).map_err(bind_error)?;
+            let socket = udp_socket(*addr, &config.bind).map_err(bind_error)?;
+            let ep = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(quinn_config.clone()),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )
+            .map_err(bind_error)?;
             addrs.push(ep.local_addr().map_err(bind_error)?);
             tasks.spawn(accept_loop(
                 ep.clone(),

@@ -115,6 +115,58 @@ async fn bidi_echo(session: &Session, data: &[u8]) -> Vec<u8> {
     back
 }
 
+/// `0.0.0.0:P` and `[::]:P` together, the usual way to serve both families on one port:
+/// Linux makes `[::]` dual-stack, so the server binds it IPv6-only when the same port is
+/// also bound for IPv4; both families then reach the server.
+#[tokio::test]
+async fn one_port_on_ipv4_and_ipv6_wildcards() {
+    init_log();
+    let cert = generate_self_signed(&["localhost", "127.0.0.1", "::1"]).unwrap();
+    // A port free on both families (another process may take it in between: try a few).
+    let mut server = None;
+    for _ in 0..5 {
+        let port = std::net::UdpSocket::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = ServerConfig {
+            bind: vec![
+                format!("0.0.0.0:{port}").parse().unwrap(),
+                format!("[::]:{port}").parse().unwrap(),
+            ],
+            ..server_config(&cert)
+        };
+        match Server::bind(cfg).await {
+            Ok(s) => {
+                server = Some(s);
+                break;
+            }
+            Err(ServerError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse => {}
+            Err(e) => panic!("bind failed: {e:?}"),
+        }
+    }
+    let fx = Fixture {
+        server: Arc::new(server.expect("a free port in five tries")),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        hash: cert.sha256,
+    };
+    let port = fx.server.local_addrs()[0].port();
+    assert_eq!(fx.server.local_addrs()[1].port(), port);
+    let _echo = fx.spawn_echo();
+    for host in ["127.0.0.1", "[::1]"] {
+        let client = Client::new(fx.client_config()).unwrap();
+        let url = format!("https://{host}:{port}/echo");
+        let s = tokio::time::timeout(T, client.connect(&url))
+            .await
+            .expect("connect timed out")
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(bidi_echo(&s, host.as_bytes()).await, host.as_bytes());
+        s.close(0, "done").unwrap();
+    }
+}
+
 #[tokio::test]
 async fn bidi_uni_and_datagram_echo() {
     let fx = fixture().await;

@@ -31,7 +31,10 @@ pub struct ServerConfig {
     pub transport: TransportConfig,
     /// WebTransport buffer caps.
     pub limits: SessionLimits,
-    /// UDP addresses to listen on; one endpoint each. Default `127.0.0.1:4433`.
+    /// UDP addresses to listen on; one endpoint each. Default `127.0.0.1:4433`. An IPv6
+    /// address whose port is also listed for IPv4 is bound IPv6-only, so
+    /// `0.0.0.0:4433` with `[::]:4433` works; `[::]` alone keeps the system's default
+    /// (dual-stack on Linux).
     pub bind: Vec<SocketAddr>,
     /// The server certificate. Default: self-signed for `localhost`, `127.0.0.1` and `::1`.
     pub certificate: CertificateSource,
