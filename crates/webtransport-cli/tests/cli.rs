@@ -407,8 +407,8 @@ fn port_of(addr: &Value) -> u16 {
 
 /// A config file with two listeners (served by one app: one set of statistics), a
 /// `hello` route beside the echo, and the HTTP pages on a free port: sessions on both
-/// listeners move the counters that `/metrics` shows, and a refusal is counted by
-/// reason and status.
+/// listeners move the counters that `/metrics` shows (on the pages' port and on the
+/// metrics-only address), and a refusal is counted by reason and status.
 #[test]
 fn serve_from_a_config_file_with_two_listeners_and_metrics() {
     let dir = TempDir::new("config");
@@ -418,6 +418,7 @@ fn serve_from_a_config_file_with_two_listeners_and_metrics() {
         &file,
         r#"
 http_port = 0
+metrics = "127.0.0.1:0"
 [[listeners]]
 bind = ["127.0.0.1:0"]
 [[listeners]]
@@ -440,6 +441,7 @@ max_sessions_per_ip = 50
     assert_eq!(addrs.len(), 2, "{listening}");
     let hash = listening["cert_sha256"].as_str().unwrap().to_owned();
     let http = port_of(&server.event("http")["addr"]);
+    let metrics = port_of(&server.event("metrics")["addr"]);
     let before = http_get(http, "/metrics");
     assert!(before.contains("application/openmetrics-text"), "{before}");
     assert_eq!(sample(&before, "webtransport_sessions_accepted_total"), 0.0);
@@ -489,6 +491,15 @@ max_sessions_per_ip = 50
         "{after}"
     );
     assert!(sample(&after, "webtransport_bytes_received_total") > (1 << 20) as f64);
+
+    // The metrics-only address serves the same counters and no pages.
+    let scraped = http_get(metrics, "/metrics");
+    assert_eq!(
+        sample(&scraped, "webtransport_sessions_accepted_total"),
+        2.0,
+        "{scraped}"
+    );
+    assert!(http_get(metrics, "/").starts_with("HTTP/1.1 404"));
 }
 
 /// `--print-config` writes what runs, and that file reads back; a bad file is refused

@@ -159,11 +159,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let handle = app.handle();
 
     let pages = start_pages(&args, &file, primary, &hash, &handle).await?;
-    if let Some(addr) = file.metrics {
-        demo::start(addr, demo::Site::metrics_only(handle.clone()))
-            .await
-            .with_context(|| format!("cannot serve metrics on {addr}"))?;
-    }
+    let metrics = match file.metrics {
+        Some(addr) => Some(
+            demo::start(addr, demo::Site::metrics_only(handle.clone()))
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?,
+        ),
+        None => None,
+    };
     if args.json {
         let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
         output::json_line(&[
@@ -174,8 +177,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(page) = pages {
             output::json_line(&[("event", "http".into()), ("addr", page.to_string().into())]);
         }
+        if let Some(m) = metrics {
+            output::json_line(&[("event", "metrics".into()), ("addr", m.to_string().into())]);
+        }
     } else {
-        print_banner(&addrs, &file, &hash, &cert, pinnable, pages);
+        print_banner(&addrs, &file, &hash, &cert, pinnable, pages, metrics);
     }
 
     let mut serving = tokio::spawn(app.serve_all(servers.clone()));
@@ -476,6 +482,7 @@ fn print_banner(
     cert: &CertInfo,
     pinnable: bool,
     page: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
 ) {
     let primary = dial_addr(addrs);
     let url = format!("https://{primary}/echo");
@@ -520,6 +527,9 @@ fn print_banner(
         );
         text += &format!("  {:<13} http://{page}/chat\n", "Chat page");
         text += &format!("  {:<13} http://{page}/metrics\n", "Metrics");
+    }
+    if let Some(m) = metrics {
+        text += &format!("  {:<13} http://{m}/metrics (metrics only)\n", "");
     }
     text += &format!(
         "\nCheck it from a terminal:\n  wt connect {url} --cert-hash {hash}\n\n\
