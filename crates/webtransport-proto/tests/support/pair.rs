@@ -163,79 +163,112 @@ impl Pair {
     /// Moves everything until both sides are quiet.
     pub fn drive(&mut self) {
         for _ in 0..1000 {
-            let mut progress = self.collect();
-            for role in [Role::Client, Role::Server] {
-                let wire = match role {
-                    Role::Client => std::mem::take(&mut self.wire_to_client),
-                    Role::Server => std::mem::take(&mut self.wire_to_server),
-                };
-                let dgrams = match role {
-                    Role::Client => std::mem::take(&mut self.to_client),
-                    Role::Server => std::mem::take(&mut self.to_server),
-                };
-                let now = self.now;
-                let side = self.side(role);
-                for d in dgrams {
-                    progress = true;
-                    side.conn.handle_datagram(now, d);
-                }
-                for (stream, data, fin) in wire {
-                    progress = true;
-                    if let Some(app) = side.app_streams.get_mut(&stream) {
-                        app.0.extend_from_slice(&data);
-                        app.1 |= fin;
-                        continue;
-                    }
-                    let entry = side.core_streams.entry(stream).or_default();
-                    entry.0.extend_from_slice(&data);
-                    entry.1 |= fin;
-                    let (buf, fin) = std::mem::take(entry);
-                    // Feed one byte at a time for the first few bytes to exercise
-                    // partial parsing, then the rest in one go.
-                    let split = buf.len().min(3);
-                    // `Feed::Request` (said once) means "keep feeding" here: the harness
-                    // routes every write by stream id anyway.
-                    let keep_going = |f: Feed| matches!(f, Feed::Continue | Feed::Request);
-                    let mut feed = Feed::Continue;
-                    for b in &buf[..split] {
-                        feed = side.conn.handle_stream_data(
-                            now,
-                            stream,
-                            std::slice::from_ref(b),
-                            false,
-                        );
-                        if !keep_going(feed) {
-                            break;
-                        }
-                    }
-                    let consumed = if keep_going(feed) {
-                        feed = side
-                            .conn
-                            .handle_stream_data(now, stream, &buf[split..], fin);
-                        buf.len()
-                    } else {
-                        split.min(buf.len())
-                    };
-                    match feed {
-                        Feed::Continue | Feed::Request => {}
-                        Feed::Detach => {
-                            side.core_streams.remove(&stream);
-                            // Bytes not yet fed go to the app side directly.
-                            let app = side.app_streams.entry(stream).or_default();
-                            app.0.extend_from_slice(&buf[consumed.min(buf.len())..]);
-                            app.1 |= fin;
-                        }
-                        Feed::Done => {
-                            side.core_streams.remove(&stream);
-                        }
-                    }
-                }
-            }
-            if !progress {
+            if !self.step() {
                 return;
             }
         }
         panic!("pair did not settle");
+    }
+
+    /// One round: collects both sides' output, then delivers everything in flight.
+    /// Returns whether anything happened.
+    pub fn step(&mut self) -> bool {
+        let mut progress = self.collect();
+        for role in [Role::Client, Role::Server] {
+            let wire = match role {
+                Role::Client => std::mem::take(&mut self.wire_to_client),
+                Role::Server => std::mem::take(&mut self.wire_to_server),
+            };
+            let dgrams = match role {
+                Role::Client => std::mem::take(&mut self.to_client),
+                Role::Server => std::mem::take(&mut self.to_server),
+            };
+            let now = self.now;
+            for d in dgrams {
+                progress = true;
+                self.side(role).conn.handle_datagram(now, d);
+            }
+            for (stream, data, fin) in wire {
+                progress = true;
+                self.deliver(role, stream, &data, fin);
+            }
+        }
+        progress
+    }
+
+    /// Delivers one of the stream writes in flight to `to`: the `pick`-th (modulo) of
+    /// those that QUIC could deliver next, i.e. the first pending write of each stream
+    /// (streams are independent; bytes within one stay in order). Returns whether there
+    /// was one.
+    pub fn deliver_one(&mut self, to: Role, pick: usize) -> bool {
+        self.collect();
+        let wire = match to {
+            Role::Client => &mut self.wire_to_client,
+            Role::Server => &mut self.wire_to_server,
+        };
+        let mut heads = Vec::new();
+        for (i, (stream, _, _)) in wire.iter().enumerate() {
+            if !wire[..i].iter().any(|(s, _, _)| s == stream) {
+                heads.push(i);
+            }
+        }
+        if heads.is_empty() {
+            return false;
+        }
+        let (stream, data, fin) = wire.remove(heads[pick % heads.len()]);
+        self.deliver(to, stream, &data, fin);
+        true
+    }
+
+    /// Hands stream bytes to `role`: to its application if the stream was detached,
+    /// otherwise to its core (the first few bytes one at a time, to exercise partial
+    /// parsing).
+    pub fn deliver(&mut self, role: Role, stream: u64, data: &[u8], fin: bool) {
+        let now = self.now;
+        let side = self.side(role);
+        if let Some(app) = side.app_streams.get_mut(&stream) {
+            app.0.extend_from_slice(data);
+            app.1 |= fin;
+            return;
+        }
+        let entry = side.core_streams.entry(stream).or_default();
+        entry.0.extend_from_slice(data);
+        entry.1 |= fin;
+        let (buf, fin) = std::mem::take(entry);
+        let split = buf.len().min(3);
+        // `Feed::Request` (said once) means "keep feeding" here: the harness routes every
+        // write by stream id anyway.
+        let keep_going = |f: Feed| matches!(f, Feed::Continue | Feed::Request);
+        let mut feed = Feed::Continue;
+        let mut consumed = 0;
+        while consumed < split && keep_going(feed) {
+            feed = side.conn.handle_stream_data(
+                now,
+                stream,
+                std::slice::from_ref(&buf[consumed]),
+                false,
+            );
+            consumed += 1;
+        }
+        if keep_going(feed) {
+            feed = side
+                .conn
+                .handle_stream_data(now, stream, &buf[split..], fin);
+            consumed = buf.len();
+        }
+        match feed {
+            Feed::Continue | Feed::Request => {}
+            Feed::Detach => {
+                side.core_streams.remove(&stream);
+                // Bytes not yet fed go to the app side directly.
+                let app = side.app_streams.entry(stream).or_default();
+                app.0.extend_from_slice(&buf[consumed..]);
+                app.1 |= fin;
+            }
+            Feed::Done => {
+                side.core_streams.remove(&stream);
+            }
+        }
     }
 
     pub fn advance(&mut self, d: Duration) {
