@@ -182,11 +182,14 @@ struct Net {
 
 impl Net {
     async fn start(link: RelayConfig) -> Net {
-        Net::start_with(link, |_| {}).await
+        Net::start_with(link, |_, _| {}).await
     }
 
-    /// `tweak` changes the transport settings of both sides.
-    async fn start_with(link: RelayConfig, tweak: impl Fn(&mut TransportConfig)) -> Net {
+    /// `tweak` changes the transport settings and session limits of both sides.
+    async fn start_with(
+        link: RelayConfig,
+        tweak: impl Fn(&mut TransportConfig, &mut SessionLimits),
+    ) -> Net {
         init_log();
         let cert = generate_self_signed(&["localhost", "127.0.0.1"]).unwrap();
         let mut cfg = ServerConfig {
@@ -194,7 +197,7 @@ impl Net {
             certificate: cert.to_certificate_source(),
             ..ServerConfig::default()
         };
-        tweak(&mut cfg.transport);
+        tweak(&mut cfg.transport, &mut cfg.limits);
         let server = Arc::new(Server::bind(cfg).await.unwrap());
         let relay = Relay::start(server.local_addrs()[0], link).unwrap();
 
@@ -243,7 +246,7 @@ impl Net {
             connect_timeout: T,
             ..ClientConfig::default()
         };
-        tweak(&mut client_cfg.transport);
+        tweak(&mut client_cfg.transport, &mut client_cfg.limits);
         let client = Client::new(client_cfg).unwrap();
         Net {
             server,
@@ -331,7 +334,22 @@ const CHUNK: usize = 64 * 1024;
 /// `len` bytes out on one bidirectional stream and back from the echo route, checked byte
 /// for byte as they arrive.
 async fn bidi_echo(net: &Net, len: u64) -> String {
+    bidi_echo_with_outage(net, len, None).await
+}
+
+/// [`bidi_echo`], and once `outage.0` bytes came back the path goes silent both ways for
+/// `outage.1`.
+async fn bidi_echo_with_outage(net: &Net, len: u64, outage: Option<(u64, Duration)>) -> String {
     let session = net.connect("/echo").await;
+    let (silence, silenced) = tokio::sync::oneshot::channel::<()>();
+    let mut silence = Some(silence);
+    let outage_done = async {
+        if let (Some((_, length)), Ok(())) = (outage, silenced.await) {
+            net.relay.set_blackhole(Direction::Both, true);
+            tokio::time::sleep(length).await;
+            net.relay.set_blackhole(Direction::Both, false);
+        }
+    };
     let (mut send, mut recv) = timeout(T, session.open_bi()).await.unwrap().unwrap();
     let writer = tokio::spawn(async move {
         let mut pattern = Pattern::new(len);
@@ -355,24 +373,34 @@ async fn bidi_echo(net: &Net, len: u64) -> String {
     let mut want = vec![0u8; CHUNK];
     let mut sum = FNV_START;
     let mut got = 0u64;
-    loop {
-        let chunk = timeout(T, recv.read_chunk(CHUNK))
-            .await
-            .unwrap_or_else(|_| panic!("no echo within {T:?} after {got} bytes"))
-            .unwrap_or_else(|e| panic!("read after {got} bytes: {e:?}"));
-        let Some(chunk) = chunk else { break };
-        assert!(
-            got + chunk.len() as u64 <= len,
-            "more bytes back than sent: {} after {got}",
-            chunk.len()
-        );
-        expected.fill(&mut want[..chunk.len()]);
-        if let Some(at) = chunk.iter().zip(&want).position(|(a, b)| a != b) {
-            panic!("the echo differs at byte {}", got + at as u64);
+    let read_all = async {
+        loop {
+            let chunk = timeout(T, recv.read_chunk(CHUNK))
+                .await
+                .unwrap_or_else(|_| panic!("no echo within {T:?} after {got} bytes"))
+                .unwrap_or_else(|e| panic!("read after {got} bytes: {e:?}"));
+            let Some(chunk) = chunk else { break };
+            assert!(
+                got + chunk.len() as u64 <= len,
+                "more bytes back than sent: {} after {got}",
+                chunk.len()
+            );
+            expected.fill(&mut want[..chunk.len()]);
+            if let Some(at) = chunk.iter().zip(&want).position(|(a, b)| a != b) {
+                panic!("the echo differs at byte {}", got + at as u64);
+            }
+            sum = fnv1a(sum, &chunk);
+            got += chunk.len() as u64;
+            if outage.is_some_and(|(after, _)| got >= after) {
+                if let Some(silence) = silence.take() {
+                    let _ = silence.send(());
+                }
+            }
         }
-        sum = fnv1a(sum, &chunk);
-        got += chunk.len() as u64;
-    }
+        // No outage if the echo ended first.
+        drop(silence.take());
+    };
+    tokio::join!(read_all, outage_done);
     let sent_sum = timeout(T, writer).await.unwrap().unwrap();
     assert_eq!(got, len, "the echo ended early");
     assert_eq!(sum, sent_sum);
@@ -420,6 +448,50 @@ async fn short_streams(net: &Net, count: usize) -> String {
     assert_eq!(done, count);
     session.close(0, "").unwrap();
     format!("{count} streams echoed intact ({bytes} bytes each way)")
+}
+
+/// `count` unidirectional streams to the echo route, which sends each back on a stream of
+/// its own: every reply arrives intact (in whatever order).
+async fn uni_streams(net: &Net, count: u32) -> String {
+    let session = net.connect("/echo").await;
+    let payload = |i: u32| {
+        let mut data = i.to_be_bytes().to_vec();
+        data.extend(Pattern::bytes(
+            u64::from(i) + 1_000,
+            (i as usize * 13) % 3000 + 1,
+        ));
+        data
+    };
+    let mut senders = JoinSet::new();
+    for i in 0..count {
+        let session = session.clone();
+        senders.spawn(async move {
+            let mut send = timeout(T, session.open_uni())
+                .await
+                .unwrap_or_else(|_| panic!("uni {i}: no stream within {T:?}"))
+                .unwrap_or_else(|e| panic!("uni {i}: open: {e:?}"));
+            send.write_all(&payload(i)).await.unwrap();
+            send.finish().unwrap();
+        });
+    }
+    let mut seen = HashSet::new();
+    let mut bytes = 0;
+    while seen.len() < count as usize {
+        let mut recv = timeout(T, session.accept_uni())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {count} replies, then none", seen.len()))
+            .unwrap();
+        let back = timeout(T, recv.read_to_end(4096)).await.unwrap().unwrap();
+        let i = u32::from_be_bytes(back[..4].try_into().unwrap());
+        assert_eq!(back, payload(i), "reply to uni stream {i}");
+        assert!(seen.insert(i), "two replies to uni stream {i}");
+        bytes += back.len();
+    }
+    while let Some(sent) = senders.join_next().await {
+        sent.unwrap();
+    }
+    session.close(0, "").unwrap();
+    format!("{count} uni streams and their replies intact ({bytes} bytes each way)")
 }
 
 /// The pace of the numbered datagrams: about 120 kB/s, below what the congestion
@@ -595,6 +667,87 @@ async fn close_codes_cross_a_lossy_link_both_ways() {
     net.shutdown().await;
 }
 
+/// The path goes silent both ways for 10 s in the middle of a transfer (a third of the
+/// 30 s idle timeout) and comes back: the transfer completes intact and nothing fails.
+#[tokio::test(start_paused = true)]
+async fn a_short_outage_mid_transfer_is_survived() {
+    let net = Net::start(lossy_link()).await;
+    let outage = Some((1 << 20, Duration::from_secs(10)));
+    measured(
+        &net,
+        "10 s outage",
+        bidi_echo_with_outage(&net, 4 << 20, outage),
+    )
+    .await;
+    let stats = net.relay.stats();
+    assert!(
+        stats.client_to_server.dropped_blackhole > 0
+            && stats.server_to_client.dropped_blackhole > 0,
+        "{stats:?}"
+    );
+    net.shutdown().await;
+}
+
+/// Session flow control with small windows on both sides (64 KiB of data, 4 streams of
+/// each kind), so that WT_MAX_DATA and WT_MAX_STREAMS must keep crossing the lossy link.
+#[tokio::test(start_paused = true)]
+async fn small_flow_control_windows_through_a_lossy_link() {
+    let net = Net::start_with(lossy_link(), |_, limits| {
+        limits.max_data = 64 * 1024;
+        limits.max_streams_bidi = 4;
+        limits.max_streams_uni = 4;
+    })
+    .await;
+    measured(&net, "small windows: bidi echo", bidi_echo(&net, 1 << 20)).await;
+    measured(
+        &net,
+        "small windows: short streams",
+        short_streams(&net, 300),
+    )
+    .await;
+    measured(&net, "small windows: uni streams", uni_streams(&net, 100)).await;
+    assert_lossy(&net.relay.stats());
+    net.shutdown().await;
+}
+
+/// Unidirectional streams both ways (the client's, and the server's replies) through the
+/// lossy link.
+#[tokio::test(start_paused = true)]
+async fn uni_streams_through_a_lossy_link() {
+    let net = Net::start(lossy_link()).await;
+    measured(&net, "uni streams", uni_streams(&net, 300)).await;
+    assert_lossy(&net.relay.stats());
+    net.shutdown().await;
+}
+
+/// A server that shuts down closes its sessions with a code and reason the client reads,
+/// also when the capsules and acknowledgements meet losses.
+#[tokio::test(start_paused = true)]
+async fn server_shutdown_reaches_the_client_through_a_lossy_link() {
+    let net = Net::start(lossy_link()).await;
+    let sessions = [
+        net.connect("/echo").await,
+        net.connect("/echo").await,
+        net.connect("/datagrams").await,
+    ];
+    let server = net.server.clone();
+    let shutdown = tokio::spawn(async move { server.shutdown(Duration::from_secs(1)).await });
+    for session in &sessions {
+        let end = timeout(T, session.closed()).await.unwrap();
+        assert_eq!(
+            end.unwrap(),
+            CloseInfo {
+                code: 0,
+                reason: "server shutting down".into(),
+                remote: true
+            }
+        );
+    }
+    timeout(T, shutdown).await.unwrap().unwrap();
+    drop(sessions);
+    net.shutdown().await;
+}
+
 /// The full sizes on one relay, one scenario after the other.
 #[tokio::test(start_paused = true)]
 #[ignore = "long: 1 GiB, 1,000 streams, 10,000 datagrams; run in release with --ignored"]
@@ -608,6 +761,7 @@ async fn full_sizes_through_a_lossy_link() {
     measured(&net, "bidi echo", bidi_echo(&net, bytes)).await;
     measured(&net, "short streams", short_streams(&net, 1_000)).await;
     measured(&net, "datagrams", numbered_datagrams(&net, 10_000)).await;
+    measured(&net, "uni streams", uni_streams(&net, 1_000)).await;
     let figures = close_both_ways(&mut net).await;
     println!("[close] {figures}");
     println!(
@@ -627,7 +781,7 @@ async fn a_blackhole_mid_transfer_is_reported_by_both_ends_within_the_idle_timeo
     const IDLE: Duration = Duration::from_secs(5);
     let metrics = tokio::runtime::Handle::current().metrics();
     let before_server = metrics.num_alive_tasks();
-    let net = Net::start_with(lossy_link(), |t| {
+    let net = Net::start_with(lossy_link(), |t, _| {
         t.max_idle_timeout = IDLE;
         t.keep_alive_interval = Some(Duration::from_secs(1));
     })
@@ -762,4 +916,133 @@ async fn a_blackhole_mid_transfer_is_reported_by_both_ends_within_the_idle_timeo
         "{} tasks alive, {before_server} before the server",
         metrics.num_alive_tasks()
     );
+}
+
+/// Only the server's packets vanish: the client hears nothing and gives up within the idle
+/// timeout; the server keeps hearing the client's probes until then. Its idle timer runs
+/// from the first ack-eliciting packet it sends after the last one it received (RFC 9000
+/// §10.1), which its keep-alive sends within a second: so it gives up at most a keep-alive
+/// interval plus the idle timeout after the client. Both as `ConnectionError::TimedOut`,
+/// and nothing is left.
+#[tokio::test(start_paused = true)]
+async fn one_way_silence_is_reported_by_both_ends() {
+    const IDLE: Duration = Duration::from_secs(5);
+    const KEEP_ALIVE: Duration = Duration::from_secs(1);
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let net = Net::start_with(lossy_link(), |t, _| {
+        t.max_idle_timeout = IDLE;
+        t.keep_alive_interval = Some(KEEP_ALIVE);
+    })
+    .await;
+    let baseline = metrics.num_alive_tasks();
+    let session = net.connect("/echo").await;
+    let server_conn = net.server.connections().pop().unwrap();
+    // A stream in use when the path fails: its reader must fail too.
+    let (mut send, mut recv) = timeout(T, session.open_bi()).await.unwrap().unwrap();
+    send.write_all(b"before the silence").await.unwrap();
+    let back = timeout(T, recv.read_chunk(100)).await.unwrap().unwrap();
+    assert_eq!(back.as_deref(), Some(&b"before the silence"[..]));
+
+    net.relay.set_blackhole(Direction::ServerToClient, true);
+    let silent = Instant::now();
+    let server_end = {
+        let conn = server_conn.clone();
+        tokio::spawn(async move { (conn.wait_closed().await, silent.elapsed()) })
+    };
+    let read = timeout(IDLE * 2, recv.read_chunk(100)).await.unwrap();
+    let client_after = silent.elapsed();
+    let (server_why, server_after) = timeout(IDLE * 3, server_end).await.unwrap().unwrap();
+    println!(
+        "[one-way silence] client reported after {client_after:?}, server after {server_after:?}"
+    );
+    assert!(
+        matches!(read, Err(ReadError::Connection(ConnectionError::TimedOut))),
+        "{read:?}"
+    );
+    assert_eq!(server_why, ConnectionError::TimedOut);
+    assert!(client_after <= IDLE, "{client_after:?}");
+    assert!(
+        server_after <= client_after + KEEP_ALIVE + IDLE,
+        "{server_after:?}"
+    );
+
+    drop((send, recv, session, server_conn));
+    let Net {
+        server,
+        app,
+        relay,
+        client,
+        ..
+    } = net;
+    drop(client);
+    let settled = timeout(T, async {
+        while metrics.num_alive_tasks() != baseline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        settled.is_ok(),
+        "{} tasks alive, {baseline} before the connection",
+        metrics.num_alive_tasks()
+    );
+    server.shutdown(Duration::from_secs(1)).await;
+    timeout(T, app).await.unwrap().unwrap();
+    relay.shutdown().await;
+}
+
+/// A graceful close on a path that went silent cannot get its capsules acknowledged: it
+/// gives up after the configured close timeout (plus the second it allows the QUIC close)
+/// instead of hanging, and the connection is closed.
+#[tokio::test(start_paused = true)]
+async fn a_graceful_close_on_a_silent_path_is_bounded_by_the_close_timeout() {
+    let net = Net::start(lossy_link()).await;
+    let close_timeout = net.client.config().close_timeout;
+    let session = net.connect("/echo").await;
+    let conn = session.connection().clone();
+    net.relay.set_blackhole(Direction::Both, true);
+    let started = Instant::now();
+    timeout(T, conn.close(7, "closing into the void"))
+        .await
+        .expect("close hung");
+    let took = started.elapsed();
+    println!("[close on a silent path] returned after {took:?} (close timeout {close_timeout:?})");
+    assert!(
+        took <= close_timeout + Duration::from_secs(1),
+        "close took {took:?}"
+    );
+    assert!(conn.is_closed(), "{:?}", conn.state());
+    assert_eq!(conn.close_reason(), Some(ConnectionError::LocallyClosed));
+    assert_eq!(
+        timeout(T, session.closed()).await.unwrap().unwrap(),
+        CloseInfo {
+            code: 7,
+            reason: "closing into the void".into(),
+            remote: false
+        }
+    );
+    drop((session, conn));
+    net.shutdown().await;
+}
+
+/// A bottleneck: 1 MB/s with a queue of 16 packets (tail drop) on top of 20 ms of delay:
+/// congestion control must find the rate, and the transfer stays intact.
+#[tokio::test(start_paused = true)]
+async fn a_narrow_bottleneck_with_a_short_queue() {
+    let narrow = Impairment {
+        rate: Some(1_000_000),
+        queue_limit: 16,
+        delay: Duration::from_millis(20),
+        ..Impairment::default()
+    };
+    let net = Net::start(RelayConfig {
+        seed: SEED,
+        ..RelayConfig::both(narrow)
+    })
+    .await;
+    measured(&net, "bottleneck: bidi echo", bidi_echo(&net, 4 << 20)).await;
+    measured(&net, "bottleneck: short streams", short_streams(&net, 300)).await;
+    let stats = net.relay.stats();
+    assert!(stats.client_to_server.dropped_queue > 0, "{stats:?}");
+    net.shutdown().await;
 }
