@@ -1046,3 +1046,81 @@ async fn a_narrow_bottleneck_with_a_short_queue() {
     assert!(stats.client_to_server.dropped_queue > 0, "{stats:?}");
     net.shutdown().await;
 }
+
+/// The path goes silent from client to server right after the QUIC handshake, before the
+/// client's CONNECT gets through: the server closes the connection once its
+/// `handshake_timeout` (which covers the first CONNECT) has passed, instead of holding it
+/// until the QUIC idle timeout (or for ever, while a client that never asks for a session
+/// keeps it alive with keep-alives), and the client, which still hears the server, learns
+/// why before its own connect timeout.
+#[tokio::test(start_paused = true)]
+async fn silence_between_the_handshake_and_the_connect_is_bounded_by_the_handshake_timeout() {
+    const HANDSHAKE: Duration = Duration::from_secs(10);
+    const CONNECT: Duration = Duration::from_secs(20);
+    // 2 s each way, so that the moment between the server's end of the handshake and the
+    // client's CONNECT (which waits for the server's SETTINGS) is easy to hit.
+    const DELAY: Duration = Duration::from_secs(2);
+    let slow = Impairment {
+        delay: DELAY,
+        ..Impairment::default()
+    };
+    let mut net = Net::start_with(RelayConfig::both(slow), |_, _| {}).await;
+    assert_eq!(net.server.config().handshake_timeout, HANDSHAKE);
+    let mut cfg = net.client.config().clone();
+    cfg.connect_timeout = CONNECT;
+    net.client = Client::new(cfg).unwrap();
+
+    let started = Instant::now();
+    let url = format!("https://127.0.0.1:{}/echo", net.relay.addr().port());
+    let client = net.client.clone();
+    let connecting = tokio::spawn(async move { (client.connect(&url).await, started.elapsed()) });
+    let server_conn = timeout(T, async {
+        loop {
+            let linked = net
+                .server
+                .connections()
+                .into_iter()
+                .find(|c| c.is_connected());
+            if let Some(c) = linked {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the server finished the QUIC handshake");
+    net.relay.set_blackhole(Direction::ClientToServer, true);
+    let linked_at = started.elapsed();
+    let server_end = {
+        let conn = server_conn.clone();
+        tokio::spawn(async move { (conn.wait_closed().await, started.elapsed()) })
+    };
+
+    let (connected, client_after) = timeout(T * 2, connecting).await.unwrap().unwrap();
+    assert!(
+        matches!(
+            &connected,
+            Err(ConnectError::ConnectionLost(ConnectionError::ApplicationClosed { code, .. }))
+                if *code == Code::H3_NO_ERROR
+        ),
+        "{connected:?}"
+    );
+    assert!(client_after < CONNECT, "{client_after:?}");
+    let (why, server_after) = timeout(T * 2, server_end).await.unwrap().unwrap();
+    println!(
+        "[silence before CONNECT] server linked at {linked_at:?}, client gave up at \
+         {client_after:?}, server closed at {server_after:?} ({why:?})"
+    );
+    assert!(
+        matches!(&why, ConnectionError::LocallyClosed),
+        "the server's connection ended with {why:?}"
+    );
+    // The server's clock starts when the client's first packet reaches it, one delay in.
+    assert!(
+        server_after <= DELAY + HANDSHAKE,
+        "closed after {server_after:?}"
+    );
+    assert!(net.server.connections().iter().all(Connection::is_closed));
+    drop(server_conn);
+    net.shutdown().await;
+}
