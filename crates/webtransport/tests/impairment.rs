@@ -1124,3 +1124,36 @@ async fn silence_between_the_handshake_and_the_connect_is_bounded_by_the_handsha
     drop(server_conn);
     net.shutdown().await;
 }
+
+/// The same limit against a client that completes the QUIC handshake and then never asks
+/// for a session while its keep-alives hold the connection open: without the handshake
+/// timeout covering the first CONNECT, the server would keep it for ever.
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_never_asks_for_a_session_is_closed_at_the_handshake_timeout() {
+    let net = Net::start(RelayConfig::default()).await;
+    let handshake = net.server.config().handshake_timeout;
+    let quic_config = tls::quinn_client_config(net.client.config()).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quic_config);
+    let started = Instant::now();
+    let quic = timeout(T, ep.connect(net.relay.addr(), "localhost").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(net.client.config().transport.keep_alive_interval.is_some());
+    let why = timeout(T * 4, quic.closed())
+        .await
+        .expect("the server kept a connection without a session");
+    let after = started.elapsed();
+    println!("[no CONNECT] the server closed after {after:?}: {why}");
+    match why {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code.into_inner(), Code::H3_NO_ERROR.0);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(after <= handshake, "{after:?}");
+    drop(quic);
+    ep.wait_idle().await;
+    net.shutdown().await;
+}
