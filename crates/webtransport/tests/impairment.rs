@@ -3,11 +3,16 @@
 //! (`webtransport-relay`), and `Client`s that reach it only through the relay.
 //!
 //! - Through 5 % loss, 5 % reordering, 1 % duplication and 20 ms of delay each way (fixed
-//!   seed): a bidirectional echo that must come back byte for byte; many short streams;
-//!   numbered, checksummed datagrams that may be lost but never arrive corrupted or twice
-//!   (checked on both sides); session close codes and reasons in both directions.
+//!   seed): a bidirectional echo that must come back byte for byte; 1,000 short streams;
+//!   uni streams both ways; 10,000 numbered, checksummed datagrams that may be lost but
+//!   never arrive corrupted or twice (checked on both sides); session close codes and
+//!   reasons in both directions; small session flow-control windows; a server shutdown.
 //! - A blackhole in the middle of a transfer: both ends must report the loss within the
-//!   configured idle timeout with a typed error, and no task may be left behind.
+//!   configured idle timeout with a typed error, and no task may be left behind; the same
+//!   with only one direction silent; a 10 s outage that must be survived; a graceful close
+//!   into silence, bounded by the close timeout; silence between the QUIC handshake and
+//!   the CONNECT, bounded by the server's handshake timeout.
+//! - A 1 MB/s bottleneck with a 16-packet queue.
 //!
 //! Everything runs on tokio's paused clock, so 20 ms of delay and a 5 s outage cost no
 //! real time; every network wait is bounded by `tokio::time::timeout` (on the paused
