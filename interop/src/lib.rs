@@ -25,6 +25,7 @@ use webtransport::app::{
     RouteOptions, ServerApp,
 };
 use webtransport::{Server, ServerConfig, Session};
+use webtransport_relay::{Relay, RelayConfig};
 
 pub mod browser;
 
@@ -52,6 +53,28 @@ pub struct Observed {
     pub peers: Vec<(String, String)>,
     /// (path, error) of every session that ended without a close (connection lost).
     pub lost: Vec<(String, String)>,
+}
+
+/// The path of the `*_through_loss` tests: 2 % of the packets lost each way, replayable
+/// from its seed.
+pub fn lossy_path() -> RelayConfig {
+    RelayConfig {
+        seed: 2,
+        ..RelayConfig::lossy(0.02)
+    }
+}
+
+/// The port at which to reach a server on 127.0.0.1:`port`: its own, or that of an
+/// impairment relay started in front of it with `path`, which the caller keeps alive as
+/// long as it uses the port.
+pub fn via(port: u16, path: Option<RelayConfig>) -> (u16, Option<Relay>) {
+    match path {
+        None => (port, None),
+        Some(cfg) => {
+            let relay = Relay::start(([127, 0, 0, 1], port).into(), cfg).expect("relay");
+            (relay.addr().port(), Some(relay))
+        }
+    }
 }
 
 /// A running route server.

@@ -5,6 +5,8 @@
 //!
 //! Each cell spawns a peer script from `python/` with its virtual environment's
 //! interpreter (made by `setup-python.sh`), drives our side, and asserts every check. The
+//! `*_through_loss` cells run the same checks with the impairment relay between our side
+//! and the peer, losing 2 % of the packets each way. The
 //! peers print JSON lines (see `python/peer_common.py`); our driver logs each peer's
 //! SETTINGS and the draft chosen at info, written straight to stderr so that they show in
 //! the output of a passing run too.
@@ -16,11 +18,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use interop::{lossy_path, via};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use webtransport::{CertVerification, ClientConfig, ConnectOptions, Connection, Session};
+use webtransport_relay::{Relay, RelayConfig};
 
 const STARTUP: Duration = Duration::from_secs(30);
 const CLIENT_RUN: Duration = Duration::from_secs(120);
@@ -351,15 +355,38 @@ async fn run_client_script(peer: &Peer, cell: &str, base: &str, mode: &str) -> (
     (results, proc)
 }
 
+/// One line on what the relay of a cell did, if it has one.
+fn report_relay(cell: &str, relay: Option<&Relay>) {
+    if let Some(relay) = relay {
+        let s = relay.stats();
+        for (way, d) in [("c->s", s.client_to_server), ("s->c", s.server_to_client)] {
+            say(format!(
+                "[{cell}] relay {way}: {} packets, {} lost, {} forwarded",
+                d.received_packets, d.dropped_loss, d.forwarded_packets
+            ));
+        }
+    }
+}
+
 /// Their client against the interop route server (`interop::start`).
 async fn client_vs_route_server(peer: Peer) {
+    client_vs_route_server_via(peer, None).await;
+}
+
+/// [`client_vs_route_server`], through a relay with `path` when there is one.
+async fn client_vs_route_server_via(peer: Peer, path: Option<RelayConfig>) {
     init_log();
-    let cell = format!("{} client -> route server", peer.name);
+    let lossy = if path.is_some() { " (2 % loss)" } else { "" };
+    let cell = format!("{} client -> route server{lossy}", peer.name);
     // Default configuration: the server tells a pywebtransport 0.8.1 client by its
     // user-agent and writes its capsules bare (CapsuleFraming::Auto, docs/design.md).
     let srv = interop::start(|_| {}).await;
-    say(format!("[{cell}] server on 127.0.0.1:{}", srv.port));
-    let base = format!("https://127.0.0.1:{}", srv.port);
+    let (port, relay) = via(srv.port, path);
+    say(format!(
+        "[{cell}] server on 127.0.0.1:{}, the client goes to 127.0.0.1:{port}",
+        srv.port
+    ));
+    let base = format!("https://127.0.0.1:{port}");
     let (mut results, proc) = run_client_script(&peer, &cell, &base, "routes").await;
 
     // What the server saw of the client's close.
@@ -385,6 +412,7 @@ async fn client_vs_route_server(peer: Peer) {
         }
         other => results.record("server_saw_close", false, format!("server saw {other:?}")),
     }
+    report_relay(&cell, relay.as_ref());
     let mut expected = ROUTE_CHECKS.to_vec();
     expected.push("server_saw_close");
     results.assert_all(&expected, &proc);
@@ -655,13 +683,20 @@ const LIBRARY_CHECKS: [&str; 9] = [
 
 /// Our library's client against their server.
 async fn library_vs_server(peer: Peer) {
+    library_vs_server_via(peer, None).await;
+}
+
+/// [`library_vs_server`], through a relay with `path` when there is one.
+async fn library_vs_server_via(peer: Peer, path: Option<RelayConfig>) {
     init_log();
-    let cell = format!("webtransport client -> {} server", peer.name);
+    let lossy = if path.is_some() { " (2 % loss)" } else { "" };
+    let cell = format!("webtransport client -> {} server{lossy}", peer.name);
     let mut srv = start_peer_server(&peer, &cell).await;
+    let (port, relay) = via(srv.port, path);
     let cfg = client_config(srv.hash);
     let mut results = Results::new(&cell);
 
-    let echo = tokio::time::timeout(CHECK, open(&cfg, srv.port, "/echo")).await;
+    let echo = tokio::time::timeout(CHECK, open(&cfg, port, "/echo")).await;
     match echo {
         Ok(Ok((conn, session))) => {
             report_protocol(&cell, &conn);
@@ -698,7 +733,7 @@ async fn library_vs_server(peer: Peer) {
 
     // We close; the server prints the code and reason it saw.
     let close = async {
-        let (conn, session) = open(&cfg, srv.port, "/close-watch").await?;
+        let (conn, session) = open(&cfg, port, "/close-watch").await?;
         session
             .close(CLOSE_CODE, CLOSE_REASON)
             .map_err(|e| format!("close: {e}"))?;
@@ -715,7 +750,7 @@ async fn library_vs_server(peer: Peer) {
     results.run("close_by_client", CHECK * 2, close).await;
 
     let by_server = async {
-        let (conn, session) = open(&cfg, srv.port, "/close-by-server").await?;
+        let (conn, session) = open(&cfg, port, "/close-by-server").await?;
         let r = expect_close(&session, 4000, "server bye").await;
         conn.close(0, "done").await;
         r
@@ -723,7 +758,7 @@ async fn library_vs_server(peer: Peer) {
     results.run("close_by_server", CHECK, by_server).await;
 
     let server_bidi = async {
-        let (conn, session) = open(&cfg, srv.port, "/server-bidi").await?;
+        let (conn, session) = open(&cfg, port, "/server-bidi").await?;
         let (mut send, mut recv) = session
             .accept_bi()
             .await
@@ -744,6 +779,7 @@ async fn library_vs_server(peer: Peer) {
         r
     };
     results.run("server_bidi", CHECK, server_bidi).await;
+    report_relay(&cell, relay.as_ref());
     results.assert_all(&LIBRARY_CHECKS, &srv.proc);
 }
 
@@ -881,6 +917,16 @@ async fn pwtnew_client_vs_wt_serve() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pwtnew_server_vs_library_client() {
     library_vs_server(PWT_NEW).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pwtnew_client_vs_route_server_through_loss() {
+    client_vs_route_server_via(PWT_NEW, Some(lossy_path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pwtnew_server_vs_library_client_through_loss() {
+    library_vs_server_via(PWT_NEW, Some(lossy_path())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,9 @@
 //!   stream arrived), `/close-watch` (reports the client's close code and reason), and 404
 //!   for anything else.
 //!
+//! Each direction also runs through the impairment relay at 2 % loss each way
+//! (`*_through_loss`): the same checks, with the relay between our side and the peer.
+//!
 //! Both peers speak one session per connection, so every check opens its own connection.
 //! Each check prints one matrix line: `ok`, `ok*` (the peer's API cannot do it the way the
 //! draft means; the behaviour it does have is asserted instead, see docs/interop.md) or
@@ -17,9 +20,11 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use interop::{lossy_path, via};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use webtransport::{CertVerification, Client, ClientConfig, Code, ConnectionError, SessionError};
+use webtransport_relay::{Relay, RelayConfig};
 
 /// The bound on every single wait for the network.
 const STEP: Duration = Duration::from_secs(10);
@@ -94,6 +99,19 @@ impl Matrix {
         };
         println!("[{}] {name:22} {mark} {ms:>5}ms  {detail}", self.label);
         self.rows += 1;
+    }
+
+    /// Prints what the relay between the two sides did, if there is one.
+    fn relay(&self, relay: Option<&Relay>) {
+        if let Some(relay) = relay {
+            let s = relay.stats();
+            for (way, d) in [("c->s", s.client_to_server), ("s->c", s.server_to_client)] {
+                println!(
+                    "[{}] relay {way}: {} packets, {} lost, {} forwarded",
+                    self.label, d.received_packets, d.dropped_loss, d.forwarded_packets
+                );
+            }
+        }
     }
 
     fn finish(self) {
@@ -354,7 +372,20 @@ fn wt_app_close(e: &wtransport::error::ConnectionError) -> Option<(u64, String)>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wtransport_client_vs_our_server() {
-    let mut m = Matrix::new("wtransport client -> our server");
+    wtransport_client_vs_ours("wtransport client -> our server", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wtransport_client_vs_our_server_through_loss() {
+    wtransport_client_vs_ours(
+        "wtransport client -> 2 % loss -> our server",
+        Some(lossy_path()),
+    )
+    .await;
+}
+
+async fn wtransport_client_vs_ours(label: &'static str, path: Option<RelayConfig>) {
+    let mut m = Matrix::new(label);
     let srv = interop::start(|_| {}).await;
     let cfg = wtransport::ClientConfig::builder()
         .with_bind_default()
@@ -363,7 +394,7 @@ async fn wtransport_client_vs_our_server() {
         ))])
         .build();
     let ep = wtransport::Endpoint::client(cfg).expect("wtransport client endpoint");
-    let port = srv.port;
+    let (port, relay) = via(srv.port, path);
 
     m.check("session + SETTINGS", async {
         let _conn = wt_connect(&ep, port, "/echo").await?;
@@ -491,6 +522,7 @@ async fn wtransport_client_vs_our_server() {
     })
     .await;
 
+    m.relay(relay.as_ref());
     m.finish();
 }
 
@@ -532,12 +564,25 @@ fn wtq_closed(e: &web_transport_quinn::SessionError) -> Option<(u32, &str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_transport_quinn_client_vs_our_server() {
-    let mut m = Matrix::new("web-transport-quinn client -> our server");
+    web_transport_quinn_client_vs_ours("web-transport-quinn client -> our server", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_transport_quinn_client_vs_our_server_through_loss() {
+    web_transport_quinn_client_vs_ours(
+        "web-transport-quinn client -> 2 % loss -> our server",
+        Some(lossy_path()),
+    )
+    .await;
+}
+
+async fn web_transport_quinn_client_vs_ours(label: &'static str, path: Option<RelayConfig>) {
+    let mut m = Matrix::new(label);
     let srv = interop::start(|_| {}).await;
     let client = web_transport_quinn::ClientBuilder::new()
         .with_server_certificate_hashes(vec![hash_bytes(&srv.hash_hex).to_vec()])
         .expect("web-transport-quinn client");
-    let port = srv.port;
+    let (port, relay) = via(srv.port, path);
 
     m.check("session + SETTINGS", async {
         let _session = wtq_connect(&client, port, "/echo").await?;
@@ -709,6 +754,7 @@ async fn web_transport_quinn_client_vs_our_server() {
     })
     .await;
 
+    m.relay(relay.as_ref());
     m.finish();
 }
 
@@ -1008,14 +1054,14 @@ fn lost_rejection(e: &ConnectionError) -> Option<&'static str> {
     }
 }
 
-async fn our_client_vs(mut peer: PeerServer, label: &'static str) {
+async fn our_client_vs(mut peer: PeerServer, label: &'static str, path: Option<RelayConfig>) {
     let mut m = Matrix::new(label);
     let client = Client::new(ClientConfig {
         verification: CertVerification::ServerCertificateHashes(vec![peer.hash]),
         ..ClientConfig::default()
     })
     .expect("our client");
-    let port = peer.port;
+    let (port, relay) = via(peer.port, path);
     let name = peer.name;
 
     m.check("session + SETTINGS", async {
@@ -1145,12 +1191,28 @@ async fn our_client_vs(mut peer: PeerServer, label: &'static str) {
     })
     .await;
 
+    m.relay(relay.as_ref());
     m.finish();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_client_vs_wtransport_server() {
-    our_client_vs(wtransport_server().await, "our client -> wtransport server").await;
+    our_client_vs(
+        wtransport_server().await,
+        "our client -> wtransport server",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_client_vs_wtransport_server_through_loss() {
+    our_client_vs(
+        wtransport_server().await,
+        "our client -> 2 % loss -> wtransport server",
+        Some(lossy_path()),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1158,6 +1220,17 @@ async fn our_client_vs_web_transport_quinn_server() {
     our_client_vs(
         web_transport_quinn_server().await,
         "our client -> web-transport-quinn server",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_client_vs_web_transport_quinn_server_through_loss() {
+    our_client_vs(
+        web_transport_quinn_server().await,
+        "our client -> 2 % loss -> web-transport-quinn server",
+        Some(lossy_path()),
     )
     .await;
 }

@@ -406,6 +406,7 @@ async fn accept_loop(
         let ep = ep.clone();
         let handshake_timeout = config.handshake_timeout;
         tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + handshake_timeout;
             let remote = incoming.remote_address();
             let setup = async {
                 let quic = incoming
@@ -418,8 +419,22 @@ async fn accept_loop(
                     .await
                     .map_err(HandshakeError::Lost)
             };
-            match tokio::time::timeout(handshake_timeout, setup).await {
-                Ok(Ok(())) => debug!(conn = %engine.id(), %remote, "connection accepted"),
+            match tokio::time::timeout_at(deadline, setup).await {
+                Ok(Ok(())) => {
+                    debug!(conn = %engine.id(), %remote, "connection accepted");
+                    // The handshake timeout covers the first CONNECT too: a connection whose
+                    // path failed after the QUIC handshake, or whose client never asks for a
+                    // session, would otherwise be held until the QUIC idle timeout (for
+                    // ever, while keep-alives flow). Closed at once (RFC 9114 §5.3): there
+                    // is no request to wind down.
+                    if !engine.first_request_by(deadline).await {
+                        debug!(conn = %engine.id(), %remote, "no session request within the handshake timeout: closing");
+                        engine.abort(
+                            Code::H3_NO_ERROR,
+                            "no session request within the handshake timeout",
+                        );
+                    }
+                }
                 Ok(Err(e)) => {
                     debug!(%remote, error = %e, "connection setup failed");
                     engine.fail(ConnectError::Handshake(e));

@@ -43,7 +43,8 @@ pub struct ServerConfig {
     /// Connections served at once; more are refused. Default 3000 (pywebtransport's).
     pub max_connections: usize,
     /// Time a new connection has to complete the QUIC handshake and its first WebTransport
-    /// CONNECT; a connection that takes longer is closed. Default 10 s.
+    /// CONNECT; a connection that takes longer is closed (after the QUIC handshake: with
+    /// H3_NO_ERROR, reason "no session request within the handshake timeout"). Default 10 s.
     #[serde(with = "duration_serde")]
     pub handshake_timeout: Duration,
     /// On graceful shutdown, time sessions get to finish after GOAWAY/DRAIN before their

@@ -223,6 +223,9 @@ pub(crate) struct Engine {
     /// Why connecting failed, before there was a QUIC connection.
     failure: Mutex<Option<ConnectError>>,
     idle_closing: std::sync::atomic::AtomicBool,
+    /// Whether the peer ever asked for a session on this connection (a server's first
+    /// CONNECT), for `ServerConfig::handshake_timeout`.
+    session_requested: std::sync::atomic::AtomicBool,
     /// A client's connect, waiting for `Connection::start` or `establish`.
     start: Mutex<PendingStart>,
 }
@@ -274,6 +277,7 @@ impl Engine {
             progress: Notify::new(),
             failure: Mutex::new(None),
             idle_closing: std::sync::atomic::AtomicBool::new(false),
+            session_requested: std::sync::atomic::AtomicBool::new(false),
             start: Mutex::default(),
         })
     }
@@ -360,6 +364,33 @@ impl Engine {
 
     pub(crate) fn notify_progress(&self) {
         self.progress.notify_waiters();
+    }
+
+    /// The peer asked for a session (a CONNECT request arrived).
+    pub(crate) fn session_requested(&self) {
+        self.session_requested.store(true, Ordering::SeqCst);
+        self.notify_progress();
+    }
+
+    /// Waits until the peer has asked for a session on this connection or the connection
+    /// has ended. `false` if `deadline` came first: the connection is open and nobody asked
+    /// for anything on it.
+    pub(crate) async fn first_request_by(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let progress = self.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            if self.session_requested.load(Ordering::SeqCst) || self.lifecycle.get().is_final() {
+                return true;
+            }
+            tokio::select! {
+                _ = progress => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return self.session_requested.load(Ordering::SeqCst)
+                        || self.lifecycle.get().is_final();
+                }
+            }
+        }
     }
 
     /// Connecting failed before there was a QUIC connection (or during its setup).

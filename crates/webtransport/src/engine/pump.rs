@@ -134,6 +134,7 @@ impl State {
                     Box::new(SessionSlot::new(Some(ConnectRequest::clone(&request)))),
                 );
                 engine.activity().touch();
+                engine.session_requested();
                 let pending = PendingRequest {
                     engine: engine.clone(),
                     session,
