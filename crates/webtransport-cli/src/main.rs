@@ -14,9 +14,11 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod cert;
+mod child;
 mod connect;
 mod demo;
 mod output;
+mod rss;
 mod serve;
 
 const ABOUT: &str = "WebTransport over HTTP/3: an echo server, a client that checks a server, \
