@@ -168,7 +168,7 @@ async fn serve_stream<S: SendHalf, R: RecvHalf>(
                     .unwrap_or(0)
                     .to_le_bytes(),
             )
-                .await?;
+            .await?;
         }
         other => bail!("unknown command byte {other:#x}"),
     }
