@@ -32,6 +32,7 @@ mod report;
 #[path = "../../crates/webtransport-cli/src/bench/scenarios.rs"]
 mod scenarios;
 // The scenarios' server answers its memory through the CLI's reader.
+#[allow(dead_code)]
 #[path = "../../crates/webtransport-cli/src/rss.rs"]
 mod rss;
 
