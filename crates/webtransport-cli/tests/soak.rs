@@ -126,6 +126,10 @@ fn soak_cycles_against_its_own_server() {
         "1000",
     ]);
     assert!(run.status.success(), "{}", run.describe());
+    let first = &run.lines[0];
+    assert_eq!(first["event"], "run", "{first}");
+    assert_eq!(first["concurrency"], 4, "{first}");
+    assert!(first["server_pid"].as_u64().is_some(), "{first}");
     let r = run.result();
     assert_eq!(r["ok"], true, "{}", run.describe());
     assert_eq!(r["mode"], "cycles");

@@ -330,6 +330,14 @@ fn growth(rss: Option<u64>, base: Option<u64>) -> Option<f64> {
     }
 }
 
+fn build() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
 fn rounded(v: f64) -> serde_json::Value {
     serde_json::Value::from((v * 10.0).round() / 10.0)
 }
@@ -499,12 +507,24 @@ async fn cycles(
             || "elsewhere".to_owned(),
             |c| format!("child pid {}", c.pid())
         ),
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        },
+        build(),
     );
+    if args.json {
+        output::json_line(&[
+            ("event", "run".into()),
+            ("mode", "cycles".into()),
+            ("cycles", args.cycles.into()),
+            ("duration_s", args.duration.map(|d| d.as_secs_f64()).into()),
+            ("concurrency", args.concurrency.into()),
+            ("sessions_per_connection", per_connection.into()),
+            ("server", server.url.clone().into()),
+            (
+                "server_pid",
+                server.child.as_ref().map(ChildProcess::pid).into(),
+            ),
+            ("build", build().into()),
+        ]);
+    }
     let table = Table::new(
         args.json,
         &header,
@@ -718,12 +738,25 @@ async fn idle(
             || "elsewhere".to_owned(),
             |c| format!("child pid {}", c.pid())
         ),
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        },
+        build(),
     );
+    if args.json {
+        output::json_line(&[
+            ("event", "run".into()),
+            ("mode", "idle".into()),
+            ("sessions", count.into()),
+            ("connections", connections.into()),
+            ("hold_s", hold.as_secs_f64().into()),
+            ("keep_alive_s", args.keep_alive.as_secs_f64().into()),
+            ("idle_timeout_s", args.idle_timeout.as_secs_f64().into()),
+            ("server", server.url.clone().into()),
+            (
+                "server_pid",
+                server.child.as_ref().map(ChildProcess::pid).into(),
+            ),
+            ("build", build().into()),
+        ]);
+    }
     let table = Table::new(
         args.json,
         &header,
