@@ -173,17 +173,25 @@ impl SoakArgs {
             None => concurrency.saturating_mul(per_connection),
         };
         let connections = at_once.div_ceil(per_connection).saturating_add(concurrency);
-        let mut file = ServeFile::default();
-        file.http = false;
-        file.app.max_sessions = file.app.max_sessions.max(at_once.saturating_add(HEADROOM));
-        file.app.max_sessions_per_ip = file.app.max_sessions;
-        file.limits.max_sessions = file.limits.max_sessions.max(self.per_connection());
-        file.max_connections = file
-            .max_connections
-            .max(connections.saturating_add(HEADROOM));
-        file.transport.keep_alive_interval = Some(self.keep_alive);
-        file.transport.max_idle_timeout = self.idle_timeout;
-        file
+        let base = ServeFile::default();
+        let mut app = base.app.clone();
+        app.max_sessions = app.max_sessions.max(at_once.saturating_add(HEADROOM));
+        app.max_sessions_per_ip = app.max_sessions;
+        let mut limits = base.limits.clone();
+        limits.max_sessions = limits.max_sessions.max(self.per_connection());
+        let mut transport = base.transport.clone();
+        transport.keep_alive_interval = Some(self.keep_alive);
+        transport.max_idle_timeout = self.idle_timeout;
+        ServeFile {
+            http: false,
+            max_connections: base
+                .max_connections
+                .max(connections.saturating_add(HEADROOM)),
+            app,
+            limits,
+            transport,
+            ..base
+        }
     }
 }
 
@@ -343,7 +351,7 @@ fn rounded(v: f64) -> serde_json::Value {
 }
 
 pub async fn run(args: SoakArgs) -> Result<ExitCode> {
-    if !(args.max_growth >= 0.0) {
+    if args.max_growth.is_nan() || args.max_growth < 0.0 {
         bail!("--max-growth must be a percentage of zero or more");
     }
     if cfg!(debug_assertions) && !args.json {
