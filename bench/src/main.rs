@@ -31,6 +31,10 @@ mod report;
 #[allow(dead_code)]
 #[path = "../../crates/webtransport-cli/src/bench/scenarios.rs"]
 mod scenarios;
+// The scenarios' server answers its memory through the CLI's reader.
+#[allow(dead_code)]
+#[path = "../../crates/webtransport-cli/src/rss.rs"]
+mod rss;
 
 mod peers;
 

@@ -3,7 +3,9 @@
 //! - `wt serve` runs an echo server that a browser or `wt connect` can talk to;
 //! - `wt connect` checks a server end to end (streams both ways, datagrams, close);
 //! - `wt cert` makes a self-signed certificate that browsers accept by its hash;
-//! - `wt bench` measures the stack against raw quinn.
+//! - `wt bench` measures the stack against raw quinn;
+//! - `wt soak` opens and closes sessions for a long time (or holds many idle ones) and
+//!   watches the server's memory.
 //!
 //! Errors are one line on stderr (`wt: error: ...`) and a non-zero exit status; logs go to
 //! stderr through `tracing`, filtered by `RUST_LOG` (default `warn`).
@@ -14,10 +16,13 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod cert;
+mod child;
 mod connect;
 mod demo;
 mod output;
+mod rss;
 mod serve;
+mod soak;
 
 const ABOUT: &str = "WebTransport over HTTP/3: an echo server, a client that checks a server, \
 and certificates browsers accept";
@@ -33,6 +38,8 @@ Examples:
                                     with a demo page on http://127.0.0.1:4434/
   wt connect https://127.0.0.1:4433/echo --cert-hash <HASH printed by wt serve>
   wt cert --out ./certs             write certs/cert.pem and certs/key.pem
+  wt soak --cycles 100000           open and close 100,000 sessions against a wt serve
+                                    child, sampling its memory
 
 Logging: set RUST_LOG (for example RUST_LOG=debug or RUST_LOG=webtransport=trace); logs go to
 stderr. The default shows warnings only.
@@ -75,6 +82,10 @@ enum Command {
     /// handshakes, memory per session
     #[command(long_about = bench::LONG_ABOUT, after_help = bench::AFTER_HELP)]
     Bench(bench::BenchArgs),
+    /// Open and close sessions for a long time, or hold many idle ones, and watch the
+    /// server's memory
+    #[command(long_about = soak::LONG_ABOUT, after_help = soak::AFTER_HELP)]
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +102,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => block_on(serve::run(args)),
         Command::Connect(args) => block_on(connect::run(args)),
         Command::Bench(args) => block_on(bench::run(args)),
+        Command::Soak(args) => block_on(soak::run(args)),
     };
     match result {
         Ok(code) => code,

@@ -669,6 +669,63 @@ async fn prometheus_counters_move_as_sessions_open_and_close() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_connections_are_freed_and_their_traffic_still_counted() {
+    // The statistics used to hold every connection that carried a session (its whole
+    // QUIC and HTTP/3 state, ~75 KB) until 1024 of them had piled up: a server with a few
+    // live sessions kept ~75 MiB of ended ones (found by `wt soak`). They must go when
+    // they end, and the bytes they moved must still be counted, though no one read the
+    // statistics while they lived.
+    let seen: Arc<Mutex<Vec<WeakConnection>>> = Arc::default();
+    let handler_seen = seen.clone();
+    let app = ServerApp::new().route("/echo", move |session: Session, _ctx: RequestContext| {
+        let seen = handler_seen.clone();
+        async move {
+            seen.lock().unwrap().push(session.connection().downgrade());
+            while let Ok((mut send, mut recv)) = session.accept_bi().await {
+                let Ok(data) = recv.read_to_end(4096).await else {
+                    break;
+                };
+                if send.write_all(&data).await.is_err() || send.finish().is_err() {
+                    break;
+                }
+            }
+            Ok::<_, webtransport::app::HandlerError>(())
+        }
+    });
+    let handle = app.handle();
+    let run = start(app).await;
+    for _ in 0..5 {
+        let session = run.connect("/echo").await.unwrap();
+        let (mut send, mut recv) = session.open_bi().await.unwrap();
+        send.write_all(&[7u8; 1000]).await.unwrap();
+        send.finish().unwrap();
+        assert_eq!(recv.read_to_end(2000).await.unwrap().len(), 1000);
+        session.close(0, "").unwrap();
+        let _ = session.closed().await;
+        session.connection().close(0, "").await;
+    }
+    let held = || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|w| w.upgrade().is_some())
+            .count()
+    };
+    tokio::time::timeout(T, async {
+        while seen.lock().unwrap().len() < 5 || held() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} of 5 ended connections still held", held()));
+    let d = handle.diagnostics();
+    assert_eq!(d.sessions_closed, 5, "{d:?}");
+    assert!(d.bytes_received >= 5000, "{d:?}");
+    assert!(d.bytes_sent >= 5000, "{d:?}");
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_limits_refuse_with_503_and_429() {
     let app = ServerApp::with_limits(AppLimits {
         max_sessions: 3,

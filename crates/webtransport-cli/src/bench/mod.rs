@@ -25,6 +25,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, ValueEnum};
 
+use crate::child::ChildProcess;
 use crate::output;
 use api::{Listener, Stack};
 use ours::{Configs, WebTransport, WebTransportApp};
@@ -493,9 +494,9 @@ async fn serve(args: BenchArgs) -> Result<ExitCode> {
 const CERT_ENV: &str = "WT_BENCH_CERT_PEM";
 const KEY_ENV: &str = "WT_BENCH_KEY_PEM";
 
-/// A `wt bench --server` child process serving one implementation, killed when dropped.
+/// A `wt bench --server` child process serving one implementation, ended when dropped.
 struct ChildServer {
-    child: std::process::Child,
+    _process: ChildProcess,
     addr: SocketAddr,
 }
 
@@ -509,9 +510,9 @@ impl ChildServer {
             String::from_utf8_lossy(key).into_owned(),
         );
         tokio::task::spawn_blocking(move || {
-            let exe = std::env::current_exe().context("cannot find the wt executable")?;
-            let mut child = std::process::Command::new(exe)
-                .args([
+            let process = ChildProcess::spawn(
+                "child server",
+                &[
                     "bench",
                     "--server",
                     "--exit-with-stdin",
@@ -519,37 +520,24 @@ impl ChildServer {
                     "127.0.0.1:0",
                     "--impl",
                     implementation,
-                ])
-                .env(CERT_ENV, cert)
-                .env(KEY_ENV, key)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .context("cannot start the child server")?;
-            let stdout = child.stdout.take().context("no stdout")?;
-            let mut line = String::new();
-            std::io::BufReader::new(stdout).read_line(&mut line)?;
-            let v: serde_json::Value = serde_json::from_str(&line)
-                .map_err(|e| anyhow!("child server said {line:?}: {e}"))?;
-            let addr = v[implementation]
+                ],
+                &[(CERT_ENV, &cert), (KEY_ENV, &key)],
+            )?;
+            let addr = process.announcement()[implementation]
                 .as_str()
-                .context("child server did not say its address")?
+                .ok_or_else(|| {
+                    anyhow!(
+                        "child server did not say its address: {}",
+                        process.announcement()
+                    )
+                })?
                 .parse()?;
-            Ok(ChildServer { child, addr })
+            Ok(ChildServer {
+                _process: process,
+                addr,
+            })
         })
         .await?
-    }
-}
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        // Closing its stdin ends it; kill in case it is stuck.
-        drop(self.child.stdin.take());
-        if self.child.try_wait().ok().flatten().is_none() {
-            std::thread::sleep(Duration::from_millis(50));
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
     }
 }
 

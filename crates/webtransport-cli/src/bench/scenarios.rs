@@ -23,6 +23,7 @@ use hdrhistogram::Histogram;
 
 use super::api::{Conn, Listener, RecvHalf, SendHalf, Stack};
 use super::report::Metric;
+use crate::rss;
 
 const CMD_UPLOAD: u8 = b'U';
 const CMD_ECHO: u8 = b'E';
@@ -162,27 +163,17 @@ async fn serve_stream<S: SendHalf, R: RecvHalf>(
             send.write_all(&n.to_le_bytes()).await?;
         }
         CMD_MEMORY => {
-            send.write_all(&resident_bytes().unwrap_or(0).to_le_bytes())
-                .await?;
+            send.write_all(
+                &rss::resident_bytes(rss::Process::Current)
+                    .unwrap_or(0)
+                    .to_le_bytes(),
+            )
+            .await?;
         }
         other => bail!("unknown command byte {other:#x}"),
     }
     send.finish()?;
     Ok(())
-}
-
-/// The process's resident set size from `/proc/self/status` (`VmRSS`, in kB there).
-pub fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line
-        .trim_start_matches("VmRSS:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
 }
 
 // ---------------------------------------------------------------------------------------

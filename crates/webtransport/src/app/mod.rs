@@ -595,7 +595,7 @@ impl ServerApp {
             .ok()
             .and_then(Result::ok);
         registry.remove(key);
-        stats.closed(&session.stats());
+        stats.closed(&session.stats(), session.connection());
         drop(admission);
         let closed = ClosedSession {
             key,

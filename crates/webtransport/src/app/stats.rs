@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use super::registry::BroadcastReport;
-use crate::connection::Connection;
+use crate::connection::{Connection, WeakConnection};
 use crate::info::SessionStats;
 use crate::server::Server;
 
@@ -65,7 +65,34 @@ pub struct ServerStats {
     ended: Ended,
     /// Connections that carried a session of the app, until they end (then their bytes
     /// move to `ended`), by connection id. Also the lock that refreshes take.
-    conns: Mutex<HashMap<String, Connection>>,
+    conns: Mutex<HashMap<String, Tracked>>,
+}
+
+/// A connection whose traffic is counted: a weak handle, so that an ended connection's
+/// state (QUIC, HTTP/3, buffers: tens of KB) is freed when the connection goes, not kept
+/// until the next retire, and its bytes as last read (at its sessions' closes and at
+/// refreshes), which are what counts once it is gone.
+#[derive(Debug)]
+struct Tracked {
+    conn: WeakConnection,
+    sent: u64,
+    received: u64,
+}
+
+impl Tracked {
+    /// Reads the connection's bytes if it still exists; returns whether it ended (or is
+    /// gone).
+    fn update(&mut self) -> bool {
+        match self.conn.upgrade() {
+            Some(c) => {
+                let info = c.info();
+                self.sent = self.sent.max(info.bytes_sent);
+                self.received = self.received.max(info.bytes_received);
+                c.is_closed()
+            }
+            None => true,
+        }
+    }
 }
 
 /// A family of counters and the label sets it has (the family cannot list them).
@@ -285,11 +312,27 @@ impl ServerStats {
             self.retire(&mut conns);
         }
         conns
-            .entry(conn.info().connection_id)
-            .or_insert_with(|| conn.clone());
+            .entry(conn.connection_id().to_owned())
+            .or_insert_with(|| Tracked {
+                conn: conn.downgrade(),
+                sent: 0,
+                received: 0,
+            });
     }
 
-    pub(super) fn closed(&self, stats: &SessionStats) {
+    /// A session on `conn` closed: its numbers are added, and the connection's bytes read
+    /// while it surely exists (it may go with this session).
+    pub(super) fn closed(&self, stats: &SessionStats, conn: &Connection) {
+        if let Some(t) = self
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(conn.connection_id())
+        {
+            let info = conn.info();
+            t.sent = t.sent.max(info.bytes_sent);
+            t.received = t.received.max(info.bytes_received);
+        }
         self.sessions.dec();
         self.sessions_closed.inc();
         self.ended
@@ -319,19 +362,17 @@ impl ServerStats {
         }
     }
 
-    /// Moves the traffic of connections that ended into `ended`.
-    fn retire(&self, conns: &mut HashMap<String, Connection>) {
-        conns.retain(|_, c| {
-            if !c.is_closed() {
+    /// Reads the traffic of every tracked connection, and moves that of connections that
+    /// ended (or are gone) into `ended`.
+    fn retire(&self, conns: &mut HashMap<String, Tracked>) {
+        conns.retain(|_, t| {
+            if !t.update() {
                 return true;
             }
-            let info = c.info();
-            self.ended
-                .bytes_sent
-                .fetch_add(info.bytes_sent, Ordering::Relaxed);
+            self.ended.bytes_sent.fetch_add(t.sent, Ordering::Relaxed);
             self.ended
                 .bytes_received
-                .fetch_add(info.bytes_received, Ordering::Relaxed);
+                .fetch_add(t.received, Ordering::Relaxed);
             false
         });
     }
@@ -355,10 +396,9 @@ impl ServerStats {
             servers.iter().map(|s| s.connections_refused()).sum(),
         );
         self.retire(&mut conns);
-        let (sent, received) = conns.values().fold((0, 0), |(s, r), c| {
-            let i = c.info();
-            (s + i.bytes_sent, r + i.bytes_received)
-        });
+        let (sent, received) = conns
+            .values()
+            .fold((0, 0), |(s, r), t| (s + t.sent, r + t.received));
         advance(
             &self.bytes_sent,
             sent + self.ended.bytes_sent.load(Ordering::Relaxed),
