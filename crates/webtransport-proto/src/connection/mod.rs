@@ -62,7 +62,7 @@ use crate::varint;
 
 pub use error::{Closure, CriticalStream, FramePlace, ProtocolError, Violation};
 pub use types::{
-    Action, CapsuleFraming, CommandError, Config, Event, Feed, FlowLimits, LocalStreams,
+    Action, Buffered, CapsuleFraming, CommandError, Config, Event, Feed, FlowLimits, LocalStreams,
     MissingSetting, RejectReason, Role, SessionEnd, SessionStatus, Stats, StreamHalf,
 };
 
@@ -299,6 +299,42 @@ impl Connection {
     /// Counters.
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// What the core holds for the peer now (for diagnostics: it walks every stream the
+    /// core reads).
+    pub fn buffered(&self) -> Buffered {
+        let mut b = Buffered {
+            pending_streams: self.pending_streams.len(),
+            pending_datagrams: self.pending_datagrams.len(),
+            ..Buffered::default()
+        };
+        for kind in self.streams.values() {
+            b.bytes += match kind {
+                StreamKind::UniPreamble(buf)
+                | StreamKind::BidiPreamble(buf)
+                | StreamKind::QpackEncoder(buf)
+                | StreamKind::QpackDecoder(buf) => buf.len(),
+                StreamKind::Control { reader, .. } => reader.buffered(),
+                StreamKind::Request(r) => {
+                    if !r.got_headers {
+                        b.partial_requests += 1;
+                    }
+                    r.reader.buffered() + r.capsules.buffered()
+                }
+            };
+        }
+        b.bytes += self
+            .pending_streams
+            .values()
+            .map(|p| p.prefix.len())
+            .sum::<usize>();
+        b.bytes += self
+            .pending_datagrams
+            .iter()
+            .map(|d| d.1.len())
+            .sum::<usize>();
+        b
     }
 
     // ---- outputs ----

@@ -1,5 +1,7 @@
 //! [`SessionLimits`]: the caps on what a peer can make the WebTransport layer buffer.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use webtransport_proto::connection::{CapsuleFraming, FlowLimits};
 
@@ -31,6 +33,10 @@ pub struct SessionLimits {
     /// Datagrams held for a session not yet established; beyond this they are dropped.
     /// Default 64. 0 drops every early datagram.
     pub max_pending_datagrams: usize,
+    /// How long streams and datagrams wait for their session (see `max_pending_streams`)
+    /// before they are refused with WT_BUFFERED_STREAM_REJECTED or dropped. Default 5 s.
+    #[serde(with = "super::serde_util::duration_serde")]
+    pub pending_timeout: Duration,
     /// Accepted incoming streams queued per session until the application takes them.
     /// Default 256 (the default stream concurrency, so QUIC flow control is the limit).
     pub incoming_stream_queue: usize,
@@ -81,6 +87,7 @@ impl Default for SessionLimits {
             max_sessions: 16,
             max_pending_streams: 32,
             max_pending_datagrams: 64,
+            pending_timeout: Duration::from_secs(5),
             incoming_stream_queue: 256,
             incoming_datagram_queue: 1024,
             max_field_section_size: 16 * KIB,
@@ -112,6 +119,7 @@ impl SessionLimits {
                 "must be at least 1 (Safari also refuses a server advertising 0)",
             ));
         }
+        super::validate::positive("limits", "pending_timeout", self.pending_timeout)?;
         if self.incoming_stream_queue == 0 {
             return Err(ConfigError::invalid(
                 "limits.incoming_stream_queue",
@@ -173,6 +181,9 @@ mod tests {
     #[test]
     fn each_limit_rule_names_its_field() {
         client_fails("limits.max_sessions", |c| c.limits.max_sessions = 0);
+        client_fails("limits.pending_timeout", |c| {
+            c.limits.pending_timeout = std::time::Duration::ZERO
+        });
         client_fails("limits.incoming_stream_queue", |c| {
             c.limits.incoming_stream_queue = 0
         });
