@@ -418,8 +418,18 @@ async fn accept_loop(
                     .await
                     .map_err(HandshakeError::Lost)
             };
-            match tokio::time::timeout(handshake_timeout, setup).await {
-                Ok(Ok(())) => debug!(conn = %engine.id(), %remote, "connection accepted"),
+            let deadline = tokio::time::Instant::now() + handshake_timeout;
+            match tokio::time::timeout_at(deadline, setup).await {
+                Ok(Ok(())) => {
+                    debug!(conn = %engine.id(), %remote, "connection accepted");
+                    // The handshake timeout covers the first CONNECT too: a connection that
+                    // makes no request (or never finishes one) would otherwise hold one of
+                    // `max_connections` for as long as its peer keeps it alive.
+                    if !engine.first_request(deadline).await {
+                        debug!(conn = %engine.id(), %remote, "no session request within the handshake timeout: closed");
+                        engine.abort(Code::H3_NO_ERROR, "no session request in time");
+                    }
+                }
                 Ok(Err(e)) => {
                     debug!(%remote, error = %e, "connection setup failed");
                     engine.fail(ConnectError::Handshake(e));

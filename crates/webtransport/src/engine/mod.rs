@@ -473,6 +473,25 @@ impl Engine {
         }
     }
 
+    /// (Server) Waits until the peer has made a session request, the connection ended, or
+    /// `deadline` passed; returns whether a request came (or the connection is over anyway).
+    pub(crate) async fn first_request(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let progress = self.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            if self.lifecycle.get().is_final() || self.read(|st| st.requested()) {
+                return true;
+            }
+            tokio::select! {
+                _ = progress => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return self.lifecycle.get().is_final() || self.read(|st| st.requested());
+                }
+            }
+        }
+    }
+
     /// Closes at once with an HTTP/3 `code`: no close capsules, sessions end with the
     /// connection.
     pub(crate) fn abort(self: &Arc<Self>, code: Code, reason: &str) {

@@ -134,6 +134,11 @@ impl State {
                     Box::new(SessionSlot::new(Some(ConnectRequest::clone(&request)))),
                 );
                 engine.activity().touch();
+                if !self.requested {
+                    // The server's handshake timeout waits for this.
+                    self.requested = true;
+                    engine.notify_progress();
+                }
                 let pending = PendingRequest {
                     engine: engine.clone(),
                     session,

@@ -109,6 +109,8 @@ pub(crate) struct State {
     /// Payload of the datagrams delivered in this `pump`, counted in the activity at its
     /// end.
     pub(super) datagram_bytes: u64,
+    /// (Server) A session request has come on this connection.
+    pub(super) requested: bool,
 }
 
 impl State {
@@ -134,6 +136,7 @@ impl State {
             arena,
             datagrams_dropped: 0,
             datagram_bytes: 0,
+            requested: false,
         }
     }
 
@@ -363,6 +366,11 @@ impl State {
 
     pub(crate) fn error(&self) -> Option<&ConnectionError> {
         self.error.as_ref()
+    }
+
+    /// (Server) Whether a session request has come on this connection.
+    pub(crate) fn requested(&self) -> bool {
+        self.requested
     }
 
     pub(crate) fn timestamps(&self) -> (Option<SystemTime>, Option<SystemTime>) {
