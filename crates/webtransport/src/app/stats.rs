@@ -4,7 +4,7 @@
 //! [`ServerStats::prometheus_text`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -41,6 +41,9 @@ struct Broadcast {
     outcome: &'static str,
 }
 
+/// The fewest connections [`ServerStats`] keeps before it looks for ended ones to drop.
+const RETIRE_MIN: usize = 16;
+
 /// The app's counters. Read them with [`AppHandle::diagnostics`](super::AppHandle::diagnostics); scrape them with
 /// [`AppHandle::prometheus_text`](super::AppHandle::prometheus_text).
 #[derive(Debug)]
@@ -66,6 +69,11 @@ pub struct ServerStats {
     /// Connections that carried a session of the app, until they end (then their bytes
     /// move to `ended`), by connection id. Also the lock that refreshes take.
     conns: Mutex<HashMap<String, Connection>>,
+    /// `conns` is pruned of ended connections when it grows to this many: twice what a
+    /// pruning left, so it holds about as many ended connections as live ones at most
+    /// (each keeps its whole connection state alive), at an amortized constant cost per
+    /// session.
+    retire_at: AtomicUsize,
 }
 
 /// A family of counters and the label sets it has (the family cannot list them).
@@ -188,6 +196,7 @@ impl ServerStats {
             broadcasts: Labeled::new(),
             ended: Ended::default(),
             conns: Mutex::new(HashMap::new()),
+            retire_at: AtomicUsize::new(RETIRE_MIN),
         };
         let mut registry = Registry::with_prefix("webtransport");
         let r = &mut registry;
@@ -281,7 +290,7 @@ impl ServerStats {
             1,
         );
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        if conns.len() >= 1024 {
+        if conns.len() >= self.retire_at.load(Ordering::Relaxed) {
             self.retire(&mut conns);
         }
         conns
@@ -334,6 +343,8 @@ impl ServerStats {
                 .fetch_add(info.bytes_received, Ordering::Relaxed);
             false
         });
+        self.retire_at
+            .store((2 * conns.len()).max(RETIRE_MIN), Ordering::Relaxed);
     }
 
     /// Brings the read-at-scrape numbers up to date: connections from `servers`, traffic
