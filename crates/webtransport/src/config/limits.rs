@@ -24,7 +24,9 @@ pub struct SessionLimits {
     /// WebTransport sessions on one connection (advertised as WT_MAX_SESSIONS /
     /// WEBTRANSPORT_MAX_SESSIONS). Default 16: browsers that pool sessions
     /// (`allowPooling`) put several on one connection, and Chromium's own draft-07 mode
-    /// advertises 16; the cap keeps one connection's memory bounded. Must be >= 1.
+    /// advertises 16; the cap keeps one connection's memory bounded. A request counts
+    /// from its first byte: requests whose headers are still coming and sessions together
+    /// are at most this many (more are refused with H3_REQUEST_REJECTED). Must be >= 1.
     pub max_sessions: u32,
     /// Streams that name a session not yet established (or not yet accepted by the
     /// application) and are held until it is; beyond this they are reset with
@@ -34,7 +36,9 @@ pub struct SessionLimits {
     /// Default 64. 0 drops every early datagram.
     pub max_pending_datagrams: usize,
     /// How long streams and datagrams wait for their session (see `max_pending_streams`)
-    /// before they are refused with WT_BUFFERED_STREAM_REJECTED or dropped. Default 5 s.
+    /// before they are refused with WT_BUFFERED_STREAM_REJECTED or dropped, and how long
+    /// a request's HEADERS may take to come whole before the request is refused with
+    /// H3_REQUEST_REJECTED. Default 5 s.
     #[serde(with = "super::serde_util::duration_serde")]
     pub pending_timeout: Duration,
     /// Accepted incoming streams queued per session until the application takes them.
@@ -44,7 +48,9 @@ pub struct SessionLimits {
     /// dropped beyond). Default 1024.
     pub incoming_datagram_queue: usize,
     /// Largest header section we accept, advertised as SETTINGS_MAX_FIELD_SECTION_SIZE
-    /// (RFC 9114 §4.2.2). Default 16 KiB, what Chromium sends.
+    /// (RFC 9114 §4.2.2). A server answers a larger request 431, from its HEADERS frame's
+    /// length alone when that is over (nothing of it is held). Default 16 KiB, what
+    /// Chromium sends.
     pub max_field_section_size: u64,
     /// Largest capsule payload buffered on a CONNECT stream. Default 64 KiB (room for a
     /// DATAGRAM capsule of maximal size); must be >= 1028 so a CLOSE_WEBTRANSPORT_SESSION
