@@ -321,6 +321,8 @@ pub struct FrameReader {
     state: ReadState,
     limits: FrameLimits,
     raw_types: Vec<u64>,
+    /// Largest payload of a frame of a `raw_types` type.
+    raw_max: u64,
 }
 
 impl FrameReader {
@@ -331,13 +333,21 @@ impl FrameReader {
             state: ReadState::Header,
             limits,
             raw_types: Vec::new(),
+            raw_max: limits.max_control,
         }
     }
 
-    /// Buffers frames of the otherwise unknown type `ty` (up to the control-frame cap)
-    /// and yields them as [`FrameEvent::Raw`] instead of skipping them.
+    /// Buffers frames of the otherwise unknown type `ty` (up to the control-frame cap,
+    /// or what [`FrameReader::raw_limit`] set) and yields them as [`FrameEvent::Raw`]
+    /// instead of skipping them.
     pub fn buffer_type(&mut self, ty: u64) {
         self.raw_types.push(ty);
+    }
+
+    /// The largest payload of a frame of a [`buffer_type`](Self::buffer_type) type; a
+    /// longer one is [`FrameError::TooLarge`] from its header alone.
+    pub fn raw_limit(&mut self, max: u64) {
+        self.raw_max = max;
     }
 
     /// Appends received bytes.
@@ -388,11 +398,11 @@ impl FrameReader {
                             len: h.len,
                         },
                         t if self.raw_types.contains(&t) => {
-                            if h.len > self.limits.max_control {
+                            if h.len > self.raw_max {
                                 return Err(FrameError::TooLarge {
                                     ty: t,
                                     len: h.len,
-                                    max: self.limits.max_control,
+                                    max: self.raw_max,
                                 });
                             }
                             ReadState::Raw { ty: t, len: h.len }

@@ -617,10 +617,28 @@ fn oversized_settings_frame() {
     h.assert_connection_error(Code::H3_FRAME_ERROR);
 }
 
+/// The status of the response the core wrote on `stream`, if it wrote one.
+fn written_status(h: &H, stream: u64) -> Option<u16> {
+    h.actions.iter().find_map(|a| match a {
+        Action::Write {
+            stream: s, data, ..
+        } if *s == stream => {
+            let (f, _) = Frame::decode(data, &FrameLimits::default()).ok()??;
+            let Frame::Headers(block) = f else {
+                return None;
+            };
+            let fields = qpack::decode_field_section(&block, 1 << 16).ok()?;
+            ConnectResponse::from_fields(&fields).ok().map(|r| r.status)
+        }
+        _ => None,
+    })
+}
+
 #[test]
 fn oversized_headers_frame() {
     // A HEADERS frame longer than our SETTINGS_MAX_FIELD_SECTION_SIZE, refused from its
-    // header alone: H3_FRAME_ERROR.
+    // header alone: RFC 9114 §4.2.2's 431, and STOP_SENDING H3_NO_ERROR for the rest
+    // (RFC 9114 §4.1.1). A stream-level answer: the connection stays.
     let mut h = H::new(Role::Server);
     let mut bytes = Vec::new();
     FrameHeader {
@@ -628,8 +646,84 @@ fn oversized_headers_frame() {
         len: Config::default().max_field_section_size + 1,
     }
     .encode(&mut bytes);
-    h.send(h.peer_bidi(0), &bytes, false);
-    h.assert_connection_error(Code::H3_FRAME_ERROR);
+    let stream = h.peer_bidi(0);
+    assert_eq!(h.feed(stream, &bytes, false), Feed::Done);
+    assert_eq!(written_status(&h, stream), Some(431));
+    assert_eq!(h.stops(), [(stream, Code::H3_NO_ERROR)]);
+    h.assert_alive();
+}
+
+#[test]
+fn field_section_that_decodes_too_large() {
+    // Under the limit on the wire, over it once decoded (one-byte static references count
+    // 32 bytes and more each): 431 too, decoding stops at the limit.
+    let mut h = H::new(Role::Server);
+    let mut block = vec![0u8, 0u8];
+    block.extend(std::iter::repeat_n(0xc0 | 15, 10_000));
+    let stream = h.peer_bidi(0);
+    assert_eq!(
+        h.feed(stream, &frame(Frame::Headers(block.into())), false),
+        Feed::Done
+    );
+    assert_eq!(written_status(&h, stream), Some(431));
+    assert_eq!(h.stops(), [(stream, Code::H3_NO_ERROR)]);
+    h.assert_alive();
+}
+
+#[test]
+fn incomplete_request_headers_time_out() {
+    // A request whose HEADERS never comes whole is refused unprocessed after
+    // pending_timeout (RFC 9114 §4.1.1: H3_REQUEST_REJECTED), and its bytes are let go.
+    let mut h = H::new(Role::Server);
+    let mut bytes = Vec::new();
+    FrameHeader { ty: 0x01, len: 100 }.encode(&mut bytes);
+    bytes.extend_from_slice(&[0; 10]);
+    let stream = h.peer_bidi(0);
+    assert_eq!(h.feed(stream, &bytes, false), Feed::Request);
+    assert_eq!(h.conn.buffered().partial_requests, 1);
+    let deadline = h.conn.poll_timeout().expect("a deadline for the request");
+    assert_eq!(deadline, h.now + Config::default().pending_timeout);
+    h.now = deadline;
+    h.conn.handle_timeout(h.now);
+    h.drain();
+    h.assert_bidi_stream_error(stream, Code::H3_REQUEST_REJECTED);
+    assert_eq!(h.conn.buffered(), Default::default());
+    assert_eq!(h.conn.poll_timeout(), None);
+}
+
+#[test]
+fn unfinished_requests_count_against_the_session_limit() {
+    // max_sessions requests in progress: one more is refused at once, unprocessed.
+    let config = Config {
+        max_sessions: 2,
+        ..Config::default()
+    };
+    let mut h = H::with_config(Role::Server, config);
+    let mut bytes = Vec::new();
+    FrameHeader { ty: 0x01, len: 100 }.encode(&mut bytes);
+    for n in 0..2 {
+        assert_eq!(h.feed(h.peer_bidi(n), &bytes, false), Feed::Request);
+    }
+    let third = h.peer_bidi(2);
+    assert_eq!(h.feed(third, &bytes, false), Feed::Done);
+    h.assert_bidi_stream_error(third, Code::H3_REQUEST_REJECTED);
+    assert_eq!(h.conn.buffered().partial_requests, 2);
+}
+
+#[test]
+fn oversized_bare_capsule() {
+    // A capsule without a DATA frame over max_capsule_size gets what the same capsule in a
+    // DATA frame gets: H3_EXCESSIVE_LOAD on its CONNECT stream only.
+    let mut h = H::new(Role::Server);
+    let sid = h.established_session();
+    let mut bytes = Vec::new();
+    FrameHeader {
+        ty: capsule::ty::CLOSE_WEBTRANSPORT_SESSION,
+        len: Config::default().max_capsule_size + 1,
+    }
+    .encode(&mut bytes);
+    h.send(sid.stream_id(), &bytes, false);
+    h.assert_bidi_stream_error(sid.stream_id(), Code::H3_EXCESSIVE_LOAD);
 }
 
 #[test]

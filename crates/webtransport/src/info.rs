@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+use webtransport_proto::connection::Buffered;
 use webtransport_proto::settings::{Settings, WtDraft};
 use webtransport_proto::stream_header::SessionId;
 
@@ -156,6 +157,17 @@ pub struct ProtocolInfo {
     pub sessions: Vec<SessionId>,
     /// Datagrams the core dropped (no session yet and buffer full, or session gone).
     pub datagrams_dropped: u64,
+    /// What the protocol core holds for the peer now: streams and datagrams waiting for
+    /// their session (capped by `limits.max_pending_streams` / `max_pending_datagrams`),
+    /// requests whose headers are incomplete, and the bytes of all of it.
+    pub buffered: Buffered,
+    /// Streams refused with WT_BUFFERED_STREAM_REJECTED (no room to hold them, or their
+    /// session did not come in time).
+    pub streams_rejected: u64,
+    /// Bytes queued, and not yet taken by QUIC, on whichever of our HTTP/3 streams (the
+    /// control stream, CONNECT streams) has the most: what `limits.max_write_backlog`
+    /// caps.
+    pub write_backlog: usize,
 }
 
 /// Counters of one session.
@@ -212,6 +224,12 @@ pub struct SessionInfo {
     pub close: Option<CloseInfo>,
     /// Counters.
     pub stats: SessionStats,
+    /// Received datagrams queued for the application now (at most
+    /// `limits.incoming_datagram_queue`).
+    pub queued_datagrams: usize,
+    /// Incoming streams queued for the application now, bidirectional and unidirectional
+    /// together (at most `limits.incoming_stream_queue` of each).
+    pub queued_streams: usize,
 }
 
 fn ser_sid<S: serde::Serializer>(s: &SessionId, ser: S) -> Result<S::Ok, S::Error> {

@@ -462,11 +462,14 @@ impl Connection {
         ] {
             reader.buffer_type(t);
         }
+        // A bare capsule is held up to the same cap as a framed one.
+        reader.raw_limit(self.config.max_capsule_size);
         RequestStream {
             reader,
             capsules: CapsuleReader::new(self.config.max_capsule_size),
             got_headers: false,
             closed: false,
+            header_deadline: None,
         }
     }
 

@@ -62,7 +62,7 @@ use crate::varint;
 
 pub use error::{Closure, CriticalStream, FramePlace, ProtocolError, Violation};
 pub use types::{
-    Action, CapsuleFraming, CommandError, Config, Event, Feed, FlowLimits, LocalStreams,
+    Action, Buffered, CapsuleFraming, CommandError, Config, Event, Feed, FlowLimits, LocalStreams,
     MissingSetting, RejectReason, Role, SessionEnd, SessionStatus, Stats, StreamHalf,
 };
 
@@ -93,6 +93,9 @@ struct RequestStream {
     got_headers: bool,
     /// Set once the session ended; bytes after that are dropped.
     closed: bool,
+    /// (Server) When a request whose HEADERS has not come whole is refused; its entry in
+    /// `Connection::header_deadlines`.
+    header_deadline: Option<Instant>,
 }
 
 /// A WebTransport stream that arrived before its session was established.
@@ -138,6 +141,9 @@ pub struct Connection {
     early_requests: Vec<(SessionId, ConnectRequest)>,
     pending_streams: BTreeMap<u64, PendingStream>,
     pending_datagrams: VecDeque<(SessionId, Bytes, Instant)>,
+    /// (Server) Request streams whose HEADERS has not come whole, by the time they are
+    /// refused (`pending_timeout` after their first bytes).
+    header_deadlines: BTreeSet<(Instant, u64)>,
     goaway_sent: Option<u64>,
     goaway_received: Option<u64>,
     /// Server: highest CONNECT stream id seen, for GOAWAY.
@@ -177,6 +183,7 @@ impl Connection {
             early_requests: Vec::new(),
             pending_streams: BTreeMap::new(),
             pending_datagrams: VecDeque::new(),
+            header_deadlines: BTreeSet::new(),
             goaway_sent: None,
             goaway_received: None,
             max_request_id: None,
@@ -301,6 +308,42 @@ impl Connection {
         self.stats
     }
 
+    /// What the core holds for the peer now (for diagnostics: it walks every stream the
+    /// core reads).
+    pub fn buffered(&self) -> Buffered {
+        let mut b = Buffered {
+            pending_streams: self.pending_streams.len(),
+            pending_datagrams: self.pending_datagrams.len(),
+            ..Buffered::default()
+        };
+        for kind in self.streams.values() {
+            b.bytes += match kind {
+                StreamKind::UniPreamble(buf)
+                | StreamKind::BidiPreamble(buf)
+                | StreamKind::QpackEncoder(buf)
+                | StreamKind::QpackDecoder(buf) => buf.len(),
+                StreamKind::Control { reader, .. } => reader.buffered(),
+                StreamKind::Request(r) => {
+                    if !r.got_headers {
+                        b.partial_requests += 1;
+                    }
+                    r.reader.buffered() + r.capsules.buffered()
+                }
+            };
+        }
+        b.bytes += self
+            .pending_streams
+            .values()
+            .map(|p| p.prefix.len())
+            .sum::<usize>();
+        b.bytes += self
+            .pending_datagrams
+            .iter()
+            .map(|d| d.1.len())
+            .sum::<usize>();
+        b
+    }
+
     // ---- outputs ----
 
     /// The next thing to do on the QUIC connection.
@@ -321,7 +364,13 @@ impl Connection {
         let sessions = self.deadlines.first().map(|(d, _)| *d);
         let streams = self.pending_streams.values().map(|p| p.deadline);
         let datagrams = self.pending_datagrams.front().map(|d| d.2);
-        sessions.into_iter().chain(streams).chain(datagrams).min()
+        let headers = self.header_deadlines.first().map(|(d, _)| *d);
+        sessions
+            .into_iter()
+            .chain(streams)
+            .chain(datagrams)
+            .chain(headers)
+            .min()
     }
 
     // ---- inputs ----
@@ -345,6 +394,28 @@ impl Connection {
         while self.pending_datagrams.front().is_some_and(|d| d.2 <= now) {
             self.pending_datagrams.pop_front();
             self.stats.datagrams_dropped += 1;
+        }
+        while let Some(&(deadline, stream)) = self.header_deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.header_deadlines.remove(&(deadline, stream));
+            let partial = matches!(
+                self.streams.get(&stream),
+                Some(StreamKind::Request(r)) if !r.got_headers && r.header_deadline == Some(deadline)
+            );
+            if partial {
+                // A request whose HEADERS never came whole in `pending_timeout`: refused
+                // unprocessed (RFC 9114 §4.1.1, H3_REQUEST_REJECTED), so that a peer
+                // cannot hold the bytes of unfinished requests for the connection's life.
+                debug!(
+                    stream,
+                    "request headers incomplete at the timeout: rejected"
+                );
+                self.streams.remove(&stream);
+                self.refuse_stream(stream, true, Code::H3_REQUEST_REJECTED);
+                self.stats.sessions_refused += 1;
+            }
         }
         let timed_out: Vec<SessionId> = self
             .deadlines
@@ -386,15 +457,82 @@ impl Connection {
                 }
             }
         };
+        let deadline = match &kind {
+            StreamKind::Request(r) => r.header_deadline,
+            _ => None,
+        };
         match self.feed(now, stream, kind, data, fin) {
-            Ok((Some(kind), feed)) => {
+            Ok((Some(mut kind), feed)) => {
+                if let StreamKind::Request(r) = &mut kind {
+                    if !self.partial_request(now, stream, r) {
+                        return Feed::Done;
+                    }
+                } else if let Some(d) = deadline {
+                    self.header_deadlines.remove(&(d, stream));
+                }
                 self.streams.insert(stream, kind);
                 feed
             }
-            Ok((None, feed)) => feed,
+            Ok((None, feed)) => {
+                if let Some(d) = deadline {
+                    self.header_deadlines.remove(&(d, stream));
+                }
+                feed
+            }
             Err(e) => {
                 self.connection_error(e);
                 Feed::Done
+            }
+        }
+    }
+
+    /// (Server) Keeps a request stream's header deadline in step after a feed, and
+    /// refuses a new request that cannot finish its HEADERS in its first bytes when
+    /// incomplete requests and sessions already fill `max_sessions`. Returns whether the
+    /// stream is kept.
+    fn partial_request(&mut self, now: Instant, stream: u64, r: &mut RequestStream) -> bool {
+        if self.role != Role::Server {
+            return true;
+        }
+        if r.got_headers {
+            if let Some(d) = r.header_deadline.take() {
+                self.header_deadlines.remove(&(d, stream));
+            }
+            return true;
+        }
+        if r.header_deadline.is_some() {
+            return true;
+        }
+        // A request that did not come whole in its first bytes. It counts against the
+        // session limit from now on, as it would once complete (RFC 9114 §4.1.1: a
+        // request refused unprocessed is H3_REQUEST_REJECTED), so a peer holds at most
+        // `max_sessions` unfinished requests of `max_field_section_size` bytes each.
+        let partial = self
+            .streams
+            .values()
+            .filter(|k| matches!(k, StreamKind::Request(r) if !r.got_headers))
+            .count();
+        if self.live_sessions + partial >= self.config.max_sessions as usize {
+            debug!(
+                stream,
+                limit = self.config.max_sessions,
+                "unfinished requests and sessions at the session limit: request rejected"
+            );
+            self.refuse_stream(stream, true, Code::H3_REQUEST_REJECTED);
+            self.stats.sessions_refused += 1;
+            return false;
+        }
+        let d = now + self.config.pending_timeout;
+        r.header_deadline = Some(d);
+        self.header_deadlines.insert((d, stream));
+        true
+    }
+
+    /// Forgets a request stream's header deadline, if it has one.
+    fn forget_header_deadline(&mut self, stream: u64, kind: Option<&StreamKind>) {
+        if let Some(StreamKind::Request(r)) = kind {
+            if let Some(d) = r.header_deadline {
+                self.header_deadlines.remove(&(d, stream));
             }
         }
     }
@@ -405,7 +543,9 @@ impl Connection {
             debug!(stream, session = %p.session, %code, "buffered stream reset by peer");
             return;
         }
-        let critical = match self.streams.remove(&stream) {
+        let removed = self.streams.remove(&stream);
+        self.forget_header_deadline(stream, removed.as_ref());
+        let critical = match removed {
             Some(StreamKind::Control { .. }) => Some(CriticalStream::Control),
             Some(StreamKind::QpackEncoder(_)) => Some(CriticalStream::QpackEncoder),
             Some(StreamKind::QpackDecoder(_)) => Some(CriticalStream::QpackDecoder),
@@ -506,6 +646,7 @@ impl Connection {
         }
         self.pending_streams.clear();
         self.pending_datagrams.clear();
+        self.header_deadlines.clear();
         self.streams
             .retain(|_, k| matches!(k, StreamKind::Request(r) if !r.closed));
         self.wt_streams.clear();
@@ -515,7 +656,8 @@ impl Connection {
     /// A stream the core reads will give no more bytes: the connection is gone. Its
     /// session, if still live, ends with the connection.
     pub fn handle_stream_lost(&mut self, stream: u64) {
-        self.streams.remove(&stream);
+        let removed = self.streams.remove(&stream);
+        self.forget_header_deadline(stream, removed.as_ref());
         if let Ok(session) = SessionId::from_stream_id(stream) {
             if self.is_live(session) {
                 self.session_lost(session);
@@ -613,6 +755,7 @@ impl Connection {
         }
         self.pending_streams.clear();
         self.pending_datagrams.clear();
+        self.header_deadlines.clear();
         self.actions.push_back(Action::CloseConnection {
             code: error.code(),
             reason: error.reason(),

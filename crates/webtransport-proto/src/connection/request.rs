@@ -14,7 +14,12 @@ impl Connection {
     ) -> Result<(Option<StreamKind>, Feed), ProtocolError> {
         let session = SessionId::from_stream_id(stream)?;
         req.reader.push(data);
-        while let Some(ev) = req.reader.poll()? {
+        loop {
+            let ev = match req.reader.poll() {
+                Ok(Some(ev)) => ev,
+                Ok(None) => break,
+                Err(e) => return self.request_frame_error(stream, session, &req, e),
+            };
             if req.closed {
                 continue;
             }
@@ -43,6 +48,58 @@ impl Connection {
         }
         self.connect_stream_ended(session, None);
         Ok((None, Feed::Done))
+    }
+
+    /// A frame on a request stream that cannot be read. Two are refused on the stream
+    /// rather than the connection: a request's HEADERS over our
+    /// SETTINGS_MAX_FIELD_SECTION_SIZE (431, see [`Connection::headers_too_large`]) and a
+    /// bare capsule over `max_capsule_size`, which is what the same capsule inside a DATA
+    /// frame gets (H3_EXCESSIVE_LOAD on the CONNECT stream). Anything else is a connection
+    /// error (RFC 9114 §7.1: H3_FRAME_ERROR, §7.2.8: H3_FRAME_UNEXPECTED).
+    fn request_frame_error(
+        &mut self,
+        stream: u64,
+        session: SessionId,
+        req: &RequestStream,
+        e: crate::frame::FrameError,
+    ) -> Result<(Option<StreamKind>, Feed), ProtocolError> {
+        use crate::frame::FrameError;
+        match e {
+            FrameError::TooLarge { ty, .. }
+                if ty == crate::frame::ty::HEADERS
+                    && self.role == Role::Server
+                    && !req.got_headers =>
+            {
+                Ok((None, self.headers_too_large(stream)))
+            }
+            FrameError::TooLarge { ty, len, max } if req.got_headers && is_capsule_type(ty) => {
+                let e = CapsuleError::TooLarge { ty, len, max };
+                Ok((None, self.malformed_capsule(stream, session, &e)))
+            }
+            e => Err(e.into()),
+        }
+    }
+
+    /// (Server) A request whose field section is over our SETTINGS_MAX_FIELD_SECTION_SIZE,
+    /// announced by its HEADERS frame's length or counted while decoding it. RFC 9114
+    /// §4.2.2: "A server that receives a larger header section than it is willing to
+    /// handle can send an HTTP 431 (Request Header Fields Too Large) status code"; the
+    /// rest of the request is not read: STOP_SENDING with H3_NO_ERROR, which RFC 9114
+    /// §4.1.1 asks for when a server answers before the request is complete. Only this
+    /// request is refused; the connection and its sessions go on.
+    pub(super) fn headers_too_large(&mut self, stream: u64) -> Feed {
+        debug!(
+            stream,
+            limit = self.config.max_field_section_size,
+            "request header section too large: 431"
+        );
+        self.stats.errors += 1;
+        self.send_headers(stream, &ConnectResponse::new(431).to_fields(), true);
+        self.actions.push_back(Action::StopSending {
+            stream,
+            code: Code::H3_NO_ERROR,
+        });
+        Feed::Done
     }
 
     /// Handles one frame event on a request (CONNECT) stream. `Some(feed)` ends the
@@ -113,7 +170,15 @@ impl Connection {
                     return Ok(None);
                 }
                 let fields =
-                    qpack::decode_field_section(&block, self.config.max_field_section_size)?;
+                    match qpack::decode_field_section(&block, self.config.max_field_section_size) {
+                        Ok(fields) => fields,
+                        Err(qpack::QpackError::FieldSectionTooLarge { .. })
+                            if self.role == Role::Server && !req.got_headers =>
+                        {
+                            return Ok(Some(self.headers_too_large(stream)));
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                 // RFC 9114 §4.1: a response is zero or more interim (1xx) HEADERS and then
                 // the final one; only the final one opens the way for DATA.
                 let interim = self.role == Role::Client
@@ -391,4 +456,21 @@ fn is_pywebtransport_081(request: &ConnectRequest) -> bool {
         .headers
         .iter()
         .any(|h| &h.name[..] == b"user-agent" && h.value.starts_with(b"pywebtransport/0.8."))
+}
+
+/// Whether `ty` is a capsule type the CONNECT stream's reader takes bare (without a DATA
+/// frame): see `Connection::request_stream`.
+fn is_capsule_type(ty: u64) -> bool {
+    use crate::capsule::ty;
+    matches!(
+        ty,
+        ty::CLOSE_WEBTRANSPORT_SESSION
+            | ty::DRAIN_WEBTRANSPORT_SESSION
+            | ty::WT_MAX_DATA
+            | ty::WT_MAX_STREAMS_BIDI
+            | ty::WT_MAX_STREAMS_UNI
+            | ty::WT_DATA_BLOCKED
+            | ty::WT_STREAMS_BLOCKED_BIDI
+            | ty::WT_STREAMS_BLOCKED_UNI
+    )
 }

@@ -459,6 +459,23 @@ pub enum CommandError {
     },
 }
 
+/// What the core holds for the peer at one moment, from
+/// [`Connection::buffered`](super::Connection::buffered). Every part has a cap in
+/// [`Config`] (or in [`FrameLimits`](crate::frame::FrameLimits)); this is how a caller
+/// sees that the caps hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Buffered {
+    /// WebTransport streams waiting for their session ([`Config::max_pending_streams`]).
+    pub pending_streams: usize,
+    /// Datagrams waiting for their session ([`Config::max_pending_datagrams`]).
+    pub pending_datagrams: usize,
+    /// Request streams whose HEADERS frame has not come whole yet.
+    pub partial_requests: usize,
+    /// Bytes held in all: stream preambles, HTTP/3 frames and capsules not yet complete,
+    /// the payload that came with early streams, early datagrams.
+    pub bytes: usize,
+}
+
 /// Counters of what the core refused, dropped, or found wrong.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {

@@ -1,5 +1,7 @@
 //! [`SessionLimits`]: the caps on what a peer can make the WebTransport layer buffer.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use webtransport_proto::connection::{CapsuleFraming, FlowLimits};
 
@@ -22,7 +24,9 @@ pub struct SessionLimits {
     /// WebTransport sessions on one connection (advertised as WT_MAX_SESSIONS /
     /// WEBTRANSPORT_MAX_SESSIONS). Default 16: browsers that pool sessions
     /// (`allowPooling`) put several on one connection, and Chromium's own draft-07 mode
-    /// advertises 16; the cap keeps one connection's memory bounded. Must be >= 1.
+    /// advertises 16; the cap keeps one connection's memory bounded. A request counts
+    /// from its first byte: requests whose headers are still coming and sessions together
+    /// are at most this many (more are refused with H3_REQUEST_REJECTED). Must be >= 1.
     pub max_sessions: u32,
     /// Streams that name a session not yet established (or not yet accepted by the
     /// application) and are held until it is; beyond this they are reset with
@@ -31,6 +35,12 @@ pub struct SessionLimits {
     /// Datagrams held for a session not yet established; beyond this they are dropped.
     /// Default 64. 0 drops every early datagram.
     pub max_pending_datagrams: usize,
+    /// How long streams and datagrams wait for their session (see `max_pending_streams`)
+    /// before they are refused with WT_BUFFERED_STREAM_REJECTED or dropped, and how long
+    /// a request's HEADERS may take to come whole before the request is refused with
+    /// H3_REQUEST_REJECTED. Default 5 s.
+    #[serde(with = "super::serde_util::duration_serde")]
+    pub pending_timeout: Duration,
     /// Accepted incoming streams queued per session until the application takes them.
     /// Default 256 (the default stream concurrency, so QUIC flow control is the limit).
     pub incoming_stream_queue: usize,
@@ -38,7 +48,9 @@ pub struct SessionLimits {
     /// dropped beyond). Default 1024.
     pub incoming_datagram_queue: usize,
     /// Largest header section we accept, advertised as SETTINGS_MAX_FIELD_SECTION_SIZE
-    /// (RFC 9114 §4.2.2). Default 16 KiB, what Chromium sends.
+    /// (RFC 9114 §4.2.2). A server answers a larger request 431, from its HEADERS frame's
+    /// length alone when that is over (nothing of it is held). Default 16 KiB, what
+    /// Chromium sends.
     pub max_field_section_size: u64,
     /// Largest capsule payload buffered on a CONNECT stream. Default 64 KiB (room for a
     /// DATAGRAM capsule of maximal size); must be >= 1028 so a CLOSE_WEBTRANSPORT_SESSION
@@ -81,6 +93,7 @@ impl Default for SessionLimits {
             max_sessions: 16,
             max_pending_streams: 32,
             max_pending_datagrams: 64,
+            pending_timeout: Duration::from_secs(5),
             incoming_stream_queue: 256,
             incoming_datagram_queue: 1024,
             max_field_section_size: 16 * KIB,
@@ -112,6 +125,7 @@ impl SessionLimits {
                 "must be at least 1 (Safari also refuses a server advertising 0)",
             ));
         }
+        super::validate::positive("limits", "pending_timeout", self.pending_timeout)?;
         if self.incoming_stream_queue == 0 {
             return Err(ConfigError::invalid(
                 "limits.incoming_stream_queue",
@@ -173,6 +187,9 @@ mod tests {
     #[test]
     fn each_limit_rule_names_its_field() {
         client_fails("limits.max_sessions", |c| c.limits.max_sessions = 0);
+        client_fails("limits.pending_timeout", |c| {
+            c.limits.pending_timeout = std::time::Duration::ZERO
+        });
         client_fails("limits.incoming_stream_queue", |c| {
             c.limits.incoming_stream_queue = 0
         });

@@ -131,6 +131,7 @@ impl EngineConfig {
             capsule_framing: limits.capsule_framing,
             max_pending_streams: limits.max_pending_streams,
             max_pending_datagrams: limits.max_pending_datagrams,
+            pending_timeout: limits.pending_timeout,
             max_queued_streams: limits.incoming_stream_queue,
             flow,
             ..core::Config::default()

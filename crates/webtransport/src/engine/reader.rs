@@ -30,6 +30,14 @@ impl StopSignal {
     fn take(&self) -> Option<Code> {
         self.code.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
+
+    /// Whether the core asked to stop the stream (and the reader has not acted on it).
+    fn is_stopped(&self) -> bool {
+        self.code
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
 }
 
 /// Starts reading a stream the peer opened (with its sending half for a bidirectional
@@ -113,6 +121,12 @@ pub(crate) async fn read(
         };
         let feed = engine.update_then(
             |st| {
+                if stop.as_ref().is_some_and(|s| s.is_stopped()) {
+                    // The core refused the stream since the last feed (a request whose
+                    // headers timed out): it has forgotten it, and would take these
+                    // bytes for a new stream's.
+                    return Feed::Done;
+                }
                 let feed = st.feed(id, &data, fin);
                 if feed != Feed::Detach && stop.is_none() {
                     let signal = Arc::new(StopSignal::default());

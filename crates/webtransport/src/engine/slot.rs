@@ -240,6 +240,16 @@ impl SessionSlot {
         dropped
     }
 
+    /// Datagrams queued for the application.
+    pub(crate) fn queued_datagrams(&self) -> usize {
+        self.datagrams.len()
+    }
+
+    /// Incoming streams queued for the application, of both kinds.
+    pub(crate) fn queued_streams(&self) -> usize {
+        self.incoming_bi.len() + self.incoming_uni.len()
+    }
+
     pub(crate) fn take_datagram(&mut self) -> Option<Bytes> {
         self.datagrams.pop_front()
     }

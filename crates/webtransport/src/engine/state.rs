@@ -328,6 +328,8 @@ impl State {
             closed_at: slot.closed_at,
             close: self.close_info(id),
             stats: slot.stats,
+            queued_datagrams: slot.queued_datagrams(),
+            queued_streams: slot.queued_streams(),
         })
     }
 
@@ -348,6 +350,9 @@ impl State {
             local_settings: self.core.local_settings(),
             sessions: self.session_ids(),
             datagrams_dropped: self.core.stats().datagrams_dropped + self.datagrams_dropped,
+            buffered: self.core.buffered(),
+            streams_rejected: self.core.stats().streams_rejected,
+            write_backlog: self.writer.largest_queue(),
         }
     }
 

@@ -190,6 +190,17 @@ impl Writer {
         self.acked.clone()
     }
 
+    /// The bytes queued on the stream that has the most queued (what `cap` bounds).
+    pub(crate) fn largest_queue(&self) -> usize {
+        self.streams
+            .values()
+            .map(|o| &o.queue)
+            .chain(self.unregistered.values())
+            .map(|q| q.bytes)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Whether any stream has bytes waiting.
     pub(crate) fn has_pending(&self) -> bool {
         self.streams

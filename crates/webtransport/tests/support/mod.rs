@@ -2,6 +2,8 @@
 //! A raw HTTP/3 peer on plain quinn, for tests that need a server misbehaving (or behaving
 //! like another implementation) in ways our own `Server` never does.
 
+pub mod peer;
+
 use webtransport::proto::frame::Frame;
 use webtransport::proto::headers::ConnectResponse;
 use webtransport::proto::qpack;
