@@ -13,6 +13,7 @@ use webtransport::{
 };
 
 use crate::output;
+use webtransport::proto::settings::{WtDraft, WtDrafts};
 
 pub const LONG_ABOUT: &str = "\
 Open a WebTransport session to an echo server (such as `wt serve`) and check, in order:
@@ -84,6 +85,12 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_framing)]
     capsule_framing: CapsuleFraming,
 
+    /// Offer only this WebTransport draft; repeat to offer several. One of draft-02,
+    /// draft-07, draft-13, draft-15 (also written draft-16), draft-17. The newest draft the
+    /// server also offers is spoken. Default: all of them
+    #[arg(long = "draft", value_name = "DRAFT", value_parser = parse_draft)]
+    drafts: Vec<WtDraft>,
+
     /// Seconds to wait for the session to open, and for each check
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     timeout: Duration,
@@ -100,6 +107,10 @@ pub(crate) fn parse_framing(text: &str) -> Result<CapsuleFraming, String> {
         "unframed" => Ok(CapsuleFraming::Unframed),
         _ => Err("expected auto, framed or unframed".into()),
     }
+}
+
+fn parse_draft(text: &str) -> Result<WtDraft, String> {
+    text.parse::<WtDraft>().map_err(|e| e.to_string())
 }
 
 fn parse_secs(text: &str) -> Result<Duration, String> {
@@ -131,6 +142,9 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         ..ClientConfig::default()
     };
     config.limits.capsule_framing = args.capsule_framing;
+    if !args.drafts.is_empty() {
+        config.drafts = args.drafts.iter().copied().collect::<WtDrafts>();
+    }
     // Bad URLs and unusable options are errors, not failed checks.
     args.url
         .parse::<webtransport::WebTransportUrl>()

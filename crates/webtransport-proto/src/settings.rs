@@ -27,6 +27,9 @@ pub mod id {
     pub const WT_MAX_SESSIONS: u64 = 0x14e9cd29;
     /// WT_ENABLED (draft-15/16).
     pub const WT_ENABLED: u64 = 0x2c7cf000;
+    /// WT_ENABLED (draft-17): the same setting under the codepoint draft-17 gives it
+    /// (draft-ietf-webtrans-http3-17 §9.2; source in docs/interop.md, "draft-17").
+    pub const WT_ENABLED_DRAFT17: u64 = 0x20b8933b;
     /// WT_INITIAL_MAX_DATA (draft-12+).
     pub const WT_INITIAL_MAX_DATA: u64 = 0x2b61;
     /// WT_INITIAL_MAX_STREAMS_UNI (draft-12+).
@@ -53,6 +56,7 @@ pub mod id {
             WEBTRANSPORT_MAX_SESSIONS_DRAFT07 => "WEBTRANSPORT_MAX_SESSIONS",
             WT_MAX_SESSIONS => "WT_MAX_SESSIONS",
             WT_ENABLED => "WT_ENABLED",
+            WT_ENABLED_DRAFT17 => "WT_ENABLED_DRAFT17",
             WT_INITIAL_MAX_DATA => "WT_INITIAL_MAX_DATA",
             WT_INITIAL_MAX_STREAMS_UNI => "WT_INITIAL_MAX_STREAMS_UNI",
             WT_INITIAL_MAX_STREAMS_BIDI => "WT_INITIAL_MAX_STREAMS_BIDI",
@@ -113,25 +117,151 @@ pub enum WtDraft {
     Draft07,
     /// draft-13/14: `WT_MAX_SESSIONS > 0`.
     Draft13,
-    /// draft-15/16: `WT_ENABLED = 1`; upgrade token `webtransport-h3`.
+    /// draft-15/16: `WT_ENABLED (0x2c7cf000) = 1`; upgrade token `webtransport-h3`.
     Draft15,
+    /// draft-17: `WT_ENABLED (0x20b8933b) = 1`; wire formats and upgrade token as
+    /// draft-15/16.
+    Draft17,
 }
 
 impl WtDraft {
-    /// A short name for logs.
+    /// Every draft family, oldest first.
+    pub const ALL: [WtDraft; 5] = [
+        WtDraft::Draft02,
+        WtDraft::Draft07,
+        WtDraft::Draft13,
+        WtDraft::Draft15,
+        WtDraft::Draft17,
+    ];
+
+    /// A short name for logs (and the form configuration files use).
     pub fn name(self) -> &'static str {
         match self {
             WtDraft::Draft02 => "draft-02",
             WtDraft::Draft07 => "draft-07",
             WtDraft::Draft13 => "draft-13",
             WtDraft::Draft15 => "draft-15",
+            WtDraft::Draft17 => "draft-17",
         }
+    }
+
+    /// The draft family a name stands for: `draft-NN` or `NN`, where NN is any draft
+    /// of the family (`draft-16` is [`WtDraft::Draft15`], `draft-12` is
+    /// [`WtDraft::Draft07`]).
+    pub fn from_name(name: &str) -> Option<WtDraft> {
+        let n = name.strip_prefix("draft-").unwrap_or(name);
+        Some(match n {
+            "02" => WtDraft::Draft02,
+            "07" | "08" | "09" | "10" | "11" | "12" => WtDraft::Draft07,
+            "13" | "14" => WtDraft::Draft13,
+            "15" | "16" => WtDraft::Draft15,
+            "17" => WtDraft::Draft17,
+            _ => return None,
+        })
+    }
+
+    const fn bit(self) -> u8 {
+        1 << self as u8
     }
 }
 
 impl std::fmt::Display for WtDraft {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// A name [`WtDraft::from_name`] does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown WebTransport draft {0:?} (known: draft-02, draft-07, draft-13, draft-15, draft-17)"
+)]
+pub struct UnknownDraft(pub String);
+
+impl std::str::FromStr for WtDraft {
+    type Err = UnknownDraft;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        WtDraft::from_name(s).ok_or_else(|| UnknownDraft(s.to_owned()))
+    }
+}
+
+/// A set of draft families: the ones an endpoint offers, or the ones a peer's SETTINGS
+/// announce.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WtDrafts(u8);
+
+impl WtDrafts {
+    /// No draft.
+    pub const NONE: WtDrafts = WtDrafts(0);
+    /// Every draft this crate speaks (what an endpoint offers unless told otherwise).
+    pub const ALL: WtDrafts = WtDrafts(
+        WtDraft::Draft02.bit()
+            | WtDraft::Draft07.bit()
+            | WtDraft::Draft13.bit()
+            | WtDraft::Draft15.bit()
+            | WtDraft::Draft17.bit(),
+    );
+
+    /// The set holding `draft` alone.
+    pub const fn only(draft: WtDraft) -> WtDrafts {
+        WtDrafts(draft.bit())
+    }
+
+    /// This set and `draft`.
+    #[must_use]
+    pub const fn with(self, draft: WtDraft) -> WtDrafts {
+        WtDrafts(self.0 | draft.bit())
+    }
+
+    /// This set without `draft`.
+    #[must_use]
+    pub const fn without(self, draft: WtDraft) -> WtDrafts {
+        WtDrafts(self.0 & !draft.bit())
+    }
+
+    /// Whether `draft` is in the set.
+    pub const fn contains(self, draft: WtDraft) -> bool {
+        self.0 & draft.bit() != 0
+    }
+
+    /// The drafts in both sets.
+    #[must_use]
+    pub const fn intersection(self, other: WtDrafts) -> WtDrafts {
+        WtDrafts(self.0 & other.0)
+    }
+
+    /// Whether the set is empty.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The newest draft in the set.
+    pub fn newest(self) -> Option<WtDraft> {
+        self.iter().last()
+    }
+
+    /// The drafts in the set, oldest first.
+    pub fn iter(self) -> impl Iterator<Item = WtDraft> {
+        WtDraft::ALL.into_iter().filter(move |d| self.contains(*d))
+    }
+}
+
+impl Default for WtDrafts {
+    fn default() -> Self {
+        WtDrafts::ALL
+    }
+}
+
+impl FromIterator<WtDraft> for WtDrafts {
+    fn from_iter<I: IntoIterator<Item = WtDraft>>(iter: I) -> Self {
+        iter.into_iter().fold(WtDrafts::NONE, WtDrafts::with)
+    }
+}
+
+impl std::fmt::Debug for WtDrafts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
     }
 }
 
@@ -239,21 +369,60 @@ impl Settings {
         self.get(id::ENABLE_CONNECT_PROTOCOL) == Some(1)
     }
 
-    /// The newest WebTransport draft these settings announce, if any.
-    pub fn wt_draft(&self) -> Option<WtDraft> {
-        if self.get(id::WT_ENABLED).is_some_and(|v| v >= 1) {
-            Some(WtDraft::Draft15)
-        } else if self.get(id::WT_MAX_SESSIONS).is_some_and(|v| v >= 1) {
-            Some(WtDraft::Draft13)
-        } else if self
+    /// Every WebTransport draft these settings announce.
+    ///
+    /// draft-17 counts only with the value 1: draft-ietf-webtrans-http3-17 §3.1 gives
+    /// SETTINGS_WT_ENABLED the default 0 ("does not support") and 1 as the value that
+    /// indicates support; a client refuses larger values
+    /// ([`Settings::check_wt_enabled_draft17`]). The older codepoints keep the readings
+    /// they always had here (any non-zero WT_ENABLED or max-sessions value).
+    pub fn wt_drafts(&self) -> WtDrafts {
+        let mut d = WtDrafts::NONE;
+        if self.get(id::ENABLE_WEBTRANSPORT) == Some(1) {
+            d = d.with(WtDraft::Draft02);
+        }
+        if self
             .get(id::WEBTRANSPORT_MAX_SESSIONS_DRAFT07)
             .is_some_and(|v| v >= 1)
         {
-            Some(WtDraft::Draft07)
-        } else if self.get(id::ENABLE_WEBTRANSPORT) == Some(1) {
-            Some(WtDraft::Draft02)
-        } else {
-            None
+            d = d.with(WtDraft::Draft07);
+        }
+        if self.get(id::WT_MAX_SESSIONS).is_some_and(|v| v >= 1) {
+            d = d.with(WtDraft::Draft13);
+        }
+        if self.get(id::WT_ENABLED).is_some_and(|v| v >= 1) {
+            d = d.with(WtDraft::Draft15);
+        }
+        if self.get(id::WT_ENABLED_DRAFT17) == Some(1) {
+            d = d.with(WtDraft::Draft17);
+        }
+        d
+    }
+
+    /// The newest WebTransport draft these settings announce, if any.
+    pub fn wt_draft(&self) -> Option<WtDraft> {
+        self.wt_drafts().newest()
+    }
+
+    /// The draft to speak with the peer that sent these settings when we offer
+    /// `offered`: draft-ietf-webtrans-http3-17 §7.1, "The highest version supported by
+    /// both endpoints is selected."
+    pub fn wt_draft_within(&self, offered: WtDrafts) -> Option<WtDraft> {
+        self.wt_drafts().intersection(offered).newest()
+    }
+
+    /// The draft-17 value rule, for a client reading a server's SETTINGS.
+    ///
+    /// draft-ietf-webtrans-http3-17 §3.1 (the rule draft-16 §3.1 states for
+    /// SETTINGS_WT_ENABLED, carried to the draft-17 codepoint): "Clients MUST treat values
+    /// greater than "1" as a connection error of type H3_SETTINGS_ERROR."
+    pub fn check_wt_enabled_draft17(&self) -> Result<(), SettingsError> {
+        match self.get(id::WT_ENABLED_DRAFT17) {
+            Some(value) if value > 1 => Err(SettingsError::NotBoolean {
+                id: id::WT_ENABLED_DRAFT17,
+                value,
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -273,6 +442,7 @@ impl Settings {
         self.get(id::WT_MAX_SESSIONS).is_some_and(|v| v >= 1)
             && self.get(id::ENABLE_WEBTRANSPORT).is_none_or(|v| v == 0)
             && self.get(id::WT_ENABLED).is_none_or(|v| v == 0)
+            && self.get(id::WT_ENABLED_DRAFT17).is_none_or(|v| v == 0)
     }
 
     /// The settings we send: the superset every known client and server accepts
@@ -281,12 +451,35 @@ impl Settings {
     /// `server` adds ENABLE_CONNECT_PROTOCOL (RFC 9220 §3: only servers send it). `flow`
     /// are the session flow-control windows we give the peer, sent as the three
     /// WT_INITIAL_* settings unless all are zero (no flow control, draft-ietf-webtrans-http3
-    /// §5.1).
+    /// §5.1). Every draft is offered: [`Settings::local_offering`] with [`WtDrafts::ALL`].
     pub fn local(
         server: bool,
         max_sessions: u64,
         max_field_section_size: u64,
         flow: crate::connection::FlowLimits,
+    ) -> Settings {
+        Settings::local_offering(
+            server,
+            max_sessions,
+            max_field_section_size,
+            flow,
+            WtDrafts::ALL,
+        )
+    }
+
+    /// The settings we send when we offer the drafts in `drafts`: [`Settings::local`] with
+    /// only those drafts' codepoints.
+    ///
+    /// draft-ietf-webtrans-http3-17 §7.1: "An endpoint that supports multiple draft
+    /// versions sends a SETTINGS_WT_ENABLED value for each supported version, as each
+    /// version uses a different setting identifier", so draft-15/16's 0x2c7cf000 and
+    /// draft-17's 0x20b8933b go together when both are offered.
+    pub fn local_offering(
+        server: bool,
+        max_sessions: u64,
+        max_field_section_size: u64,
+        flow: crate::connection::FlowLimits,
+        drafts: WtDrafts,
     ) -> Settings {
         let mut s = Settings::new();
         s.set(id::QPACK_MAX_TABLE_CAPACITY, 0);
@@ -297,10 +490,24 @@ impl Settings {
         }
         s.set(id::H3_DATAGRAM, 1);
         s.set(id::H3_DATAGRAM_DRAFT04, 1);
-        s.set(id::ENABLE_WEBTRANSPORT, 1);
-        s.set(id::WEBTRANSPORT_MAX_SESSIONS_DRAFT07, max_sessions);
-        s.set(id::WT_MAX_SESSIONS, max_sessions);
-        s.set(id::WT_ENABLED, 1);
+        if drafts.contains(WtDraft::Draft02) {
+            s.set(id::ENABLE_WEBTRANSPORT, 1);
+        }
+        if drafts.contains(WtDraft::Draft07) {
+            s.set(id::WEBTRANSPORT_MAX_SESSIONS_DRAFT07, max_sessions);
+        }
+        if drafts.contains(WtDraft::Draft13) {
+            s.set(id::WT_MAX_SESSIONS, max_sessions);
+        }
+        if drafts.contains(WtDraft::Draft15) {
+            s.set(id::WT_ENABLED, 1);
+        }
+        if drafts.contains(WtDraft::Draft17) {
+            // draft-ietf-webtrans-http3-17 §3.1: servers send SETTINGS_WT_ENABLED with the
+            // value 1, and for draft versions clients send it too, with the draft's
+            // codepoint, so the server can tell which version the client speaks.
+            s.set(id::WT_ENABLED_DRAFT17, 1);
+        }
         if flow.enabled() {
             // Values above 2^62 - 1 cannot be sent; the stream counts stop at 2^60
             // (draft-ietf-webtrans-http3 §5.6.2).
@@ -388,7 +595,9 @@ mod tests {
             assert_eq!(out.len(), s.encoded_len());
             let d = Settings::decode(&out).unwrap();
             assert_eq!(d, s);
-            assert_eq!(d.wt_draft(), Some(WtDraft::Draft15));
+            // Every draft is offered; draft-17 is the newest.
+            assert_eq!(d.wt_drafts(), WtDrafts::ALL);
+            assert_eq!(d.wt_draft(), Some(WtDraft::Draft17));
             assert_eq!(d.connect_protocol_enabled(), server);
         }
     }
@@ -420,6 +629,31 @@ mod tests {
         assert_eq!(s.wt_draft(), Some(WtDraft::Draft07));
         s.set(id::WT_ENABLED, 1);
         assert_eq!(s.wt_draft(), Some(WtDraft::Draft15));
+        s.set(id::WT_ENABLED_DRAFT17, 1);
+        assert_eq!(s.wt_draft(), Some(WtDraft::Draft17));
+        // Offering up to draft-15/16 picks draft-15/16 from the same settings.
+        let upto15 = WtDrafts::ALL.without(WtDraft::Draft17);
+        assert_eq!(s.wt_draft_within(upto15), Some(WtDraft::Draft15));
         assert_eq!(Settings::new().wt_draft(), None);
+    }
+
+    #[test]
+    fn draft_names_and_sets() {
+        for d in WtDraft::ALL {
+            assert_eq!(WtDraft::from_name(d.name()), Some(d));
+            assert_eq!(d.name().parse::<WtDraft>(), Ok(d));
+        }
+        assert_eq!(WtDraft::from_name("draft-16"), Some(WtDraft::Draft15));
+        assert_eq!(WtDraft::from_name("17"), Some(WtDraft::Draft17));
+        assert!("draft-18".parse::<WtDraft>().is_err());
+        let set: WtDrafts = [WtDraft::Draft15, WtDraft::Draft02].into_iter().collect();
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            [WtDraft::Draft02, WtDraft::Draft15]
+        );
+        assert_eq!(set.newest(), Some(WtDraft::Draft15));
+        assert_eq!(WtDrafts::ALL.iter().count(), 5);
+        assert!(WtDrafts::NONE.is_empty() && WtDrafts::NONE.newest().is_none());
+        assert_eq!(format!("{set:?}"), "{Draft02, Draft15}");
     }
 }

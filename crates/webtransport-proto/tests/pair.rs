@@ -23,8 +23,10 @@ fn settings_exchanged_and_draft_chosen() {
             Event::PeerSettings { draft, .. } => Some(*draft),
             _ => None,
         });
-        assert_eq!(draft, Some(Some(WtDraft::Draft15)), "{:?}", side.role);
-        assert_eq!(side.conn.draft(), Some(WtDraft::Draft15));
+        // Both sides offer every draft, draft-17 included (draft-ietf-webtrans-http3-17 §7.1:
+        // the highest version both support is selected).
+        assert_eq!(draft, Some(Some(WtDraft::Draft17)), "{:?}", side.role);
+        assert_eq!(side.conn.draft(), Some(WtDraft::Draft17));
         assert!(side.closed.is_none());
     }
     assert!(p

@@ -198,6 +198,58 @@ async fn bidi_uni_and_datagram_echo() {
     assert!(s.stats().datagrams_sent >= 1 && s.stats().datagrams_received >= 1);
 }
 
+/// draft-ietf-webtrans-http3-17 on real sockets: a client configured to offer draft-17
+/// alone (SETTINGS_WT_ENABLED 0x20b8933b, docs/interop.md) reaches our default server, which
+/// offers every draft, and both ends' protocol views say draft-17 (§7.1: the highest
+/// version both support). A client offering draft-17 to a server held to draft-15/16
+/// speaks draft-15/16 with it instead.
+#[tokio::test]
+async fn draft17_client_reaches_our_server() {
+    use webtransport::proto::settings::{id, WtDraft, WtDrafts};
+
+    let fx = fixture().await;
+    let _echo = fx.spawn_echo();
+    let config = ClientConfig {
+        drafts: WtDrafts::only(WtDraft::Draft17),
+        ..fx.client_config()
+    };
+    let client = Client::new(config).unwrap();
+    let s = tokio::time::timeout(T, client.connect(&fx.url("/echo")))
+        .await
+        .unwrap()
+        .unwrap();
+    let ours = s.connection().protocol();
+    assert_eq!(ours.draft, Some(WtDraft::Draft17));
+    assert_eq!(ours.local_settings.get(id::WT_ENABLED_DRAFT17), Some(1));
+    assert_eq!(ours.local_settings.get(id::WT_ENABLED), None);
+    let peer = ours.peer_settings.expect("server SETTINGS");
+    assert_eq!(peer.get(id::WT_ENABLED_DRAFT17), Some(1));
+    assert_eq!(
+        peer.get(id::WT_ENABLED),
+        Some(1),
+        "the server offers 15/16 too"
+    );
+    assert_eq!(bidi_echo(&s, b"draft-17").await, b"draft-17");
+    let server_side = fx.server.connections();
+    assert_eq!(server_side.len(), 1);
+    assert_eq!(server_side[0].protocol().draft, Some(WtDraft::Draft17));
+
+    // The same client against a server that stops at draft-15/16.
+    let fx16 = fixture_with(|c| c.drafts = WtDrafts::ALL.without(WtDraft::Draft17)).await;
+    let _echo16 = fx16.spawn_echo();
+    let client = Client::new(ClientConfig {
+        drafts: WtDrafts::ALL,
+        ..fx16.client_config()
+    })
+    .unwrap();
+    let s = tokio::time::timeout(T, client.connect(&fx16.url("/echo")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.connection().protocol().draft, Some(WtDraft::Draft15));
+    assert_eq!(bidi_echo(&s, b"draft-15").await, b"draft-15");
+}
+
 #[tokio::test]
 async fn sixteen_mib_with_checksum() {
     let fx = fixture().await;

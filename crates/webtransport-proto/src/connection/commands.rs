@@ -486,7 +486,8 @@ impl Connection {
         let missing = match self.peer_settings.as_ref() {
             Some(p) if !p.connect_protocol_enabled() => Some(MissingSetting::ConnectProtocol),
             Some(p) if !p.datagrams_enabled() => Some(MissingSetting::Datagrams),
-            Some(p) if p.wt_draft().is_none() => Some(MissingSetting::WebTransport),
+            // No draft that both sides offer (draft-ietf-webtrans-http3-17 §7.1).
+            Some(_) if self.draft.is_none() => Some(MissingSetting::WebTransport),
             _ => None,
         };
         if let Some(what) = missing {

@@ -161,6 +161,15 @@ pub enum Violation {
     /// RFC 9114 §5.2: a GOAWAY id larger than an earlier one.
     #[error("GOAWAY id grew to {0}")]
     GoawayIncreased(u64),
+    /// draft-ietf-webtrans-http3-17 §3.1: a server's SETTINGS_WT_ENABLED (draft-17
+    /// codepoint) above 1.
+    #[error("server's WT_ENABLED {id:#x} is {value}, not 0 or 1")]
+    WtEnabledValue {
+        /// The setting identifier.
+        id: u64,
+        /// The value received.
+        value: u64,
+    },
 }
 
 impl Violation {
@@ -179,6 +188,7 @@ impl Violation {
             | Violation::CancelPush(_)
             | Violation::GoawayNotRequestId(_)
             | Violation::GoawayIncreased(_) => Code::H3_ID_ERROR,
+            Violation::WtEnabledValue { .. } => Code::H3_SETTINGS_ERROR,
         }
     }
 }

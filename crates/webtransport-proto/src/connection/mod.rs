@@ -56,7 +56,7 @@ use crate::error::Code;
 use crate::frame::{Frame, FrameEvent, FrameHeader, FrameLimits, FrameReader};
 use crate::headers::{ConnectRequest, ConnectResponse, UpgradeToken};
 use crate::qpack;
-use crate::settings::{Settings, WtDraft};
+use crate::settings::{Settings, SettingsError, WtDraft};
 use crate::stream_header::{BidiStreamHeader, SessionId, UniStreamHeader};
 use crate::varint;
 
@@ -214,11 +214,12 @@ impl Connection {
 
     /// The SETTINGS this side sends.
     pub fn local_settings(&self) -> Settings {
-        Settings::local(
+        Settings::local_offering(
             self.role == Role::Server,
             self.config.max_sessions.into(),
             self.config.max_field_section_size,
             self.config.flow,
+            self.config.drafts,
         )
     }
 

@@ -279,6 +279,22 @@ impl Connection {
     /// (Server) A request that may now be handed to the application.
     pub(super) fn on_session_request(&mut self, session: SessionId, request: ConnectRequest) {
         if self.draft.is_none() {
+            if !self.config.drafts.contains(WtDraft::Draft02) {
+                // draft-ietf-webtrans-http3-17 §3.1: "If the server receives SETTINGS that
+                // do not have correct values for every required setting [...], the server
+                // MUST treat all established and newly incoming WebTransport sessions as
+                // malformed"; for draft versions the client's SETTINGS_WT_ENABLED names
+                // its version (§7.1), and it names none we offer. A malformed request is
+                // a stream error of type H3_MESSAGE_ERROR (RFC 9114 §4.1.2). With
+                // draft-02 offered, a client without any WebTransport setting is taken to
+                // speak it, as browsers' clients always have been.
+                debug!(%session, offered = ?self.config.drafts, "client SETTINGS announce no draft we offer; request refused");
+                self.stats.sessions_refused += 1;
+                self.refuse_stream(session.stream_id(), true, Code::H3_MESSAGE_ERROR);
+                self.streams.remove(&session.stream_id());
+                self.end_session(session, SessionEnd::Refused { status: 0 });
+                return;
+            }
             debug!(%session, "client SETTINGS announce no WebTransport draft; assuming draft-02");
         }
         if self.draft.is_some_and(|d| d >= WtDraft::Draft15)

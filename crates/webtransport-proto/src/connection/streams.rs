@@ -230,6 +230,17 @@ impl Connection {
                 return Err(Violation::MissingSettings(frame.ty()).into());
             };
             *got_settings = true;
+            // draft-ietf-webtrans-http3-17 §3.1: "Clients MUST treat values greater than
+            // "1" as a connection error of type H3_SETTINGS_ERROR." Only a client that
+            // speaks draft-17 knows the codepoint; to any other it is an unknown setting,
+            // which RFC 9114 §7.2.4 says to ignore.
+            if self.role == Role::Client && self.config.drafts.contains(WtDraft::Draft17) {
+                if let Err(SettingsError::NotBoolean { id, value }) =
+                    settings.check_wt_enabled_draft17()
+                {
+                    return Err(Violation::WtEnabledValue { id, value }.into());
+                }
+            }
             self.on_peer_settings(settings);
             return Ok(());
         }
@@ -299,7 +310,9 @@ impl Connection {
     }
 
     pub(super) fn on_peer_settings(&mut self, settings: Settings) {
-        let draft = settings.wt_draft();
+        // draft-ietf-webtrans-http3-17 §7.1: "The highest version supported by both
+        // endpoints is selected."
+        let draft = settings.wt_draft_within(self.config.drafts);
         self.draft = draft;
         // draft-ietf-webtrans-http3 §5.1: "If both endpoints take at least one of these
         // actions, flow control is enabled". Only drafts 13 and later have it.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::error::Code;
 use crate::headers::{ConnectRequest, ConnectResponse, HeaderError};
-use crate::settings::{Settings, WtDraft};
+use crate::settings::{Settings, WtDraft, WtDrafts};
 use crate::stream_header::SessionId;
 
 use super::error::ProtocolError;
@@ -128,6 +128,9 @@ pub struct Config {
     pub capsule_framing: CapsuleFraming,
     /// The flow-control windows we give the peer in each session.
     pub flow: FlowLimits,
+    /// The WebTransport drafts we offer: their codepoints go in our SETTINGS, and the
+    /// draft spoken is the newest one both sides offer. Default: all of them.
+    pub drafts: WtDrafts,
 }
 
 impl Default for Config {
@@ -144,6 +147,7 @@ impl Default for Config {
             closed_session_memory: 64,
             capsule_framing: CapsuleFraming::Auto,
             flow: FlowLimits::default(),
+            drafts: WtDrafts::ALL,
         }
     }
 }

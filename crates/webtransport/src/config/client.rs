@@ -5,11 +5,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use webtransport_proto::settings::WtDrafts;
+
 use super::serde_util::{
-    duration_serde, opt_duration_serde, opt_string_serde, parse_toml, read_toml,
+    drafts_serde, duration_serde, opt_duration_serde, opt_string_serde, parse_toml, read_toml,
 };
 use super::validate::{
-    file_exists, optional_positive, positive, valid_field_value, validate_alpn, validate_headers,
+    file_exists, optional_positive, positive, valid_field_value, validate_alpn, validate_drafts,
+    validate_headers,
 };
 use super::{CertVerification, CertificateSource, ConfigError, SessionLimits, TransportConfig};
 
@@ -44,6 +47,14 @@ pub struct ClientConfig {
     /// TLS ALPN protocols offered, in order of preference. Must contain `"h3"`. Default
     /// `["h3"]`.
     pub alpn: Vec<String>,
+    /// The WebTransport drafts offered, in TOML a list of names (`["draft-15",
+    /// "draft-17"]`). Their SETTINGS go out, and the draft spoken is the newest both sides
+    /// offer (draft-ietf-webtrans-http3-17 §7.1). Known: `draft-02` (what browsers ship),
+    /// `draft-07` (07..12), `draft-13` (13/14), `draft-15` (15/16, also written
+    /// `draft-16`) and `draft-17` (SETTINGS_WT_ENABLED 0x20b8933b, see docs/interop.md).
+    /// Default: all of them. Must not be empty.
+    #[serde(with = "drafts_serde")]
+    pub drafts: WtDrafts,
     /// Extra request headers sent with every CONNECT, in order. Names must be lowercase
     /// (RFC 9114 §4.2) and may not be pseudo-headers or connection-specific.
     pub headers: Vec<(String, String)>,
@@ -95,6 +106,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
             alpn: vec!["h3".into()],
+            drafts: WtDrafts::ALL,
             headers: Vec::new(),
             user_agent: Some(default_user_agent()),
             max_retries: 3,
@@ -175,6 +187,7 @@ impl ClientConfig {
         optional_positive("read_timeout", self.read_timeout)?;
         optional_positive("write_timeout", self.write_timeout)?;
         validate_alpn(&self.alpn)?;
+        validate_drafts(self.drafts)?;
         validate_headers(&self.headers)?;
         if let Some(ua) = &self.user_agent {
             if !valid_field_value(ua) {

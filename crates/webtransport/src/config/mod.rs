@@ -225,4 +225,30 @@ mod tests {
             "{msg}"
         );
     }
+
+    #[test]
+    fn drafts_in_toml() {
+        use webtransport_proto::settings::{WtDraft, WtDrafts};
+
+        // Every draft by default, written by name.
+        let text = ClientConfig::default().to_toml_string().unwrap();
+        assert!(
+            text.contains(
+                r#"drafts = ["draft-02", "draft-07", "draft-13", "draft-15", "draft-17"]"#
+            ),
+            "{text}"
+        );
+        // `draft-16` names the draft-15/16 family.
+        let c = ClientConfig::from_toml_str(r#"drafts = ["draft-16", "17"]"#).unwrap();
+        assert_eq!(
+            c.drafts,
+            WtDrafts::only(WtDraft::Draft15).with(WtDraft::Draft17)
+        );
+        let s = ServerConfig::from_toml_str(r#"drafts = ["draft-17"]"#).unwrap();
+        assert_eq!(s.drafts, WtDrafts::only(WtDraft::Draft17));
+        let e = ServerConfig::from_toml_str(r#"drafts = ["draft-18"]"#).unwrap_err();
+        assert!(e.to_string().contains("draft-18"), "{e}");
+        super::testing::client_fails("drafts", |c| c.drafts = WtDrafts::NONE);
+        super::testing::server_fails("drafts", |c| c.drafts = WtDrafts::NONE);
+    }
 }

@@ -179,6 +179,33 @@ pub(crate) mod opt_duration_serde {
     }
 }
 
+/// A set of WebTransport drafts as a list of names: `["draft-15", "draft-17"]` (`"16"` or
+/// `"draft-16"` name the draft-15/16 family, see `WtDraft::from_name`).
+pub(super) mod drafts_serde {
+    use serde::ser::SerializeSeq;
+    use webtransport_proto::settings::{WtDraft, WtDrafts};
+
+    use super::*;
+
+    pub(crate) fn serialize<S: serde::Serializer>(v: &WtDrafts, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        for d in v.iter() {
+            seq.serialize_element(d.name())?;
+        }
+        seq.end()
+    }
+
+    pub(in crate::config) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<WtDrafts, D::Error> {
+        let names = Vec::<String>::deserialize(d)?;
+        names
+            .iter()
+            .map(|n| n.parse::<WtDraft>().map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
 /// `None` is written as `""` (TOML has no null) and `""` is read as `None`.
 pub(super) mod opt_string_serde {
     use super::*;

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::serde_util::{duration_serde, opt_duration_serde, parse_toml, read_toml};
-use super::validate::{file_exists, optional_positive, positive, validate_alpn};
+use webtransport_proto::settings::WtDrafts;
+
+use super::serde_util::{drafts_serde, duration_serde, opt_duration_serde, parse_toml, read_toml};
+use super::validate::{file_exists, optional_positive, positive, validate_alpn, validate_drafts};
 use super::{CertificateSource, ConfigError, SessionLimits, TransportConfig};
 
 /// Everything a server needs besides its routes.
@@ -40,6 +42,14 @@ pub struct ServerConfig {
     pub certificate: CertificateSource,
     /// TLS ALPN protocols accepted. Must contain `"h3"`. Default `["h3"]`.
     pub alpn: Vec<String>,
+    /// The WebTransport drafts offered, in TOML a list of names (`["draft-15",
+    /// "draft-17"]`). Their SETTINGS go out, and the draft spoken is the newest both sides
+    /// offer (draft-ietf-webtrans-http3-17 §7.1). Known: `draft-02` (what browsers ship),
+    /// `draft-07` (07..12), `draft-13` (13/14), `draft-15` (15/16, also written
+    /// `draft-16`) and `draft-17` (SETTINGS_WT_ENABLED 0x20b8933b, see docs/interop.md).
+    /// Default: all of them. Must not be empty.
+    #[serde(with = "drafts_serde")]
+    pub drafts: WtDrafts,
     /// Connections served at once; more are refused. Default 3000 (pywebtransport's).
     pub max_connections: usize,
     /// Time a new connection has to complete the QUIC handshake and its first WebTransport
@@ -88,6 +98,7 @@ impl Default for ServerConfig {
             bind: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 4433))],
             certificate: CertificateSource::default(),
             alpn: vec!["h3".into()],
+            drafts: WtDrafts::ALL,
             max_connections: 3000,
             handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
@@ -152,6 +163,7 @@ impl ServerConfig {
         }
         self.certificate.validate("certificate")?;
         validate_alpn(&self.alpn)?;
+        validate_drafts(self.drafts)?;
         if self.max_connections == 0 {
             return Err(ConfigError::invalid(
                 "max_connections",

@@ -58,6 +58,20 @@ pub(super) fn file_exists(field: &str, path: &Path) -> Result<(), ConfigError> {
     }
 }
 
+/// At least one draft must be offered, or no peer could ever be spoken to.
+pub(super) fn validate_drafts(
+    drafts: webtransport_proto::settings::WtDrafts,
+) -> Result<(), ConfigError> {
+    if drafts.is_empty() {
+        return Err(ConfigError::invalid(
+            "drafts",
+            "is empty; offer at least one WebTransport draft (draft-02, draft-07, draft-13, \
+             draft-15, draft-17)",
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn validate_alpn(alpn: &[String]) -> Result<(), ConfigError> {
     if alpn.is_empty() {
         return Err(ConfigError::invalid(

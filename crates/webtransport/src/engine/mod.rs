@@ -106,22 +106,25 @@ pub(crate) struct EngineConfig {
 impl EngineConfig {
     /// The core's configuration and the engine's, from a client's or a server's.
     pub(crate) fn build(source: ConfigRef) -> (core::Config, EngineConfig) {
-        let (limits, session_timeout, open_timeout, close_timeout, idle_timeout) = match &source {
-            ConfigRef::Client(c) => (
-                &c.limits,
-                c.connect_timeout,
-                c.stream_creation_timeout,
-                c.close_timeout,
-                None,
-            ),
-            ConfigRef::Server(c) => (
-                &c.limits,
-                core::Config::default().session_timeout,
-                c.stream_creation_timeout,
-                Duration::from_secs(1),
-                c.connection_idle_timeout,
-            ),
-        };
+        let (limits, drafts, session_timeout, open_timeout, close_timeout, idle_timeout) =
+            match &source {
+                ConfigRef::Client(c) => (
+                    &c.limits,
+                    c.drafts,
+                    c.connect_timeout,
+                    c.stream_creation_timeout,
+                    c.close_timeout,
+                    None,
+                ),
+                ConfigRef::Server(c) => (
+                    &c.limits,
+                    c.drafts,
+                    core::Config::default().session_timeout,
+                    c.stream_creation_timeout,
+                    Duration::from_secs(1),
+                    c.connection_idle_timeout,
+                ),
+            };
         let flow = limits.flow_limits();
         let core = core::Config {
             session_timeout,
@@ -134,6 +137,7 @@ impl EngineConfig {
             pending_timeout: limits.pending_timeout,
             max_queued_streams: limits.incoming_stream_queue,
             flow,
+            drafts,
             ..core::Config::default()
         };
         // An eighth of the data window, so that credit flows back well before the peer
