@@ -371,7 +371,7 @@ impl Settings {
 
     /// Every WebTransport draft these settings announce.
     ///
-    /// draft-17 counts only with the value 1: draft-ietf-webtrans-http3-17 §3.1 gives
+    /// draft-17 counts only with the value 1: draft-ietf-webtrans-http3-16 §3.1 (kept in -17) gives
     /// SETTINGS_WT_ENABLED the default 0 ("does not support") and 1 as the value that
     /// indicates support; a client refuses larger values
     /// ([`Settings::check_wt_enabled_draft17`]). The older codepoints keep the readings
@@ -405,7 +405,7 @@ impl Settings {
     }
 
     /// The draft to speak with the peer that sent these settings when we offer
-    /// `offered`: draft-ietf-webtrans-http3-17 §7.1, "The highest version supported by
+    /// `offered`: draft-ietf-webtrans-http3-16 §7.1 (kept in -17), "The highest version supported by
     /// both endpoints is selected."
     pub fn wt_draft_within(&self, offered: WtDrafts) -> Option<WtDraft> {
         self.wt_drafts().intersection(offered).newest()
@@ -470,7 +470,7 @@ impl Settings {
     /// The settings we send when we offer the drafts in `drafts`: [`Settings::local`] with
     /// only those drafts' codepoints.
     ///
-    /// draft-ietf-webtrans-http3-17 §7.1: "An endpoint that supports multiple draft
+    /// draft-ietf-webtrans-http3-16 §7.1 (kept in -17): "An endpoint that supports multiple draft
     /// versions sends a SETTINGS_WT_ENABLED value for each supported version, as each
     /// version uses a different setting identifier", so draft-15/16's 0x2c7cf000 and
     /// draft-17's 0x20b8933b go together when both are offered.
@@ -503,7 +503,7 @@ impl Settings {
             s.set(id::WT_ENABLED, 1);
         }
         if drafts.contains(WtDraft::Draft17) {
-            // draft-ietf-webtrans-http3-17 §3.1: servers send SETTINGS_WT_ENABLED with the
+            // draft-ietf-webtrans-http3-16 §3.1 (kept in -17): servers send SETTINGS_WT_ENABLED with the
             // value 1, and for draft versions clients send it too, with the draft's
             // codepoint, so the server can tell which version the client speaks.
             s.set(id::WT_ENABLED_DRAFT17, 1);

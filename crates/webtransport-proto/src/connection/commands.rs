@@ -486,7 +486,7 @@ impl Connection {
         let missing = match self.peer_settings.as_ref() {
             Some(p) if !p.connect_protocol_enabled() => Some(MissingSetting::ConnectProtocol),
             Some(p) if !p.datagrams_enabled() => Some(MissingSetting::Datagrams),
-            // No draft that both sides offer (draft-ietf-webtrans-http3-17 §7.1).
+            // No draft that both sides offer (draft-ietf-webtrans-http3-16 §7.1, kept in -17).
             Some(_) if self.draft.is_none() => Some(MissingSetting::WebTransport),
             _ => None,
         };

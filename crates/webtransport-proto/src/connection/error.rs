@@ -161,7 +161,7 @@ pub enum Violation {
     /// RFC 9114 §5.2: a GOAWAY id larger than an earlier one.
     #[error("GOAWAY id grew to {0}")]
     GoawayIncreased(u64),
-    /// draft-ietf-webtrans-http3-17 §3.1: a server's SETTINGS_WT_ENABLED (draft-17
+    /// draft-ietf-webtrans-http3-16 §3.1 (kept in -17): a server's SETTINGS_WT_ENABLED (draft-17
     /// codepoint) above 1.
     #[error("server's WT_ENABLED {id:#x} is {value}, not 0 or 1")]
     WtEnabledValue {

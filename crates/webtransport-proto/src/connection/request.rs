@@ -280,7 +280,7 @@ impl Connection {
     pub(super) fn on_session_request(&mut self, session: SessionId, request: ConnectRequest) {
         if self.draft.is_none() {
             if !self.config.drafts.contains(WtDraft::Draft02) {
-                // draft-ietf-webtrans-http3-17 §3.1: "If the server receives SETTINGS that
+                // draft-ietf-webtrans-http3-16 §3.1 (kept in -17): "If the server receives SETTINGS that
                 // do not have correct values for every required setting [...], the server
                 // MUST treat all established and newly incoming WebTransport sessions as
                 // malformed"; for draft versions the client's SETTINGS_WT_ENABLED names

@@ -230,7 +230,7 @@ impl Connection {
                 return Err(Violation::MissingSettings(frame.ty()).into());
             };
             *got_settings = true;
-            // draft-ietf-webtrans-http3-17 §3.1: "Clients MUST treat values greater than
+            // draft-ietf-webtrans-http3-16 §3.1 (kept in -17): "Clients MUST treat values greater than
             // "1" as a connection error of type H3_SETTINGS_ERROR." Only a client that
             // speaks draft-17 knows the codepoint; to any other it is an unknown setting,
             // which RFC 9114 §7.2.4 says to ignore.
@@ -310,7 +310,7 @@ impl Connection {
     }
 
     pub(super) fn on_peer_settings(&mut self, settings: Settings) {
-        // draft-ietf-webtrans-http3-17 §7.1: "The highest version supported by both
+        // draft-ietf-webtrans-http3-16 §7.1 (kept in -17): "The highest version supported by both
         // endpoints is selected."
         let draft = settings.wt_draft_within(self.config.drafts);
         self.draft = draft;
