@@ -128,8 +128,23 @@ struct Credit {
     sent_capsules: Counts,
     /// The server's close capsule, if one came.
     closed: Option<(u32, String)>,
+    /// The limit of ours the server last said it was blocked at (WT_DATA_BLOCKED).
+    server_blocked_at: Option<u64>,
+    /// Whether WT_MAX_DATA refills are held back (the test sends them itself).
+    hold_refills: bool,
+    /// The code the server reset the CONNECT stream with, once it has.
+    connect_reset: Option<Code>,
     /// Rules the server broke, as the client saw them.
     violations: Vec<String>,
+}
+
+impl Credit {
+    /// Raises our WT_MAX_DATA to one window past what we read; the capsule to send.
+    fn refill(&mut self) -> Capsule {
+        self.recv_max_data = self.received + self.window.data;
+        self.sent_capsules.max_data += 1;
+        Capsule::MaxData(varint(self.recv_max_data))
+    }
 }
 
 fn ix(bidi: bool) -> usize {
@@ -150,8 +165,6 @@ struct Safari {
     credit: Mutex<Credit>,
     /// Signalled whenever the server's credit or the session's state changes.
     changed: Notify,
-    /// The CONNECT stream's end: the reset code, once the server reset it.
-    connect_reset: Mutex<Option<Code>>,
 }
 
 impl Safari {
@@ -219,6 +232,9 @@ impl Safari {
             seen: Counts::default(),
             sent_capsules: Counts::default(),
             closed: None,
+            server_blocked_at: None,
+            hold_refills: false,
+            connect_reset: None,
             violations: Vec::new(),
         };
         let safari = Arc::new(Safari {
@@ -229,7 +245,6 @@ impl Safari {
             connect_send: tokio::sync::Mutex::new(connect_send),
             credit: Mutex::new(credit),
             changed: Notify::new(),
-            connect_reset: Mutex::new(None),
         });
         tokio::spawn(safari.clone().read_capsules(connect));
         Ok((safari, streams))
@@ -246,7 +261,8 @@ impl Safari {
                 Ok(Some(c)) => self.on_capsule(c),
                 Ok(None) => {
                     if let Some(quinn::ReadError::Reset(code)) = &connect.error {
-                        *self.connect_reset.lock().unwrap() = Some(Code(code.into_inner()));
+                        let code = Code(code.into_inner());
+                        self.books(|c| c.connect_reset = Some(code));
                     }
                     break;
                 }
@@ -285,7 +301,10 @@ impl Safari {
                 let m = &mut c.send_max_streams[ix(bidi)];
                 *m = (*m).max(max.into_inner());
             }
-            Capsule::DataBlocked(_) => c.seen.data_blocked += 1,
+            Capsule::DataBlocked(at) => {
+                c.seen.data_blocked += 1;
+                c.server_blocked_at = Some(at.into_inner());
+            }
             Capsule::StreamsBlocked { bidi, .. } => c.seen.streams_blocked[ix(bidi)] += 1,
             Capsule::CloseSession { code, reason } => c.closed = Some((code, reason)),
             _ => {}
@@ -434,10 +453,10 @@ impl Safari {
                     c.received, c.recv_max_data
                 ));
             }
-            if c.recv_max_data - c.received.min(c.recv_max_data) <= c.window.data / 2 {
-                c.recv_max_data = c.received + c.window.data;
-                c.sent_capsules.max_data += 1;
-                return Some(Capsule::MaxData(varint(c.recv_max_data)));
+            if !c.hold_refills
+                && c.recv_max_data - c.received.min(c.recv_max_data) <= c.window.data / 2
+            {
+                return Some(c.refill());
             }
             None
         });
@@ -656,7 +675,9 @@ async fn safari_refuses_a_server_without_flow_control_settings() {
 
 /// `size` bytes echoed on one bidirectional stream through 64 KiB windows on both sides:
 /// the client's upload needs the server's WT_MAX_DATA refills, the echo needs the server
-/// to stop at the client's credit and resume on the client's WT_MAX_DATA.
+/// to resume on each of the client's WT_MAX_DATA. (That the server also stops exactly at
+/// the client's limit is `the_server_stops_at_safari_credit_and_resumes_on_wt_max_data`:
+/// a client that refills as it reads always has its limit ahead of what it read.)
 async fn bidi_echo_through_small_windows(size: usize) {
     let (server, addr, hash) = echo_server(small_windows()).await;
     let (safari, _streams) = Safari::connect(addr, hash, "/echo", SMALL)
@@ -713,6 +734,65 @@ async fn sixty_four_mib_both_ways_through_64_kib_windows() {
     bidi_echo_through_small_windows(64 * MIB).await;
 }
 
+/// The server's echo stops exactly at the client's WT_MAX_DATA: with refills held back, the
+/// client reads its whole window, and no further byte arrives while the server says it is
+/// blocked at exactly that limit (WT_DATA_BLOCKED, §5.6.5); one WT_MAX_DATA from the
+/// client and the rest follows. (Over a long transfer a client that refills as it reads
+/// cannot tell an overrun from a refill; here it can.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_stops_at_safari_credit_and_resumes_on_wt_max_data() {
+    const WINDOW: u64 = 16 * KIB;
+    let (_server, addr, hash) = echo_server(SessionLimits::default()).await;
+    let windows = Windows {
+        data: WINDOW,
+        ..SMALL
+    };
+    let (safari, _streams) = Safari::connect(addr, hash, "/echo", windows)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    safari.books(|c| c.hold_refills = true);
+    let data = pattern(4 * WINDOW as usize, 3);
+    let (mut send, mut recv) = safari.open_bi().await;
+    safari.write(&mut send, &data).await;
+    send.finish().unwrap();
+    // Our whole window, and not a byte more.
+    let mut back = Vec::new();
+    while (back.len() as u64) < WINDOW {
+        let room = (WINDOW - back.len() as u64) as usize;
+        let chunk = tokio::time::timeout(T, recv.read_chunk(room, true))
+            .await
+            .expect("the echo came up to our limit")
+            .unwrap()
+            .expect("the echo is longer than the window");
+        safari.consumed(chunk.bytes.len() as u64).await;
+        back.extend_from_slice(&chunk.bytes);
+    }
+    let beyond = tokio::time::timeout(
+        Duration::from_millis(300),
+        recv.read_chunk(usize::MAX, true),
+    )
+    .await;
+    assert!(
+        beyond.is_err(),
+        "the server sent past our WT_MAX_DATA of {WINDOW}: {beyond:?}"
+    );
+    safari
+        .wait_until("the server said it is blocked at our limit", |c| {
+            c.server_blocked_at.is_some()
+        })
+        .await;
+    assert_eq!(safari.books(|c| c.server_blocked_at), Some(WINDOW));
+    // One refill, then the rest with refills as we read.
+    let capsule = safari.books(|c| {
+        c.hold_refills = false;
+        c.refill()
+    });
+    safari.send_capsule(capsule).await;
+    back.extend(safari.read_to_end(&mut recv, Vec::new()).await);
+    assert_eq!(checksum(&back), checksum(&data));
+    safari.assert_no_violations();
+}
+
 /// Many more streams than the windows of 4, each kind: the client's uni streams (each
 /// echoed on a uni stream the server opens) and bidi streams need the server's
 /// WT_MAX_STREAMS refills; the server's uni streams need the client's, which it sends only
@@ -767,4 +847,140 @@ async fn forty_streams_of_each_kind_through_windows_of_four() {
         "{seen:?}"
     );
     assert!(sent.max_streams[0] >= 1, "{sent:?}");
+}
+
+// ---- (c) a Safari-like client past the server's credit ----
+
+/// A server with these limits whose single session the test drives itself.
+async fn plain_server(limits: SessionLimits) -> (Arc<Server>, SocketAddr, [u8; 32]) {
+    init_log();
+    let cert = generate_self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    let server = Arc::new(
+        Server::bind(ServerConfig {
+            bind: vec!["127.0.0.1:0".parse().unwrap()],
+            certificate: cert.to_certificate_source(),
+            limits,
+            ..ServerConfig::default()
+        })
+        .await
+        .unwrap(),
+    );
+    let addr = server.local_addrs()[0];
+    (server, addr, cert.sha256)
+}
+
+/// Whether `send`'s bytes all reached the server's QUIC layer (finished and acknowledged),
+/// bounded by [`T`].
+async fn acknowledged(send: &mut quinn::SendStream) {
+    send.finish().unwrap();
+    tokio::time::timeout(T, send.stopped())
+        .await
+        .expect("the server acknowledged the stream in time")
+        .expect("the stream was not stopped");
+}
+
+/// draft-ietf-webtrans-http3 §5.6.4 counts a session's stream data cumulatively: a
+/// draft-13 client that uses exactly the initial window is within its rights, and so is
+/// the server's refill it then waits for; a byte past the refilled limit ends the session
+/// with WT_FLOW_CONTROL_ERROR. Every byte is acknowledged by the server's QUIC layer
+/// before the server's application reads it, so the server sees each overrun whole.
+/// (`flow_control.rs` covers a draft-15 peer past its initial window and past its stream
+/// limit.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safari_past_a_refilled_max_data_gets_wt_flow_control_error() {
+    const WINDOW: u64 = 4 * KIB;
+    let (server, addr, hash) = plain_server(SessionLimits {
+        max_data: WINDOW,
+        ..SessionLimits::default()
+    })
+    .await;
+    let srv = server.clone();
+    let accept = tokio::spawn(async move {
+        let request = tokio::time::timeout(T, srv.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        request.accept().unwrap()
+    });
+    let (safari, _streams) = Safari::connect(addr, hash, "/", SMALL)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let session = accept.await.unwrap();
+    assert_eq!(safari.books(|c| c.send_max_data), WINDOW);
+
+    // Exactly the initial window, within the rules.
+    let mut first = safari.open_uni().await;
+    safari.write(&mut first, &pattern(WINDOW as usize, 1)).await;
+    acknowledged(&mut first).await;
+    assert_eq!(
+        safari.books(|c| c.sent),
+        WINDOW,
+        "the client used all its credit"
+    );
+    let mut recv = tokio::time::timeout(T, session.accept_uni())
+        .await
+        .unwrap()
+        .unwrap();
+    let read = tokio::time::timeout(T, recv.read_to_end(1 << 20))
+        .await
+        .unwrap();
+    assert_eq!(
+        read.map(|d| d.len()).map_err(|e| e.to_string()),
+        Ok(WINDOW as usize),
+        "exactly the window is no overrun"
+    );
+    // The server read it, so it refills (the client asks nothing: it sent WT_DATA_BLOCKED
+    // only if it had wanted more).
+    safari
+        .wait_until("the server refilled WT_MAX_DATA after reading", |c| {
+            c.send_max_data > WINDOW
+        })
+        .await;
+    let limit = safari.books(|c| c.send_max_data);
+    assert!(
+        limit <= 2 * WINDOW,
+        "a refill is at most one window past what was read: {limit}"
+    );
+
+    // Now 16 KiB past the refilled limit, ignoring the credit.
+    let excess = (limit - WINDOW) + 16 * KIB;
+    let mut second = safari.open_uni().await;
+    second
+        .write_all(&pattern(excess as usize, 2))
+        .await
+        .unwrap();
+    acknowledged(&mut second).await;
+    let mut recv = tokio::time::timeout(T, session.accept_uni())
+        .await
+        .unwrap()
+        .unwrap();
+    let read = tokio::time::timeout(T, recv.read_to_end(1 << 20))
+        .await
+        .unwrap();
+    assert!(
+        read.is_err(),
+        "the overrun is refused, not delivered: {:?}",
+        read.map(|d| d.len())
+    );
+    let end = tokio::time::timeout(T, session.closed()).await.unwrap();
+    assert!(
+        matches!(
+            end,
+            Err(SessionError::Aborted { code, remote: false }) if code == Code::WT_FLOW_CONTROL_ERROR
+        ),
+        "{end:?}"
+    );
+    // The client sees its CONNECT stream reset with the draft's code; the connection
+    // stays up.
+    safari
+        .wait_until("the CONNECT stream was reset", |c| {
+            c.connect_reset.is_some()
+        })
+        .await;
+    assert_eq!(
+        safari.books(|c| c.connect_reset),
+        Some(Code::WT_FLOW_CONTROL_ERROR)
+    );
+    assert!(session.connection().is_connected());
+    safari.assert_no_violations();
 }
