@@ -435,6 +435,33 @@ impl Settings {
             .or_else(|| self.get(id::WEBTRANSPORT_MAX_SESSIONS_DRAFT07))
     }
 
+    /// Whether these SETTINGS declare the intent to use session flow control, in the terms
+    /// of the draft they announce. draft-ietf-webtrans-http3-14 §5.1: "Endpoints declare
+    /// their intent to use flow control by taking any of the following actions: Sending
+    /// SETTINGS_WT_MAX_SESSIONS with a value greater than "1". Sending
+    /// SETTINGS_WT_INITIAL_MAX_STREAMS_UNI with any value other than "0". Sending
+    /// SETTINGS_WT_INITIAL_MAX_STREAMS_BIDI with any value other than "0". Sending
+    /// SETTINGS_WT_INITIAL_MAX_DATA with any value other than "0"." (draft-13 counted
+    /// WT_MAX_SESSIONS alone; draft-15 dropped WT_MAX_SESSIONS, so only the WT_INITIAL_*
+    /// settings count for draft-15 peers, and for draft-17's, whose flow control is
+    /// draft-16's.) Drafts before 13 have no session flow control.
+    pub fn declares_flow_control(&self) -> bool {
+        let initial = [
+            id::WT_INITIAL_MAX_DATA,
+            id::WT_INITIAL_MAX_STREAMS_UNI,
+            id::WT_INITIAL_MAX_STREAMS_BIDI,
+        ]
+        .iter()
+        .any(|&i| self.get(i).is_some_and(|v| v != 0));
+        match self.wt_draft() {
+            Some(WtDraft::Draft15 | WtDraft::Draft17) => initial,
+            Some(WtDraft::Draft13) => {
+                initial || self.get(id::WT_MAX_SESSIONS).is_some_and(|v| v > 1)
+            }
+            _ => false,
+        }
+    }
+
     /// Whether these settings announce draft-13/14 alone: WT_MAX_SESSIONS without
     /// draft-02's ENABLE_WEBTRANSPORT or draft-15's WT_ENABLED (what pywebtransport 0.8.1's
     /// server sends).
@@ -451,7 +478,9 @@ impl Settings {
     /// `server` adds ENABLE_CONNECT_PROTOCOL (RFC 9220 §3: only servers send it). `flow`
     /// are the session flow-control windows we give the peer, sent as the three
     /// WT_INITIAL_* settings unless all are zero (no flow control, draft-ietf-webtrans-http3
-    /// §5.1). Every draft is offered: [`Settings::local_offering`] with [`WtDrafts::ALL`].
+    /// §5.1). Without flow control, WT_MAX_SESSIONS is 1 whatever `max_sessions` says: see
+    /// [`Settings::declares_flow_control`]. Every draft is offered: [`Settings::local_offering`]
+    /// with [`WtDrafts::ALL`].
     pub fn local(
         server: bool,
         max_sessions: u64,
@@ -497,15 +526,24 @@ impl Settings {
             s.set(id::WEBTRANSPORT_MAX_SESSIONS_DRAFT07, max_sessions);
         }
         if drafts.contains(WtDraft::Draft13) {
-            s.set(id::WT_MAX_SESSIONS, max_sessions);
+            // draft-ietf-webtrans-http3-14 §5.1 counts "Sending SETTINGS_WT_MAX_SESSIONS
+            // with a value greater than 1" as declaring the intent to use flow control.
+            // Without flow control we must not declare it: a draft-14 peer that declares it
+            // too would then hold itself to our WT_INITIAL_* limits, which we do not send
+            // (zero credit, and no WT_MAX_DATA ever comes: the session stalls).
+            s.set(
+                id::WT_MAX_SESSIONS,
+                if flow.enabled() { max_sessions } else { 1 },
+            );
         }
         if drafts.contains(WtDraft::Draft15) {
             s.set(id::WT_ENABLED, 1);
         }
         if drafts.contains(WtDraft::Draft17) {
-            // draft-ietf-webtrans-http3-16 §3.1 (kept in -17): servers send SETTINGS_WT_ENABLED with the
-            // value 1, and for draft versions clients send it too, with the draft's
-            // codepoint, so the server can tell which version the client speaks.
+            // draft-ietf-webtrans-http3-16 §3.1 (kept in -17): servers send
+            // SETTINGS_WT_ENABLED with the value 1, and for draft versions clients send it
+            // too, with the draft's codepoint, so the server can tell which version the
+            // client speaks.
             s.set(id::WT_ENABLED_DRAFT17, 1);
         }
         if flow.enabled() {

@@ -317,6 +317,8 @@ fn draft17_pair_chooses_draft17() {
         let mut p = Pair::with(client, server);
         assert_eq!(p.client.conn.draft(), Some(WtDraft::Draft17));
         assert_eq!(p.server.conn.draft(), Some(WtDraft::Draft17));
+        // Session flow control is draft-16's, declared by the WT_INITIAL_* settings.
+        assert!(p.client.conn.flow_control() && p.server.conn.flow_control());
         assert_eq!(token_seen_by_server(&mut p), UpgradeToken::WebTransportH3);
         let mut p2 = Pair::with(
             p.client.conn.config().clone(),

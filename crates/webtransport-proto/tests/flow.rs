@@ -69,6 +69,66 @@ fn flow_control_is_on_only_when_both_sides_announce_it() {
     assert_eq!(p.client.conn.take_send_credit(sid, u64::MAX), u64::MAX);
 }
 
+/// A server with flow control and the SETTINGS a client sends, fed on its control stream.
+fn server_with_client_settings(config: Config, settings: &Settings) -> Connection {
+    let local = LocalStreams {
+        control: 3,
+        encoder: None,
+        decoder: None,
+    };
+    let mut s = Connection::new(Role::Server, config, local);
+    let mut control = Vec::new();
+    UniStreamHeader::Control.encode(&mut control);
+    Frame::Settings(settings.clone()).encode(&mut control);
+    assert_eq!(
+        s.handle_stream_data(Instant::now(), 2, &control, false),
+        Feed::Continue
+    );
+    s
+}
+
+/// draft-ietf-webtrans-http3-14 §5.1: sending WT_MAX_SESSIONS above 1 declares the intent
+/// to use flow control, as a non-zero WT_INITIAL_* setting does. So without windows of our
+/// own we announce WT_MAX_SESSIONS 1 (else a draft-14 peer that declares it too holds itself
+/// to initial limits of 0 that we never raise: the stall Safari users report), and a
+/// draft-13/14 peer that declares it by WT_MAX_SESSIONS alone gets flow control, starting
+/// from no credit. For draft-15 peers only the WT_INITIAL_* settings count.
+#[test]
+fn wt_max_sessions_above_one_declares_flow_control_for_draft_14() {
+    let off = Settings::local(true, 16, 16384, FlowLimits::OFF);
+    assert_eq!(off.get(id::WT_MAX_SESSIONS), Some(1));
+    assert_eq!(off.get(id::WEBTRANSPORT_MAX_SESSIONS_DRAFT07), Some(16));
+    assert_eq!(off.get(id::WT_INITIAL_MAX_DATA), None);
+    let on = Settings::local(true, 16, 16384, FlowLimits::default());
+    assert_eq!(on.get(id::WT_MAX_SESSIONS), Some(16));
+    assert!(on.declares_flow_control());
+
+    let mut d14 = Settings::new();
+    d14.set(id::H3_DATAGRAM, 1);
+    d14.set(id::WT_MAX_SESSIONS, 16);
+    assert!(d14.declares_flow_control());
+    let server = server_with_client_settings(Config::default(), &d14);
+    assert!(server.flow_control());
+    // The same peer with WT_MAX_SESSIONS 1 declares nothing, unless a WT_INITIAL_* does.
+    let mut single = d14.clone();
+    single.set(id::WT_MAX_SESSIONS, 1);
+    assert!(!single.declares_flow_control());
+    assert!(!server_with_client_settings(Config::default(), &single).flow_control());
+    single.set(id::WT_INITIAL_MAX_STREAMS_UNI, 1);
+    assert!(single.declares_flow_control());
+    // We declare nothing without windows, whatever the peer does.
+    let no_windows = Config {
+        flow: FlowLimits::OFF,
+        ..Config::default()
+    };
+    assert!(!server_with_client_settings(no_windows, &d14).flow_control());
+    // draft-15 has no WT_MAX_SESSIONS: WT_ENABLED with it counts for nothing.
+    let mut d15 = d14;
+    d15.set(id::WT_ENABLED, 1);
+    assert!(!d15.declares_flow_control());
+    assert!(!server_with_client_settings(Config::default(), &d15).flow_control());
+}
+
 #[test]
 fn send_credit_blocks_then_refills_as_the_peer_reads() {
     let mut p = Pair::with(Config::default(), windows(1000, 4, 4));

@@ -711,6 +711,37 @@ fn unfinished_requests_count_against_the_session_limit() {
 }
 
 #[test]
+fn a_second_session_without_flow_control_from_a_draft_13_client() {
+    // draft-ietf-webtrans-http3-14 §5.1: "A server that receives more than one session on
+    // an underlying transport connection when flow control is not enabled MUST reset the
+    // excessive CONNECT streams with a H3_REQUEST_REJECTED status". A draft-13/14 client
+    // that declares no flow control (WT_MAX_SESSIONS 1, no WT_INITIAL_*) to a server with
+    // room for 16 sessions: the second CONNECT is refused, the first stays.
+    let mut h = H::bare(Role::Server, Config::default());
+    let mut d13 = Settings::new();
+    d13.set(id::H3_DATAGRAM, 1);
+    d13.set(id::WT_MAX_SESSIONS, 1);
+    let control = cat(&[
+        &uni_preamble(UniStreamHeader::Control),
+        &frame(Frame::Settings(d13)),
+    ]);
+    assert_eq!(
+        h.feed(h.peer_uni(PEER_CONTROL), &control, false),
+        Feed::Continue
+    );
+    assert!(!h.conn.flow_control());
+    let first = h.requested_session();
+    let second = h.peer_bidi(1);
+    h.send(second, &headers_frame(&request().to_fields()), false);
+    h.assert_bidi_stream_error(second, Code::H3_REQUEST_REJECTED);
+    assert!(!h
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::SessionRequested { .. })));
+    assert!(h.conn.session_ids().any(|s| s == first));
+}
+
+#[test]
 fn oversized_bare_capsule() {
     // A capsule without a DATA frame over max_capsule_size gets what the same capsule in a
     // DATA frame gets: H3_EXCESSIVE_LOAD on its CONNECT stream only.

@@ -431,7 +431,7 @@ impl Connection {
     fn session_limit(&self) -> u64 {
         let ours = u64::from(self.config.max_sessions);
         let peer = self.peer_settings.as_ref();
-        if self.draft.is_some_and(|d| d >= WtDraft::Draft15) && !self.flow_control {
+        if self.draft.is_some_and(|d| d >= WtDraft::Draft13) && !self.flow_control {
             // draft-ietf-webtrans-http3 §5.1: "If flow control is not enabled, clients MUST
             // NOT attempt to establish more than one simultaneous WebTransport session."
             return 1;

@@ -297,7 +297,7 @@ impl Connection {
             }
             debug!(%session, "client SETTINGS announce no WebTransport draft; assuming draft-02");
         }
-        if self.draft.is_some_and(|d| d >= WtDraft::Draft15)
+        if self.draft.is_some_and(|d| d >= WtDraft::Draft13)
             && !self.flow_control
             && self.live_sessions > 1
         {

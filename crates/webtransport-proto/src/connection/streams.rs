@@ -315,10 +315,13 @@ impl Connection {
         let draft = settings.wt_draft_within(self.config.drafts);
         self.draft = draft;
         // draft-ietf-webtrans-http3 §5.1: "If both endpoints take at least one of these
-        // actions, flow control is enabled". Only drafts 13 and later have it.
+        // actions, flow control is enabled". Only drafts 13 and later have it. We declare
+        // it exactly when our windows are on (Settings::local keeps WT_MAX_SESSIONS at 1
+        // otherwise); the peer by its draft's rule, where a draft-14 peer may declare it
+        // with WT_MAX_SESSIONS > 1 alone, giving us no initial credit.
         self.flow_control = draft.is_some_and(|d| d >= WtDraft::Draft13)
             && self.config.flow.enabled()
-            && FlowLimits::from_settings(&settings).enabled();
+            && settings.declares_flow_control();
         debug!(role = ?self.role, settings = %settings, draft = ?draft, flow_control = self.flow_control, "peer SETTINGS received");
         // pywebtransport 0.8.1 announces draft-13/14 alone and refuses framed capsules
         // (CapsuleFraming::Auto). Its client also sends ENABLE_CONNECT_PROTOCOL, which RFC

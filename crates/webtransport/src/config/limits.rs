@@ -22,7 +22,8 @@ enum CapsuleFramingDef {
 #[serde(default, deny_unknown_fields)]
 pub struct SessionLimits {
     /// WebTransport sessions on one connection (advertised as WT_MAX_SESSIONS /
-    /// WEBTRANSPORT_MAX_SESSIONS). Default 16: browsers that pool sessions
+    /// WEBTRANSPORT_MAX_SESSIONS; WT_MAX_SESSIONS is 1 when session flow control is off,
+    /// see `max_data`). Default 16: browsers that pool sessions
     /// (`allowPooling`) put several on one connection, and Chromium's own draft-07 mode
     /// advertises 16; the cap keeps one connection's memory bounded. A request counts
     /// from its first byte: requests whose headers are still coming and sessions together
@@ -68,8 +69,10 @@ pub struct SessionLimits {
     /// has read. Announced as SETTINGS_WT_INITIAL_MAX_DATA and kept open with WT_MAX_DATA
     /// as the application reads; a peer that sends more gets WT_FLOW_CONTROL_ERROR.
     /// Default 16 MiB (the default QUIC connection window). With all three flow-control
-    /// limits at 0, flow control is off: no WT_INITIAL_* settings are sent (and then a
-    /// draft-15+ peer allows one session per connection).
+    /// limits at 0, flow control is off: no WT_INITIAL_* settings are sent, WT_MAX_SESSIONS
+    /// is 1 (draft-14 counts a larger value as declaring flow control), and a draft-13+
+    /// peer gets one session per connection. Safari is reported to refuse a server without
+    /// the WT_INITIAL_* settings (docs/interop.md).
     pub max_data: u64,
     /// Session flow control: bidirectional streams a peer may have open in one session
     /// (SETTINGS_WT_INITIAL_MAX_STREAMS_BIDI, then WT_MAX_STREAMS as streams close); one

@@ -144,6 +144,8 @@ pub struct ConnectStream {
     pub recv: quinn::RecvStream,
     frames: webtransport::proto::frame::FrameReader,
     capsules: webtransport::proto::capsule::CapsuleReader,
+    /// How reading the stream failed (a reset, the connection's loss), once it has.
+    pub error: Option<quinn::ReadError>,
 }
 
 impl ConnectStream {
@@ -153,6 +155,7 @@ impl ConnectStream {
             recv,
             frames: FrameReader::new(FrameLimits::default()),
             capsules: webtransport::proto::capsule::CapsuleReader::new(1 << 16),
+            error: None,
         }
     }
 
@@ -162,8 +165,64 @@ impl ConnectStream {
             if let Some(ev) = self.frames.poll().ok()? {
                 return Some(ev);
             }
-            let chunk = self.recv.read_chunk(usize::MAX, true).await.ok()??;
-            self.frames.push(&chunk.bytes);
+            match self.recv.read_chunk(usize::MAX, true).await {
+                Ok(Some(chunk)) => self.frames.push(&chunk.bytes),
+                Ok(None) => return None,
+                Err(e) => {
+                    self.error = Some(e);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Reads the response's HEADERS frame and decodes it; `None` if the stream ends first
+    /// or the answer is not a valid response. What follows stays for [`Self::next_capsule`].
+    pub async fn response(&mut self) -> Option<ConnectResponse> {
+        use webtransport::proto::frame::FrameEvent;
+        loop {
+            if let FrameEvent::Frame(Frame::Headers(block)) = self.next().await? {
+                let fields = qpack::decode_field_section(&block, 1 << 16).ok()?;
+                return ConnectResponse::from_fields(&fields).ok();
+            }
+        }
+    }
+
+    /// The next capsule, read the way RFC 9297 §3.2 puts capsules on HTTP/3: inside DATA
+    /// frames. `Ok(None)` at the end of the stream (see [`Self::error`] for a reset);
+    /// `Err` for a capsule that is malformed or arrives bare (a frame whose type is a
+    /// WebTransport capsule type, which a peer that only reads framed capsules refuses).
+    pub async fn next_capsule(
+        &mut self,
+    ) -> Result<Option<webtransport::proto::capsule::Capsule>, String> {
+        use webtransport::proto::capsule::ty;
+        use webtransport::proto::frame::FrameEvent;
+        loop {
+            if let Some(c) = self.capsules.poll().map_err(|e| e.to_string())? {
+                return Ok(Some(c));
+            }
+            match self.next().await {
+                None => return Ok(None),
+                Some(FrameEvent::DataChunk(chunk)) => self.capsules.push(&chunk),
+                Some(FrameEvent::Frame(Frame::Unknown { ty: t, .. }))
+                    if matches!(
+                        t,
+                        ty::CLOSE_WEBTRANSPORT_SESSION
+                            | ty::DRAIN_WEBTRANSPORT_SESSION
+                            | ty::WT_MAX_DATA
+                            | ty::WT_MAX_STREAMS_BIDI
+                            | ty::WT_MAX_STREAMS_UNI
+                            | ty::WT_DATA_BLOCKED
+                            | ty::WT_STREAMS_BLOCKED_BIDI
+                            | ty::WT_STREAMS_BLOCKED_UNI
+                    ) =>
+                {
+                    return Err(format!(
+                        "a bare capsule of type {t:#x} (not in a DATA frame)"
+                    ));
+                }
+                Some(_) => {}
+            }
         }
     }
 

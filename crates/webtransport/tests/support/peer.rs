@@ -154,6 +154,29 @@ impl Peer {
             .send_datagram(webtransport::proto::datagram::encode(session, payload))
     }
 
+    /// Starts sorting the server's unidirectional streams by their preamble: the SETTINGS
+    /// of its control stream (which stays open, read to its end), and its WebTransport
+    /// streams, handed over with their session and the bytes that came after the preamble.
+    /// QPACK and unknown streams are read and dropped.
+    pub fn server_streams(&self) -> ServerStreams {
+        let (settings_tx, settings) = tokio::sync::watch::channel(None);
+        let (wt_tx, webtransport) = tokio::sync::mpsc::unbounded_channel();
+        let conn = self.conn.clone();
+        let task = tokio::spawn(async move {
+            let settings_tx = Arc::new(settings_tx);
+            while let Ok(recv) = conn.accept_uni().await {
+                let settings_tx = settings_tx.clone();
+                let wt_tx = wt_tx.clone();
+                tokio::spawn(sort_server_stream(recv, settings_tx, wt_tx));
+            }
+        });
+        ServerStreams {
+            settings,
+            webtransport,
+            task,
+        }
+    }
+
     /// How the server closed the connection, waiting for it up to `limit`: the
     /// application error code, or `None` if it is still open then (or closed otherwise).
     pub async fn closed_with(&self, limit: Duration) -> Option<Code> {
@@ -172,6 +195,22 @@ pub fn draft02_settings() -> Settings {
     s.set(id::QPACK_BLOCKED_STREAMS, 0);
     s.set(id::H3_DATAGRAM, 1);
     s.set(id::ENABLE_WEBTRANSPORT, 1);
+    s
+}
+
+/// SETTINGS of a draft-13/14 client: `WT_MAX_SESSIONS` (the draft's way of saying it
+/// speaks WebTransport) and its session flow-control windows as the three WT_INITIAL_*
+/// settings; no draft-02 or draft-15 setting and no ENABLE_CONNECT_PROTOCOL (RFC 9220 §3
+/// gives it a meaning only from servers).
+pub fn draft13_settings(max_data: u64, max_streams_uni: u64, max_streams_bidi: u64) -> Settings {
+    let mut s = Settings::new();
+    s.set(id::QPACK_MAX_TABLE_CAPACITY, 0);
+    s.set(id::QPACK_BLOCKED_STREAMS, 0);
+    s.set(id::H3_DATAGRAM, 1);
+    s.set(id::WT_MAX_SESSIONS, 1);
+    s.set(id::WT_INITIAL_MAX_DATA, max_data);
+    s.set(id::WT_INITIAL_MAX_STREAMS_UNI, max_streams_uni);
+    s.set(id::WT_INITIAL_MAX_STREAMS_BIDI, max_streams_bidi);
     s
 }
 
@@ -274,5 +313,74 @@ pub async fn stop_code(send: &mut quinn::SendStream) -> Option<Code> {
     match tokio::time::timeout(T, send.stopped()).await {
         Ok(Ok(Some(code))) => Some(Code(code.into_inner())),
         _ => None,
+    }
+}
+
+/// A WebTransport stream the server opened: its session, the stream, and the payload bytes
+/// that came with the preamble.
+pub type ServerUni = (SessionId, quinn::RecvStream, Vec<u8>);
+
+/// The server's unidirectional streams, sorted by [`Peer::server_streams`].
+pub struct ServerStreams {
+    /// The server's SETTINGS, once its control stream brought them.
+    pub settings: tokio::sync::watch::Receiver<Option<Settings>>,
+    /// The server's WebTransport streams, in the order their preambles completed.
+    pub webtransport: tokio::sync::mpsc::UnboundedReceiver<ServerUni>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServerStreams {
+    /// The server's SETTINGS, waiting for them up to [`T`]; `None` if they never came.
+    pub async fn settings(&mut self) -> Option<Settings> {
+        let got = tokio::time::timeout(T, self.settings.wait_for(|s| s.is_some())).await;
+        got.ok()?.ok().and_then(|s| s.clone())
+    }
+}
+
+impl Drop for ServerStreams {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads one server stream's preamble and hands the stream where it belongs.
+async fn sort_server_stream(
+    mut recv: quinn::RecvStream,
+    settings_tx: Arc<tokio::sync::watch::Sender<Option<Settings>>>,
+    wt_tx: tokio::sync::mpsc::UnboundedSender<ServerUni>,
+) {
+    let mut buf = Vec::new();
+    let (header, used) = loop {
+        match UniStreamHeader::decode(&buf) {
+            Ok(Some(h)) => break h,
+            Ok(None) => {}
+            Err(_) => return,
+        }
+        match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            _ => return,
+        }
+    };
+    let rest = buf.split_off(used);
+    match header {
+        UniStreamHeader::Control => {
+            let mut frames = FrameReader::new(FrameLimits::default());
+            frames.push(&rest);
+            loop {
+                while let Ok(Some(ev)) = frames.poll() {
+                    if let FrameEvent::Frame(Frame::Settings(s)) = ev {
+                        settings_tx.send_replace(Some(s));
+                    }
+                }
+                match recv.read_chunk(usize::MAX, true).await {
+                    Ok(Some(chunk)) => frames.push(&chunk.bytes),
+                    _ => return,
+                }
+            }
+        }
+        UniStreamHeader::WebTransport(session) => {
+            let _ = wt_tx.send((session, recv, rest));
+        }
+        _ => while let Ok(Some(_)) = recv.read_chunk(usize::MAX, true).await {},
     }
 }
