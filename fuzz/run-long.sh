@@ -36,7 +36,7 @@ for target in "${targets[@]}"; do
         echo "$target: libFuzzer exited with an error; see fuzz/$log and fuzz/artifacts/$target/" >&2
         exit 1
     }
-    grep -E '^#[0-9]+ +DONE' "$log" | tail -1
+    grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1 || true
     cargo fuzz cmin "$target" "corpus/$target" >"logs/$target.cmin.log" 2>&1
     echo "   corpus after cmin: $(ls "corpus/$target" | wc -l) inputs, $(cat "corpus/$target"/* 2>/dev/null | wc -c) bytes"
 done

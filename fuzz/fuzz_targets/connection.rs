@@ -22,7 +22,7 @@ use webtransport_proto::datagram;
 use webtransport_proto::frame::{Frame, FrameHeader};
 use webtransport_proto::headers::{ConnectRequest, ConnectResponse};
 use webtransport_proto::qpack::{self, HeaderField};
-use webtransport_proto::settings::Settings;
+use webtransport_proto::settings::{id, Settings, WtDraft, WtDrafts};
 use webtransport_proto::stream_header::{BidiStreamHeader, SessionId, UniStreamHeader};
 use webtransport_proto::varint::{self, VarInt};
 use webtransport_proto::Code;
@@ -42,6 +42,7 @@ struct ConfigIn {
     closed_session_memory: u8,
     max_capsule_size: u16,
     unframed_capsules: bool,
+    drafts: u8,
 }
 
 impl ConfigIn {
@@ -59,6 +60,7 @@ impl ConfigIn {
             } else {
                 CapsuleFraming::Auto
             },
+            drafts: drafts_from(self.drafts),
             ..Config::default()
         }
     }
@@ -73,9 +75,12 @@ struct Pick {
 
 #[derive(Debug, Arbitrary)]
 enum Piece {
-    /// Control stream preamble and SETTINGS (as a server or a client sends them).
+    /// Control stream preamble and SETTINGS (as a server or a client sends them),
+    /// offering the drafts whose bits are set in `drafts` (bit 7: draft-17's WT_ENABLED
+    /// set to the whole byte instead of 1, a value a draft-17 client must refuse).
     ControlStream {
         as_server: bool,
+        drafts: u8,
     },
     QpackEncoderStream,
     QpackDecoderStream,
@@ -197,6 +202,22 @@ fn session(i: u8) -> SessionId {
     SessionId::from_stream_id(4 * u64::from(i % 8)).unwrap()
 }
 
+/// The drafts whose bits (0 = draft-02 ... 4 = draft-17) are set; none set is every draft,
+/// so that most inputs speak to each other.
+fn drafts_from(bits: u8) -> WtDrafts {
+    let set: WtDrafts = WtDraft::ALL
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| bits & (1 << i) != 0)
+        .map(|(_, d)| d)
+        .collect();
+    if set.is_empty() {
+        WtDrafts::ALL
+    } else {
+        set
+    }
+}
+
 fn encoded(f: Frame) -> Vec<u8> {
     let mut out = Vec::new();
     f.encode(&mut out);
@@ -213,10 +234,19 @@ impl Piece {
     fn bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
-            Piece::ControlStream { as_server } => {
+            Piece::ControlStream { as_server, drafts } => {
                 UniStreamHeader::Control.encode(&mut out);
-                Frame::Settings(Settings::local(*as_server, 4, 16384, Default::default()))
-                    .encode(&mut out);
+                let mut settings = Settings::local_offering(
+                    *as_server,
+                    4,
+                    16384,
+                    Default::default(),
+                    drafts_from(*drafts),
+                );
+                if drafts & 0x80 != 0 {
+                    settings.set(id::WT_ENABLED_DRAFT17, u64::from(*drafts));
+                }
+                Frame::Settings(settings).encode(&mut out);
             }
             Piece::QpackEncoderStream => UniStreamHeader::QpackEncoder.encode(&mut out),
             Piece::QpackDecoderStream => UniStreamHeader::QpackDecoder.encode(&mut out),
