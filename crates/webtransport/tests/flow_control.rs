@@ -24,17 +24,7 @@ fn init_log() {
 
 /// A server with these session limits, serving `/echo`.
 async fn echo_server(limits: SessionLimits) -> (Arc<Server>, SelfSignedCertificate) {
-    let cert = generate_self_signed(&["localhost", "127.0.0.1"]).unwrap();
-    let server = Arc::new(
-        Server::bind(ServerConfig {
-            bind: vec!["127.0.0.1:0".parse().unwrap()],
-            certificate: cert.to_certificate_source(),
-            limits,
-            ..ServerConfig::default()
-        })
-        .await
-        .unwrap(),
-    );
+    let (server, cert) = support::limited_server(limits).await;
     let s = server.clone();
     tokio::spawn(async move {
         while let Some(req) = s.accept().await {
@@ -261,21 +251,6 @@ async fn server_session(server: &Server) -> Session {
 }
 
 /// A server that accepts one session and hands it to the test.
-async fn plain_server(limits: SessionLimits) -> (Arc<Server>, SelfSignedCertificate) {
-    let cert = generate_self_signed(&["localhost", "127.0.0.1"]).unwrap();
-    let server = Arc::new(
-        Server::bind(ServerConfig {
-            bind: vec!["127.0.0.1:0".parse().unwrap()],
-            certificate: cert.to_certificate_source(),
-            limits,
-            ..ServerConfig::default()
-        })
-        .await
-        .unwrap(),
-    );
-    (server, cert)
-}
-
 #[tokio::test]
 async fn a_peer_over_our_max_data_gets_wt_flow_control_error() {
     init_log();
@@ -283,7 +258,7 @@ async fn a_peer_over_our_max_data_gets_wt_flow_control_error() {
         max_data: 4 * KIB,
         ..SessionLimits::default()
     };
-    let (server, cert) = plain_server(limits).await;
+    let (server, cert) = support::limited_server(limits).await;
     let addr = server.local_addrs()[0];
     let srv = server.clone();
     let accept = tokio::spawn(async move { server_session(&srv).await });
@@ -337,7 +312,7 @@ async fn a_peer_over_our_max_streams_gets_wt_flow_control_error() {
         max_streams_uni: 2,
         ..SessionLimits::default()
     };
-    let (server, cert) = plain_server(limits).await;
+    let (server, cert) = support::limited_server(limits).await;
     let addr = server.local_addrs()[0];
     let srv = server.clone();
     let accept = tokio::spawn(async move { server_session(&srv).await });

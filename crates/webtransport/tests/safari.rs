@@ -547,17 +547,7 @@ impl Safari {
 /// A server with these session limits and the echo route as `wt serve` runs it.
 async fn echo_server(limits: SessionLimits) -> (Arc<Server>, SocketAddr, [u8; 32]) {
     init_log();
-    let cert = generate_self_signed(&["localhost", "127.0.0.1"]).unwrap();
-    let server = Arc::new(
-        Server::bind(ServerConfig {
-            bind: vec!["127.0.0.1:0".parse().unwrap()],
-            certificate: cert.to_certificate_source(),
-            limits,
-            ..ServerConfig::default()
-        })
-        .await
-        .unwrap(),
-    );
+    let (server, cert) = support::limited_server(limits).await;
     let app = ServerApp::new().route_with(
         "/echo",
         RouteOptions::new().accept_first_offered(),
@@ -878,17 +868,7 @@ async fn forty_streams_of_each_kind_through_windows_of_four() {
 /// A server with these limits whose single session the test drives itself.
 async fn plain_server(limits: SessionLimits) -> (Arc<Server>, SocketAddr, [u8; 32]) {
     init_log();
-    let cert = generate_self_signed(&["localhost", "127.0.0.1"]).unwrap();
-    let server = Arc::new(
-        Server::bind(ServerConfig {
-            bind: vec!["127.0.0.1:0".parse().unwrap()],
-            certificate: cert.to_certificate_source(),
-            limits,
-            ..ServerConfig::default()
-        })
-        .await
-        .unwrap(),
-    );
+    let (server, cert) = support::limited_server(limits).await;
     let addr = server.local_addrs()[0];
     (server, addr, cert.sha256)
 }

@@ -252,3 +252,22 @@ impl ConnectStream {
         }
     }
 }
+
+/// A `Server` on 127.0.0.1:0 with a fresh self-signed certificate and these session limits,
+/// serving nothing until the test accepts or routes its requests.
+pub async fn limited_server(
+    limits: SessionLimits,
+) -> (std::sync::Arc<Server>, SelfSignedCertificate) {
+    let cert = generate_self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    let server = std::sync::Arc::new(
+        Server::bind(ServerConfig {
+            bind: vec!["127.0.0.1:0".parse().unwrap()],
+            certificate: cert.to_certificate_source(),
+            limits,
+            ..ServerConfig::default()
+        })
+        .await
+        .unwrap(),
+    );
+    (server, cert)
+}
