@@ -34,6 +34,22 @@ pub mod ty {
     /// WT_STREAM_DATA_BLOCKED (draft-ietf-webtrans-http2 only; prohibited over HTTP/3).
     pub const WT_STREAM_DATA_BLOCKED: u64 = 0x190b_4d42;
 
+    /// Whether `t` is one of WebTransport over HTTP/3's session capsules (close, drain and
+    /// the six flow-control capsules): the types a CONNECT stream may carry bare, unframed.
+    pub const fn is_session_capsule(t: u64) -> bool {
+        matches!(
+            t,
+            CLOSE_WEBTRANSPORT_SESSION
+                | DRAIN_WEBTRANSPORT_SESSION
+                | WT_MAX_DATA
+                | WT_MAX_STREAMS_BIDI
+                | WT_MAX_STREAMS_UNI
+                | WT_DATA_BLOCKED
+                | WT_STREAMS_BLOCKED_BIDI
+                | WT_STREAMS_BLOCKED_UNI
+        )
+    }
+
     /// Whether `t` is a reserved capsule type `0x29 * N + 0x17` (RFC 9297 §5.4).
     pub const fn is_grease(t: u64) -> bool {
         t >= 0x17 && (t - 0x17) % 0x29 == 0
@@ -324,18 +340,7 @@ impl CapsuleReader {
                         return Ok(None);
                     };
                     self.buf.advance(a + b);
-                    let known = matches!(
-                        t,
-                        ty::DATAGRAM
-                            | ty::CLOSE_WEBTRANSPORT_SESSION
-                            | ty::DRAIN_WEBTRANSPORT_SESSION
-                            | ty::WT_MAX_DATA
-                            | ty::WT_MAX_STREAMS_BIDI
-                            | ty::WT_MAX_STREAMS_UNI
-                            | ty::WT_DATA_BLOCKED
-                            | ty::WT_STREAMS_BLOCKED_BIDI
-                            | ty::WT_STREAMS_BLOCKED_UNI
-                    );
+                    let known = t == ty::DATAGRAM || ty::is_session_capsule(t);
                     if known {
                         if len > self.max_len {
                             return Err(CapsuleError::TooLarge {

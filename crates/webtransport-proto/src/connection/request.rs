@@ -477,16 +477,5 @@ fn is_pywebtransport_081(request: &ConnectRequest) -> bool {
 /// Whether `ty` is a capsule type the CONNECT stream's reader takes bare (without a DATA
 /// frame): see `Connection::request_stream`.
 fn is_capsule_type(ty: u64) -> bool {
-    use crate::capsule::ty;
-    matches!(
-        ty,
-        ty::CLOSE_WEBTRANSPORT_SESSION
-            | ty::DRAIN_WEBTRANSPORT_SESSION
-            | ty::WT_MAX_DATA
-            | ty::WT_MAX_STREAMS_BIDI
-            | ty::WT_MAX_STREAMS_UNI
-            | ty::WT_DATA_BLOCKED
-            | ty::WT_STREAMS_BLOCKED_BIDI
-            | ty::WT_STREAMS_BLOCKED_UNI
-    )
+    crate::capsule::ty::is_session_capsule(ty)
 }

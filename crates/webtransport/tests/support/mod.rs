@@ -205,17 +205,7 @@ impl ConnectStream {
                 None => return Ok(None),
                 Some(FrameEvent::DataChunk(chunk)) => self.capsules.push(&chunk),
                 Some(FrameEvent::Frame(Frame::Unknown { ty: t, .. }))
-                    if matches!(
-                        t,
-                        ty::CLOSE_WEBTRANSPORT_SESSION
-                            | ty::DRAIN_WEBTRANSPORT_SESSION
-                            | ty::WT_MAX_DATA
-                            | ty::WT_MAX_STREAMS_BIDI
-                            | ty::WT_MAX_STREAMS_UNI
-                            | ty::WT_DATA_BLOCKED
-                            | ty::WT_STREAMS_BLOCKED_BIDI
-                            | ty::WT_STREAMS_BLOCKED_UNI
-                    ) =>
+                    if ty::is_session_capsule(t) =>
                 {
                     return Err(format!(
                         "a bare capsule of type {t:#x} (not in a DATA frame)"
