@@ -378,11 +378,19 @@ async fn bidi_echo_with_outage(net: &Net, len: u64, outage: Option<(u64, Duratio
     let mut want = vec![0u8; CHUNK];
     let mut sum = FNV_START;
     let mut got = 0u64;
+    // After an outage of length L both ends are deep in PTO backoff: the first probe that
+    // gets through comes up to about 2L after the outage began, and when both ends' windows
+    // are full of packets lost in the outage neither acknowledges the other's probe (quinn
+    // 0.11 sends no ACK while congestion-blocked with data pending) until the next probe,
+    // about 2L later again (seen here: 17 s, and 34 s in about a third of the runs, for a
+    // 10 s outage). A read may wait that long, still well inside the 30 s idle timeout
+    // that each probe restarts.
+    let bound = T + outage.map_or(Duration::ZERO, |(_, length)| 8 * length);
     let read_all = async {
         loop {
-            let chunk = timeout(T, recv.read_chunk(CHUNK))
+            let chunk = timeout(bound, recv.read_chunk(CHUNK))
                 .await
-                .unwrap_or_else(|_| panic!("no echo within {T:?} after {got} bytes"))
+                .unwrap_or_else(|_| panic!("no echo within {bound:?} after {got} bytes"))
                 .unwrap_or_else(|e| panic!("read after {got} bytes: {e:?}"));
             let Some(chunk) = chunk else { break };
             assert!(
