@@ -146,12 +146,6 @@ pub(super) fn new_client(
             Err(_) => Err(ConnectError::Timeout(timeout)),
         };
         if let Err(e) = result {
-            if let Some(link) = engine.link() {
-                link.quic.close(
-                    crate::quic::quinn_code(webtransport_proto::Code::H3_NO_ERROR),
-                    b"",
-                );
-            }
             engine.fail(e);
         }
     };

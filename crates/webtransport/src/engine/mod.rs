@@ -398,8 +398,12 @@ impl Engine {
         }
     }
 
-    /// Connecting failed before there was a QUIC connection (or during its setup).
+    /// Connecting failed before there was a QUIC connection (or during its setup); one
+    /// that was linked already is closed.
     pub(crate) fn fail(&self, e: ConnectError) {
+        if let Some(link) = self.link() {
+            link.quic.close(quinn_code(Code::H3_NO_ERROR), b"");
+        }
         *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
         self.lifecycle.advance(ConnectionState::Failed);
         self.notify_progress();
