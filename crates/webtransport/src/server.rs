@@ -223,18 +223,20 @@ fn udp_socket(addr: SocketAddr, all: &[SocketAddr]) -> std::io::Result<std::net:
 struct ConnectionCounts {
     accepted: AtomicU64,
     refused: AtomicU64,
+    resumed: Arc<crate::tls::ResumptionCount>,
 }
 
 impl Server {
     /// Binds every address of `config.bind` and starts accepting connections.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         config.validate()?;
-        let (quinn_config, cert_sha256) = crate::tls::quinn_server_config(&config)?;
+        let counts = Arc::new(ConnectionCounts::default());
+        let (quinn_config, cert_sha256) =
+            crate::tls::quinn_server_config_counted(&config, counts.resumed.clone())?;
         let config = Arc::new(config);
         let (tx, rx) = mpsc::unbounded_channel();
         let shut_down = tokio::sync::watch::channel(false).0;
         let connections: Registry = Arc::default();
-        let counts = Arc::new(ConnectionCounts::default());
         let mut endpoints = Vec::new();
         let mut addrs = Vec::new();
         let mut tasks = JoinSet::new();
@@ -284,6 +286,13 @@ impl Server {
     /// QUIC connections refused: over `max_connections`, or during shutdown.
     pub fn connections_refused(&self) -> u64 {
         self.counts.refused.load(Ordering::Relaxed)
+    }
+
+    /// TLS handshakes that resumed an earlier session (the client redeemed one of our
+    /// session tickets, so no certificate was sent); see
+    /// [`ClientConfig::tls_resumption`](crate::ClientConfig::tls_resumption).
+    pub fn tls_resumptions(&self) -> u64 {
+        self.counts.resumed.get()
     }
 
     /// The bound addresses (with the ports chosen for port 0).

@@ -1315,6 +1315,75 @@ async fn connection_pool_hands_out_live_connections() {
     ));
 }
 
+/// A client, a pool and the load balancer's default factory open their connections through
+/// one TLS state, so that reconnecting to a server resumes its TLS session (the server
+/// counts the tickets redeemed); `tls_resumption: false` makes every handshake full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_resume_tls_sessions() {
+    init_log();
+    let cert = cert();
+    let server = TestServer::start(&cert).await;
+    let resumed = || server.server.as_ref().unwrap().tls_resumptions();
+    let cfg = client_config(&cert, T);
+
+    let client = Client::new(cfg.clone()).unwrap();
+    for _ in 0..3 {
+        let session = client.connect(&server.url()).await.unwrap();
+        session.close(0, "").unwrap();
+    }
+    assert_eq!(
+        resumed(),
+        2,
+        "the second and third connects resume the first's session"
+    );
+
+    let pool = ConnectionPool::for_target(
+        cfg.clone(),
+        "127.0.0.1",
+        server.port(),
+        "/",
+        PoolConfig::default(),
+    )
+    .unwrap();
+    let (first, second) = (pool.acquire().await.unwrap(), pool.acquire().await.unwrap());
+    assert_eq!(pool.stats().created, 2);
+    assert_eq!(
+        resumed(),
+        3,
+        "the pool's second connection resumes its first's session"
+    );
+    drop((first, second));
+    pool.close();
+
+    let lb = LoadBalancer::new([server.target()], lb_config(None, false)).unwrap();
+    for _ in 0..2 {
+        let c = lb
+            .get_connection(&cfg, "/", Strategy::RoundRobin)
+            .await
+            .unwrap();
+        c.close_within(0, "", Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        resumed(),
+        4,
+        "the balancer's second connection resumes its first's session"
+    );
+
+    let full = Client::new(ClientConfig {
+        tls_resumption: false,
+        ..cfg
+    })
+    .unwrap();
+    for _ in 0..2 {
+        full.connect(&server.url())
+            .await
+            .unwrap()
+            .close(0, "")
+            .unwrap();
+    }
+    assert_eq!(resumed(), 4, "no resumption when it is off");
+}
+
 #[test]
 fn public_types_are_send_and_sync() {
     fn check<T: Send + Sync>() {}

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::config::ClientConfig;
+use crate::connection::Connection;
 use crate::error::ConnectError;
 use crate::session::Session;
 use stats::{ClientDiagnostics, ClientRecorder, ClientStats};
@@ -160,11 +161,34 @@ impl Client {
         opts.host = u.host;
         opts.port = u.port;
         opts.path = u.path;
+        Ok(self.open(opts).await?.1)
+    }
+
+    /// Connects to `host:port` with a session on `path` and returns the connection (as
+    /// [`Connection::connect`](crate::Connection::connect) does), sharing this client's
+    /// endpoint and TLS state: handshakes with a server reached before resume its TLS
+    /// session. What pools and the load balancer open their connections with.
+    pub async fn open_connection(
+        &self,
+        host: &str,
+        port: u16,
+        path: &str,
+    ) -> Result<Connection, ConnectError> {
+        let opts = ConnectOptions {
+            host: host.to_owned(),
+            port,
+            path: path.to_owned(),
+            ..ConnectOptions::default()
+        };
+        Ok(self.open(opts).await?.0)
+    }
+
+    async fn open(&self, opts: ConnectOptions) -> Result<(Connection, Session), ConnectError> {
         let attempt = self.stats.start();
         let conn = connect::new_client(&self.config, opts, Some(self.reuse.clone()))?;
         let session = conn.establish().await?;
         attempt.succeeded(&conn);
-        Ok(session)
+        Ok((conn, session))
     }
 }
 

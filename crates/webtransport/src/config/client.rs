@@ -77,6 +77,14 @@ pub struct ClientConfig {
     /// Certificate presented when the server asks for one. Default none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_certificate: Option<CertificateSource>,
+    /// Resume TLS sessions (RFC 8446 §2.2) with servers reached before through the same
+    /// TLS state: the server then sends no certificate and no signature, and the client
+    /// checks none. Connections made by one [`Client`](crate::Client) share that state, and
+    /// so do those of a pool, load balancer or reconnecting client built on one config.
+    /// Never 0-RTT: a WebTransport session may not be requested in early data
+    /// (draft-ietf-webtrans-http3 §3.2). `false` makes every handshake a full one (and
+    /// connections unlinkable by their tickets). Default `true`.
+    pub tls_resumption: bool,
     /// Default limit for one stream read to make progress; `None` waits forever (compose
     /// `tokio::time::timeout` for finer control). Default `None`: a long-lived stream may be
     /// quiet for minutes.
@@ -115,6 +123,7 @@ impl Default for ClientConfig {
             max_retry_delay: Duration::from_secs(30),
             verification: CertVerification::SystemRoots,
             client_certificate: None,
+            tls_resumption: true,
             read_timeout: None,
             write_timeout: None,
             stream_creation_timeout: Duration::from_secs(10),

@@ -330,7 +330,8 @@ impl<T: Poolable> Pool<T> {
 
 impl Pool<Connection> {
     /// A pool of connections to `host:port`, each opened with a session on `path`
-    /// ([`Connection::connect`]).
+    /// ([`Client::open_connection`], one client for the pool, so that new connections
+    /// resume the TLS session of earlier ones).
     pub fn for_target(
         config: ClientConfig,
         host: &str,
@@ -338,13 +339,13 @@ impl Pool<Connection> {
         path: &str,
         pool: PoolConfig,
     ) -> Result<ConnectionPool, PoolError> {
-        config.validate().map_err(ConnectError::from)?;
+        let client = Client::new(config)?;
         let (host, path) = (host.to_owned(), path.to_owned());
         Pool::new(
             pool,
             Arc::new(move || {
-                let (config, host, path) = (config.clone(), host.clone(), path.clone());
-                Box::pin(async move { Connection::connect(&config, &host, port, &path).await })
+                let (client, host, path) = (client.clone(), host.clone(), path.clone());
+                Box::pin(async move { client.open_connection(&host, port, &path).await })
             }),
         )
     }

@@ -11,6 +11,7 @@ use super::hashes::{
     NoCertificateVerification,
 };
 use super::pem::{certificates_from_pem, load_certificate, read_file};
+use super::resumption::{CountingSessionStore, ResumptionCount};
 use super::TlsError;
 use crate::config::{CertVerification, CertificateSource, ClientConfig, ServerConfig};
 
@@ -69,6 +70,14 @@ fn system_roots() -> Result<RootCertStore, TlsError> {
 pub fn server_crypto(
     cfg: &ServerConfig,
 ) -> Result<(rustls::ServerConfig, Option<[u8; 32]>), TlsError> {
+    server_crypto_counted(cfg, Arc::default())
+}
+
+/// [`server_crypto`] with a session store that counts resumed handshakes in `resumed`.
+pub(super) fn server_crypto_counted(
+    cfg: &ServerConfig,
+    resumed: Arc<ResumptionCount>,
+) -> Result<(rustls::ServerConfig, Option<[u8; 32]>), TlsError> {
     let provider = provider();
     let (chain, key) = load_certificate(&cfg.certificate)?;
     // Load the key once up front for a message that names the source; rustls's own error
@@ -122,6 +131,7 @@ pub fn server_crypto(
     // QUIC allows only 0 or u32::MAX here (RFC 9001 §4.6.1); we do not accept 0-RTT, whose
     // replayable requests WebTransport does not define.
     tls.max_early_data_size = 0;
+    tls.session_storage = Arc::new(CountingSessionStore::new(resumed));
     Ok((tls, pinnable_hash))
 }
 
@@ -170,6 +180,10 @@ pub fn client_crypto(cfg: &ClientConfig) -> Result<rustls::ClientConfig, TlsErro
         }
     };
     tls.alpn_protocols = alpn_bytes(&cfg.alpn);
+    // rustls keeps tickets in memory by default (256 servers); early data stays off.
+    if !cfg.tls_resumption {
+        tls.resumption = rustls::client::Resumption::disabled();
+    }
     Ok(tls)
 }
 

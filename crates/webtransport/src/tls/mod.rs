@@ -35,6 +35,7 @@ mod generate;
 mod hashes;
 mod pem;
 mod quic;
+mod resumption;
 mod x509;
 
 // The text form of SHA-256 hashes belongs to the config format (config::hex).
@@ -51,7 +52,9 @@ pub use pem::{
     certificates_from_file, certificates_from_pem, load_certificate, private_key_from_file,
     private_key_from_pem,
 };
+pub(crate) use quic::quinn_server_config_counted;
 pub use quic::{quinn_client_config, quinn_server_config};
+pub(crate) use resumption::ResumptionCount;
 
 /// Why TLS material could not be loaded or a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]

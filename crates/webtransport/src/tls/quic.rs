@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use super::crypto::{client_crypto, server_crypto};
+use super::crypto::{client_crypto, server_crypto_counted};
+use super::resumption::ResumptionCount;
 use super::TlsError;
 use crate::config::{ClientConfig, ServerConfig};
 
@@ -12,8 +13,16 @@ use crate::config::{ClientConfig, ServerConfig};
 pub fn quinn_server_config(
     cfg: &ServerConfig,
 ) -> Result<(quinn::ServerConfig, Option<[u8; 32]>), TlsError> {
+    quinn_server_config_counted(cfg, Arc::default())
+}
+
+/// [`quinn_server_config`] counting resumed handshakes in `resumed`.
+pub(crate) fn quinn_server_config_counted(
+    cfg: &ServerConfig,
+    resumed: Arc<ResumptionCount>,
+) -> Result<(quinn::ServerConfig, Option<[u8; 32]>), TlsError> {
     cfg.validate()?;
-    let (tls, hash) = server_crypto(cfg)?;
+    let (tls, hash) = server_crypto_counted(cfg, resumed)?;
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));

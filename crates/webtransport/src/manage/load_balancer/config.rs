@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -11,6 +11,7 @@ use serde::Serialize;
 
 #[cfg(doc)]
 use super::{connect_probe, LoadBalancer};
+use crate::client::Client;
 use crate::config::ClientConfig;
 use crate::connection::Connection;
 use crate::error::ConnectError;
@@ -33,10 +34,20 @@ pub type ConnectionFactory = Arc<
 pub type HealthChecker =
     Arc<dyn Fn(String, u16, Duration) -> BoxFuture<'static, bool> + Send + Sync>;
 
-/// The default connection factory: [`Connection::connect`].
+/// The default connection factory: [`Client::open_connection`] through one [`Client`]
+/// per factory (made again if the config it is given changes), so that reconnecting to a
+/// target resumes its TLS session and every connection shares one UDP endpoint.
 pub fn default_connection_factory() -> ConnectionFactory {
-    Arc::new(|config, host, port, path| {
-        Box::pin(async move { Connection::connect(&config, &host, port, &path).await })
+    let shared: Arc<Mutex<Option<Client>>> = Arc::default();
+    Arc::new(move |config, host, port, path| {
+        let client = {
+            let mut slot = shared.lock().unwrap_or_else(|e| e.into_inner());
+            match &*slot {
+                Some(c) if *c.config() == config => Ok(c.clone()),
+                _ => Client::new(config).inspect(|c| *slot = Some(c.clone())),
+            }
+        };
+        Box::pin(async move { client?.open_connection(&host, port, &path).await })
     })
 }
 
