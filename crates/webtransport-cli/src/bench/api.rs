@@ -29,6 +29,15 @@ pub trait Stack: Send + Sync + 'static {
     /// Opens a new connection to `addr` and, for WebTransport, a session on it; ready for
     /// streams when it returns.
     fn connect(&self, addr: SocketAddr) -> impl Future<Output = Result<Self::Conn>> + Send;
+
+    /// The same client with TLS session resumption off, so that every handshake is a full
+    /// one (what the `resumed` scenario compares with); `None` where it cannot be had.
+    fn without_tls_resumption(&self) -> Result<Option<Self>>
+    where
+        Self: Sized,
+    {
+        Ok(None)
+    }
 }
 
 /// A bound server.

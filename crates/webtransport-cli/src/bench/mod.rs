@@ -46,6 +46,8 @@ certificate and TLS configuration, in the same run:
   sessions     10,000 idle sessions held at once; resident memory per session of the
                server, from its VmRSS before and after (the server runs as a child
                process so that client memory does not count)
+  resumed      session setups one after another whose TLS handshake resumes an earlier
+               session, then as many full ones (resumption off); no 0-RTT
 
 By default client and server run in this process over loopback. With --server and
 --client they run in two processes (or on two machines).
@@ -74,6 +76,7 @@ enum Scenario {
     Datagrams,
     Handshakes,
     Sessions,
+    Resumed,
 }
 
 impl Scenario {

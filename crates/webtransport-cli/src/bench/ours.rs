@@ -60,6 +60,13 @@ impl Configs {
         };
         Configs { server, client }
     }
+
+    /// The same with TLS session resumption off on the client.
+    pub fn without_tls_resumption(&self) -> Self {
+        let mut c = self.clone();
+        c.client.tls_resumption = false;
+        c
+    }
 }
 
 /// Our client and server.
@@ -105,6 +112,10 @@ impl Stack for WebTransport {
             .client
             .connect(&format!("https://{addr}/bench"))
             .await?)
+    }
+
+    fn without_tls_resumption(&self) -> Result<Option<Self>> {
+        WebTransport::new(&self.configs.without_tls_resumption()).map(Some)
     }
 }
 

@@ -15,6 +15,7 @@ use super::ours::Configs;
 /// quinn with one client endpoint for every connection, as a quinn application has.
 #[derive(Debug)]
 pub struct RawQuinn {
+    configs: Configs,
     client: quinn::Endpoint,
     client_config: quinn::ClientConfig,
     server_config: quinn::ServerConfig,
@@ -28,6 +29,7 @@ impl RawQuinn {
         let client = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
             .context("cannot bind the quinn client endpoint")?;
         Ok(RawQuinn {
+            configs: configs.clone(),
             client,
             client_config,
             server_config,
@@ -74,6 +76,10 @@ impl Stack for RawQuinn {
             .client
             .connect_with(self.client_config.clone(), addr, &host)?
             .await?)
+    }
+
+    fn without_tls_resumption(&self) -> Result<Option<Self>> {
+        RawQuinn::new(&self.configs.without_tls_resumption()).map(Some)
     }
 }
 

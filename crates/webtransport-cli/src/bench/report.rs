@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 /// One measured number.
 #[derive(Debug, Clone)]
 pub struct Metric {
-    /// `throughput`, `streams`, `latency`, `datagrams`, `handshakes`, `sessions`.
+    /// `throughput`, `streams`, `latency`, `datagrams`, `handshakes`, `sessions`, `resumed`.
     pub scenario: &'static str,
     /// What was measured, such as `goodput` or `same_stream_p50`.
     pub metric: String,

@@ -464,6 +464,42 @@ pub async fn handshakes<S: Stack>(
     ])
 }
 
+/// Session setups one after another, each closed as soon as it is ready: `count` whose TLS
+/// handshake resumes an earlier connection's session, then `count` full ones from the same
+/// client with resumption off. No 0-RTT: a WebTransport session may not be requested in
+/// early data (draft-ietf-webtrans-http3 §3.2), so what resumption saves is the server's
+/// certificate and signature and the client's check of them, not a round trip.
+pub async fn resumed<S: Stack>(
+    stack: Arc<S>,
+    addr: std::net::SocketAddr,
+    count: u64,
+) -> Result<Vec<Metric>> {
+    async fn rate<S: Stack>(stack: &S, addr: std::net::SocketAddr, count: u64) -> Result<f64> {
+        // One setup first, so that a session ticket is held from the start.
+        connect(stack, addr).await?.close();
+        let start = Instant::now();
+        for _ in 0..count {
+            connect(stack, addr).await?.close();
+        }
+        Ok(count as f64 / start.elapsed().as_secs_f64())
+    }
+    let mut metrics = vec![Metric::higher(
+        "resumed",
+        "resumed_per_s",
+        rate(stack.as_ref(), addr, count).await?,
+        "setups/s",
+    )];
+    if let Some(full) = stack.without_tls_resumption()? {
+        metrics.push(Metric::higher(
+            "resumed",
+            "full_per_s",
+            rate(&full, addr, count).await?,
+            "setups/s",
+        ));
+    }
+    Ok(metrics)
+}
+
 /// `count` idle sessions held at once on the server at `addr`; the server reports its
 /// resident memory before and after. The server should be a process of its own, so that
 /// the client's memory is not counted.
@@ -561,6 +597,7 @@ pub const SCENARIOS: &[&str] = &[
     "datagrams",
     "handshakes",
     "sessions",
+    "resumed",
 ];
 
 /// Runs one scenario of [`SCENARIOS`] against the server at `addr`. `sessions_server` is
@@ -606,6 +643,7 @@ pub async fn run<S: Stack>(
             )
             .await
         }
+        "resumed" => resumed(stack.clone(), addr, sizes.handshakes).await,
         other => bail!("no scenario {other:?}"),
     }
 }
