@@ -55,6 +55,8 @@ use report::{Metric, Results};
 use scenarios::{Sizes, SCENARIOS};
 
 const RUST_IMPLS: &[&str] = &["webtransport", "quinn", "wtransport", "web-transport-quinn"];
+/// Ours, which the closing lines compare with every other implementation.
+const OURS: &str = "webtransport";
 /// Python implementations: the name in tables, and the virtual environments tried in turn
 /// (interop/setup-python.sh makes the first, bench/setup-python.sh the second).
 const PYTHON_IMPLS: &[(&str, &[&str])] = &[
@@ -239,6 +241,9 @@ async fn run(args: Args) -> Result<ExitCode> {
         for l in report::ratio_json(&results) {
             println!("{l}");
         }
+        for l in report::versus_json(&results, OURS) {
+            println!("{l}");
+        }
     } else {
         println!(
             "peer-bench: {} build, {} cores, {} sizes (Python: its own smaller sizes), best of \
@@ -252,6 +257,7 @@ async fn run(args: Args) -> Result<ExitCode> {
             if args.quick { "quick" } else { "full" },
         );
         print!("{}", report::table(&results));
+        print!("{}", report::versus_summary(&results, OURS));
     }
     Ok(if failed {
         ExitCode::FAILURE

@@ -663,4 +663,42 @@ mod tests {
         let t = report::table(&r);
         assert!(t.contains("0.95 ok"), "{t}");
     }
+
+    #[test]
+    fn versus_lines_say_who_is_ahead_whichever_way_a_metric_points() {
+        let mut r = Results::default();
+        for (imp, goodput, p50) in [
+            ("webtransport", 2.0, 50.0),
+            ("quinn", 2.1, 40.0),
+            ("wtransport", 1.6, 40.0),
+        ] {
+            r.add(
+                imp,
+                report::Metric::higher("throughput", "goodput", goodput, "Gbit/s"),
+            );
+            r.add(
+                imp,
+                report::Metric::lower("latency", "same_stream_p50", p50, "us"),
+            );
+        }
+        let lines: Vec<serde_json::Value> = report::versus_json(&r, "webtransport")
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines.len(),
+            2,
+            "quinn is the baseline, not a peer: {lines:?}"
+        );
+        assert_eq!(lines[0]["versus"], "wtransport");
+        assert_eq!(
+            (lines[0]["advantage"].clone(), lines[0]["ahead"].clone()),
+            (1.25.into(), true.into())
+        );
+        assert_eq!(lines[1]["metric"], "same_stream_p50");
+        assert_eq!(
+            (lines[1]["advantage"].clone(), lines[1]["ahead"].clone()),
+            (0.8.into(), false.into())
+        );
+    }
 }
