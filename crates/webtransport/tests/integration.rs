@@ -394,6 +394,52 @@ async fn reject_statuses_seen_by_client() {
     assert!(ConnectError::Rejected(503).is_retriable());
 }
 
+/// Path-MTU discovery, with the coarser search step we give it (two probes instead of
+/// four), still reaches quinn's upper bound (1452-byte UDP payloads) on a path that carries
+/// it, in both directions: the session's datagram limit ends exactly 1452 - 1200 bytes above
+/// that of a client without discovery, and a datagram of that size comes back through the
+/// echo. A step too coarse to try the upper bound stops at the first probe (1326).
+#[tokio::test]
+async fn mtu_discovery_reaches_the_upper_bound_on_loopback() {
+    let fx = fixture().await;
+    let _echo = fx.spawn_echo();
+    let mut fixed = fx.client_config();
+    fixed.transport.mtu_discovery = false;
+    let base = tokio::time::timeout(T, Client::new(fixed).unwrap().connect(&fx.url("/echo")))
+        .await
+        .expect("connect timed out")
+        .unwrap()
+        .max_datagram_size()
+        .unwrap();
+    let target = base + (1452 - 1200);
+    let s = fx.connect("/echo").await.unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    while s.max_datagram_size().unwrap() < target {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "datagram limit {} after {T:?}, expected {target} (without discovery {base})",
+            s.max_datagram_size().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(s.max_datagram_size().unwrap(), target);
+    // The server's side has searched too: its echo of a full-size datagram fits.
+    let payload = pattern(target, 7);
+    let echoed = tokio::time::timeout(T, async {
+        loop {
+            s.send_datagram(&payload).unwrap();
+            match tokio::time::timeout(Duration::from_millis(200), s.read_datagram()).await {
+                Ok(d) => break d.unwrap(),
+                Err(_) => continue,
+            }
+        }
+    })
+    .await
+    .expect("no full-size datagram came back");
+    assert_eq!(echoed.len(), target);
+    assert_eq!(checksum(&echoed), checksum(&payload));
+}
+
 #[tokio::test]
 async fn datagram_too_large_is_refused_clearly() {
     let fx = fixture().await;

@@ -105,7 +105,7 @@ pub use client::ClientConfig;
 pub use limits::SessionLimits;
 pub use serde_util::{format_duration, parse_duration};
 pub use server::ServerConfig;
-pub use transport::{CongestionController, TransportConfig};
+pub use transport::{CongestionController, TransportConfig, MTU_SEARCH_STEP};
 
 /// The largest value a QUIC variable-length integer can hold (RFC 9000 §16): every
 /// flow-control window and stream count travels as one.
