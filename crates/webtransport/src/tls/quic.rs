@@ -7,9 +7,9 @@ use super::resumption::ResumptionCount;
 use super::TlsError;
 use crate::config::{ClientConfig, ServerConfig};
 
-/// Validates `cfg` and builds a quinn server config from [`server_crypto`] and
+/// Validates `cfg` and builds a quinn server config from [`server_crypto`](super::server_crypto) and
 /// [`TransportConfig::to_quinn`](crate::config::TransportConfig::to_quinn). The hash is as
-/// [`server_crypto`] returns it.
+/// [`server_crypto`](super::server_crypto) returns it.
 pub fn quinn_server_config(
     cfg: &ServerConfig,
 ) -> Result<(quinn::ServerConfig, Option<[u8; 32]>), TlsError> {
