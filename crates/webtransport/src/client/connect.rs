@@ -37,6 +37,18 @@ pub struct ConnectOptions {
     pub origin: Option<String>,
 }
 
+impl ConnectOptions {
+    /// `path` on `host:port`, everything else default.
+    pub fn to(host: &str, port: u16, path: &str) -> Self {
+        ConnectOptions {
+            host: host.to_owned(),
+            port,
+            path: path.to_owned(),
+            ..ConnectOptions::default()
+        }
+    }
+}
+
 impl Connection {
     /// Connects to `host:port` and opens a session on `path` (pywebtransport's
     /// `create_client`). The session lives as long as the connection's handles and is
@@ -47,12 +59,7 @@ impl Connection {
         port: u16,
         path: &str,
     ) -> Result<Connection, ConnectError> {
-        let opts = ConnectOptions {
-            host: host.to_owned(),
-            port,
-            path: path.to_owned(),
-            ..ConnectOptions::default()
-        };
+        let opts = ConnectOptions::to(host, port, path);
         let (conn, _session) = Self::connect_with(config, opts).await?;
         Ok(conn)
     }

@@ -174,13 +174,7 @@ impl Client {
         port: u16,
         path: &str,
     ) -> Result<Connection, ConnectError> {
-        let opts = ConnectOptions {
-            host: host.to_owned(),
-            port,
-            path: path.to_owned(),
-            ..ConnectOptions::default()
-        };
-        Ok(self.open(opts).await?.0)
+        Ok(self.open(ConnectOptions::to(host, port, path)).await?.0)
     }
 
     async fn open(&self, opts: ConnectOptions) -> Result<(Connection, Session), ConnectError> {
