@@ -665,6 +665,21 @@ mod tests {
     }
 
     #[test]
+    fn datagrams_must_arrive_whatever_quinn_delivers() {
+        let mut r = Results::default();
+        for (imp, delivered) in [("webtransport", 98.5), ("quinn", 97.0)] {
+            r.add(
+                imp,
+                report::Metric::higher("datagrams", "delivered", delivered, "%"),
+            );
+        }
+        let lines = report::ratio_json(&r);
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(v["metric"], "delivered");
+        assert_eq!(v["meets_target"], false, "98.5 % is under 99 %: {v}");
+    }
+
+    #[test]
     fn versus_lines_say_who_is_ahead_whichever_way_a_metric_points() {
         let mut r = Results::default();
         for (imp, goodput, p50) in [
@@ -699,6 +714,10 @@ mod tests {
         assert_eq!(
             (lines[1]["advantage"].clone(), lines[1]["ahead"].clone()),
             (0.8.into(), false.into())
+        );
+        assert_eq!(
+            report::versus_summary(&r, "webtransport"),
+            "webtransport vs wtransport: behind on latency same_stream_p50 (0.800)\n"
         );
     }
 }
