@@ -35,6 +35,7 @@ pub mod server;
 pub mod session;
 pub mod stream;
 pub mod tls;
+mod weak_list;
 
 pub use client::{Client, ConnectOptions, WebTransportUrl};
 pub use config::{

@@ -19,9 +19,10 @@ use crate::config::ServerConfig;
 use crate::connection::Connection;
 use crate::engine::{ConfigRef, EndpointUse, Engine, PendingRequest};
 use crate::error::{ConnectError, HandshakeError, SessionError};
-use crate::lifecycle::ConnectionState;
+use crate::lifecycle::{ConnectionState, LiveCount};
 use crate::quic::quinn_code;
 use crate::session::Session;
+use crate::weak_list::WeakList;
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +188,7 @@ impl Drop for Server {
 }
 
 /// The connections of a server, for `connections()` and shutdown.
-type Registry = Arc<Mutex<Vec<Weak<Engine>>>>;
+type Registry = Arc<Mutex<WeakList<Weak<Engine>>>>;
 
 /// A WebTransport server on one or more UDP sockets.
 #[derive(Debug)]
@@ -224,6 +225,8 @@ struct ConnectionCounts {
     accepted: AtomicU64,
     refused: AtomicU64,
     resumed: Arc<crate::tls::ResumptionCount>,
+    /// Those that have not ended, for `max_connections`.
+    live: Arc<LiveCount>,
 }
 
 impl Server {
@@ -326,8 +329,8 @@ impl Server {
     /// The connections alive now, including those still in their handshake.
     pub fn connections(&self) -> Vec<Connection> {
         let mut list = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        list.retain(|w| w.strong_count() > 0);
-        list.iter()
+        list.prune()
+            .iter()
             .filter_map(Weak::upgrade)
             .map(|e| Connection::from_engine(e, false))
             .collect()
@@ -390,11 +393,7 @@ async fn accept_loop(
             incoming.refuse();
             continue;
         }
-        let live = {
-            let mut list = connections.lock().unwrap_or_else(|e| e.into_inner());
-            list.retain(|w| w.upgrade().is_some_and(|e| !e.lifecycle().get().is_final()));
-            list.len()
-        };
+        let live = counts.live.get();
         if live >= config.max_connections {
             debug!(remote = %incoming.remote_address(), live, "connection limit reached: refused");
             counts.refused.fetch_add(1, Ordering::Relaxed);
@@ -407,6 +406,7 @@ async fn accept_loop(
             ConfigRef::Server(config.clone()),
             ConnectionState::Connecting,
             Some(tx.clone()),
+            Some(counts.live.clone()),
         );
         connections
             .lock()

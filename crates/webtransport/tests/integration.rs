@@ -1038,3 +1038,36 @@ async fn incoming_stream_queue_is_bounded() {
     let _ = tx.send(());
     assert_eq!(refused, 6, "10 streams against a queue of 4");
 }
+
+/// `max_connections` counts the connections that have not ended: one over it is refused
+/// (CONNECTION_REFUSED, a typed handshake error), and its place is free again once one of
+/// them has closed.
+#[tokio::test]
+async fn connections_over_the_limit_are_refused_until_one_ends() {
+    let fx = fixture_with(|c| c.max_connections = 2).await;
+    let _serving = fx.spawn_echo();
+    let first = fx.connect("/echo").await.expect("first");
+    let _second = fx.connect("/echo").await.expect("second");
+    match fx.connect("/echo").await {
+        Err(ConnectError::Handshake(HandshakeError::Refused)) => {}
+        other => panic!("a third connection: {other:?}"),
+    }
+    assert_eq!(fx.server.connections_refused(), 1);
+    first.connection().close(0, "making room").await;
+    let live = || {
+        fx.server
+            .connections()
+            .iter()
+            .filter(|c| !c.state().is_final())
+            .count()
+    };
+    tokio::time::timeout(T, async {
+        while live() > 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the server saw the close");
+    let third = fx.connect("/echo").await.expect("room again");
+    assert_eq!(bidi_echo(&third, b"in").await, b"in");
+}

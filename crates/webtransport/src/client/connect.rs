@@ -142,6 +142,7 @@ pub(super) fn new_client(
         ConfigRef::Client(config.clone()),
         ConnectionState::Idle,
         None,
+        None,
     );
     let conn = Connection::from_engine(engine.clone(), true);
     let weak = conn.downgrade();

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use crate::connection::{Connection, ConnectionState, WeakConnection};
+use crate::weak_list::WeakList;
 
 /// Connect counters of a client since it was created.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -147,7 +148,7 @@ pub(crate) struct ClientRecorder {
     created_at: SystemTime,
     started: Instant,
     counters: Mutex<Counters>,
-    connections: Mutex<Vec<WeakConnection>>,
+    connections: Mutex<WeakList<WeakConnection>>,
 }
 
 impl Default for ClientRecorder {
@@ -193,8 +194,7 @@ impl ClientRecorder {
     pub(crate) fn diagnostics(&self) -> ClientDiagnostics {
         let mut states = HashMap::new();
         let mut list = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        list.retain(|w| w.upgrade().is_some());
-        for conn in list.iter().filter_map(WeakConnection::upgrade) {
+        for conn in list.prune().iter().filter_map(WeakConnection::upgrade) {
             *states.entry(conn.state()).or_insert(0) += 1;
         }
         drop(list);
@@ -228,15 +228,11 @@ impl Attempt {
             c.min = Some(c.min.map_or(took, |m| m.min(took)));
             c.max = c.max.max(took);
         }
-        let mut list = self
-            .recorder
+        self.recorder
             .connections
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if list.len() >= 64 && list.len().is_power_of_two() {
-            list.retain(|w| w.upgrade().is_some());
-        }
-        list.push(conn.downgrade());
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn.downgrade());
     }
 }
 

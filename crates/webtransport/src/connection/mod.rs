@@ -69,6 +69,12 @@ pub struct WeakConnection {
     handle: std::sync::Weak<Handle>,
 }
 
+impl crate::weak_list::Alive for WeakConnection {
+    fn alive(&self) -> bool {
+        self.handle.strong_count() > 0
+    }
+}
+
 impl WeakConnection {
     /// The connection, if a handle of it still exists.
     pub fn upgrade(&self) -> Option<Connection> {

@@ -49,7 +49,7 @@ use crate::arena::DatagramArena;
 use crate::config::{ClientConfig, ServerConfig, TransportConfig};
 use crate::error::{ConnectError, ConnectionError};
 use crate::events::{ConnectionEvent, EventHub};
-use crate::lifecycle::{ConnectionState, Lifecycle};
+use crate::lifecycle::{ConnectionState, Lifecycle, LiveCount};
 use crate::quic::quinn_code;
 
 use activity::Activity;
@@ -254,6 +254,7 @@ impl Engine {
         source: ConfigRef,
         initial: ConnectionState,
         requests: Option<mpsc::UnboundedSender<PendingRequest>>,
+        live: Option<Arc<LiveCount>>,
     ) -> Arc<Engine> {
         let (core_config, config) = EngineConfig::build(source);
         let local = LocalStreams {
@@ -273,7 +274,7 @@ impl Engine {
             id: format!("{tag}-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
             role,
             config,
-            lifecycle: Lifecycle::new(initial),
+            lifecycle: Lifecycle::new(initial, live),
             events: EventHub::default(),
             activity: Activity::new(),
             link: OnceLock::new(),
