@@ -408,3 +408,67 @@ fn capsules_go_unframed_once_the_peer_sends_one_bare() {
     );
     let _ = Bytes::new();
 }
+
+/// `handle_stream_bytes` routes a stream whose preamble came whole with its first bytes
+/// exactly as `handle_stream_data` does, and hands the payload after the preamble on as a
+/// slice of the bytes given (no copy); a preamble split over two feeds still works.
+#[test]
+fn streams_fed_as_bytes_hand_their_payload_on_without_a_copy() {
+    let mut p = Pair::new();
+    let sid = p.open_session();
+    let now = p.now;
+    for (stream, bidi) in [(4u64, true), (2u64, false)] {
+        let stream = stream + 4 * 10;
+        let mut data = Preamble::new(sid, bidi).to_vec();
+        let preamble = data.len();
+        data.extend_from_slice(b"payload");
+        let data = Bytes::from(data);
+        let feed = p
+            .server
+            .conn
+            .handle_stream_bytes(now, stream, data.clone(), false);
+        assert_eq!(feed, Feed::Detach, "stream {stream}");
+        p.collect();
+        let prefix = p
+            .server
+            .take_events()
+            .into_iter()
+            .find_map(|e| match e {
+                Event::IncomingStream {
+                    stream: s,
+                    prefix,
+                    bidi: b,
+                    ..
+                } if s == stream && b == bidi => Some(prefix),
+                _ => None,
+            })
+            .expect("the stream reached its session");
+        assert_eq!(&prefix[..], b"payload");
+        assert_eq!(
+            prefix.as_ptr(),
+            data[preamble..].as_ptr(),
+            "a slice, not a copy"
+        );
+    }
+    // A preamble that does not come whole is buffered as before.
+    let stream = 4 * 20;
+    let data = Preamble::new(sid, true).to_vec();
+    let (a, b) = data.split_at(1);
+    let feed = p
+        .server
+        .conn
+        .handle_stream_bytes(now, stream, Bytes::copy_from_slice(a), false);
+    assert_eq!(feed, Feed::Continue);
+    let mut rest = b.to_vec();
+    rest.extend_from_slice(b"late");
+    let feed = p
+        .server
+        .conn
+        .handle_stream_bytes(now, stream, rest.into(), false);
+    assert_eq!(feed, Feed::Detach);
+    p.collect();
+    assert!(p.server.take_events().iter().any(|e| matches!(
+        e,
+        Event::IncomingStream { stream: s, prefix, .. } if *s == stream && &prefix[..] == b"late"
+    )));
+}

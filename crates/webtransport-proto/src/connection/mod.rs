@@ -438,6 +438,33 @@ impl Connection {
         data: &[u8],
         fin: bool,
     ) -> Feed {
+        self.stream_data(now, stream, data, fin, |n| {
+            Bytes::copy_from_slice(&data[n..])
+        })
+    }
+
+    /// [`Connection::handle_stream_data`] for bytes held as [`Bytes`], as QUIC stacks hand
+    /// them out: what follows a WebTransport stream's preamble that came whole in its
+    /// first bytes (nearly always) goes to its session without a copy.
+    pub fn handle_stream_bytes(
+        &mut self,
+        now: Instant,
+        stream: u64,
+        data: Bytes,
+        fin: bool,
+    ) -> Feed {
+        self.stream_data(now, stream, &data, fin, |n| data.slice(n..))
+    }
+
+    /// Feeds `data`; `rest(n)` is what follows its first `n` bytes.
+    fn stream_data(
+        &mut self,
+        now: Instant,
+        stream: u64,
+        data: &[u8],
+        fin: bool,
+        rest: impl FnOnce(usize) -> Bytes,
+    ) -> Feed {
         if self.error.is_some() || (self.lost && !self.streams.contains_key(&stream)) {
             // Once the connection is gone only the CONNECT streams of requests still
             // waiting for their answer are read (see `handle_connection_lost`).
@@ -450,6 +477,9 @@ impl Connection {
                     // Only our CONNECT streams are read, and those are registered.
                     debug!(stream, "data on a local stream the core does not read");
                     return Feed::Done;
+                }
+                if let Some(feed) = self.whole_preamble(now, stream, data, rest) {
+                    return feed;
                 }
                 if is_uni(stream) {
                     StreamKind::UniPreamble(BytesMut::new())

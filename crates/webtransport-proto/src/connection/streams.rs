@@ -130,6 +130,30 @@ impl Connection {
         }
     }
 
+    /// A new stream whose first bytes hold a whole WebTransport preamble: routed to its
+    /// session with `rest(n)`, the bytes after it, as feeding it would (`None`: anything
+    /// else, left to [`Connection::feed`]).
+    pub(super) fn whole_preamble(
+        &mut self,
+        now: Instant,
+        stream: u64,
+        data: &[u8],
+        rest: impl FnOnce(usize) -> Bytes,
+    ) -> Option<Feed> {
+        let (session, n, bidi) = if is_uni(stream) {
+            match UniStreamHeader::decode(data) {
+                Ok(Some((UniStreamHeader::WebTransport(s), n))) => (s, n, false),
+                _ => return None,
+            }
+        } else {
+            match BidiStreamHeader::decode(data) {
+                Ok(Some((BidiStreamHeader::WebTransport(s), n))) => (s, n, true),
+                _ => return None,
+            }
+        };
+        Some(self.route_stream(now, stream, session, bidi, rest(n)))
+    }
+
     pub(super) fn start_uni(
         &mut self,
         now: Instant,

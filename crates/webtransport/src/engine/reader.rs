@@ -127,7 +127,7 @@ pub(crate) async fn read(
                     // bytes for a new stream's.
                     return Feed::Done;
                 }
-                let feed = st.feed(id, &data, fin);
+                let feed = st.feed(id, data.clone(), fin);
                 if feed != Feed::Detach && stop.is_none() {
                     let signal = Arc::new(StopSignal::default());
                     st.watch_reader(id, signal.clone());

@@ -105,9 +105,17 @@ impl SessionNotify {
         d.is_due(due.0, due.1)
     }
 
-    /// Takes what waits for the core.
-    pub(crate) fn take_deferred(&self) -> Deferred {
-        std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Takes what waits for the core: the payload (received, read) as returned, the
+    /// halves done into `done` (empty), whose buffer stays here for the next reports, so
+    /// that a busy session reuses two buffers instead of allocating one per hand-over.
+    pub(crate) fn take_deferred(&self, done: &mut Vec<(u64, StreamHalf)>) -> (u64, u64) {
+        debug_assert!(done.is_empty());
+        let mut d = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut d.done, done);
+        (
+            std::mem::take(&mut d.received),
+            std::mem::take(&mut d.consumed),
+        )
     }
 
     /// Puts credit here: only under the connection's lock (see the field).

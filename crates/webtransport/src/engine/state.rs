@@ -109,6 +109,8 @@ pub(crate) struct State {
     /// Payload of the datagrams delivered in this `pump`, counted in the activity at its
     /// end.
     pub(super) datagram_bytes: u64,
+    /// The buffer sessions' done halves are handed over in (see `session_progress`).
+    spare_done: Vec<(u64, StreamHalf)>,
 }
 
 impl State {
@@ -134,6 +136,7 @@ impl State {
             arena,
             datagrams_dropped: 0,
             datagram_bytes: 0,
+            spare_done: Vec::new(),
         }
     }
 
@@ -167,8 +170,8 @@ impl State {
         self.core.handle_stream_lost(id);
     }
 
-    pub(crate) fn feed(&mut self, id: u64, data: &[u8], fin: bool) -> Feed {
-        self.core.handle_stream_data(Self::now(), id, data, fin)
+    pub(crate) fn feed(&mut self, id: u64, data: Bytes, fin: bool) -> Feed {
+        self.core.handle_stream_bytes(Self::now(), id, data, fin)
     }
 
     pub(crate) fn register_request_stream(&mut self, id: u64, send: quinn::SendStream) {
@@ -576,17 +579,19 @@ impl State {
     /// [`Deferred`](super::slot::Deferred)): arrivals, reads, then the halves that are done.
     /// `notify` is the session's (its handles hold it, also after the slot is forgotten).
     pub(crate) fn session_progress(&mut self, session: SessionId, notify: &SessionNotify) {
-        let d = notify.take_deferred();
-        if d.received > 0 {
-            self.core.session_data_received(session, d.received);
+        let mut done = std::mem::take(&mut self.spare_done);
+        let (received, consumed) = notify.take_deferred(&mut done);
+        if received > 0 {
+            self.core.session_data_received(session, received);
         }
-        if d.consumed > 0 {
-            self.core.session_data_read(session, d.consumed);
+        if consumed > 0 {
+            self.core.session_data_read(session, consumed);
         }
-        for (stream, half) in d.done {
+        for (stream, half) in done.drain(..) {
             self.core.stream_done(stream, half);
             self.forget_half(stream, half);
         }
+        self.spare_done = done;
     }
 
     /// The application's `half` of `stream` is over: nothing more reaches it.
