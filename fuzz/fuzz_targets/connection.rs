@@ -457,7 +457,14 @@ impl Driver {
     }
 
     fn feed(&mut self, stream: u64, data: &[u8], fin: bool) -> Feed {
-        let feed = self.conn.handle_stream_data(self.now, stream, data, fin);
+        // Both entry points, which share everything but how the payload after a whole
+        // preamble is taken (a copy, or a slice of the bytes given).
+        let feed = if data.len().is_multiple_of(2) {
+            self.conn.handle_stream_data(self.now, stream, data, fin)
+        } else {
+            let bytes = bytes::Bytes::copy_from_slice(data);
+            self.conn.handle_stream_bytes(self.now, stream, bytes, fin)
+        };
         let state = match feed {
             Feed::Continue | Feed::Request if !fin => State::Core,
             Feed::Continue | Feed::Request | Feed::Done => State::Done,
