@@ -26,6 +26,12 @@ pub(super) async fn run(engine: Arc<Engine>) {
     // task when it does (see `State::pump`), and firing it moves it.
     let mut deadline = None;
     let mut rearm = true;
+    // One timer for the task's life, moved only when the time to wake moves: most turns of
+    // the loop (a stream accepted, bytes written) leave it where it is, and a timer made
+    // and dropped per turn costs two trips to tokio's timer wheel.
+    let sleep = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(sleep);
+    let mut armed_at = None;
     loop {
         if std::mem::take(&mut rearm) {
             deadline = engine.update(|st| st.arm()).map(Instant::from_std);
@@ -38,12 +44,10 @@ pub(super) async fn run(engine: Arc<Engine>) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let sleep = async {
-            match wake_at {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
+        if let Some(at) = wake_at.filter(|&at| armed_at != Some(at)) {
+            sleep.as_mut().reset(at);
+            armed_at = Some(at);
+        }
         tokio::select! {
             _ = engine.wake.notified() => rearm = true,
             _ = poll_fn(|cx| poll_writes(&engine, cx)) => {}
@@ -67,7 +71,9 @@ pub(super) async fn run(engine: Arc<Engine>) {
                     break;
                 }
             },
-            _ = sleep => {
+            () = &mut sleep, if wake_at.is_some() => {
+                // Fired: armed again next turn, even for the same instant.
+                armed_at = None;
                 if deadline.is_some_and(|d| d <= Instant::now()) {
                     engine.update(|st| st.handle_timeout());
                     rearm = true;
