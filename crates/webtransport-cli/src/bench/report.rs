@@ -195,14 +195,12 @@ pub fn ratio(results: &Results, implementation: &str, scenario: &str, metric: &s
 fn meets(results: &Results, implementation: &str, scenario: &str, metric: &str) -> Option<bool> {
     let target = target_of(scenario, metric)?;
     let v = results.value(implementation, scenario, metric)?;
-    if let Target::AtLeast(floor) = target {
-        return Some(v >= floor);
-    }
-    let base = results.value(BASELINE, scenario, metric)?;
+    // quinn's value, for the targets relative to it.
+    let base = || results.value(BASELINE, scenario, metric);
     Some(match target {
-        Target::RatioAtLeast(r) => v >= r * base,
-        Target::RatioAtMost(r) => v <= r * base,
-        Target::ExcessAtMost(b) => v - base <= b,
+        Target::RatioAtLeast(r) => v >= r * base()?,
+        Target::RatioAtMost(r) => v <= r * base()?,
+        Target::ExcessAtMost(b) => v - base()? <= b,
         Target::AtLeast(floor) => v >= floor,
     })
 }
