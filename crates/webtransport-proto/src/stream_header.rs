@@ -1,7 +1,7 @@
 //! Stream preambles: the type byte of HTTP/3 unidirectional streams (RFC 9114 §6.2) and
 //! the WebTransport stream headers (draft-ietf-webtrans-http3 §4.2-4.3).
 
-use bytes::BufMut;
+use bytes::{BufMut, Bytes};
 
 use crate::error::{is_grease_id, Code};
 use crate::frame;
@@ -212,6 +212,52 @@ impl Preamble {
     }
 }
 
+impl Preamble {
+    /// The preamble as [`Bytes`]: for the first sessions of a connection (ids below 64,
+    /// one-byte varints) a static copy, so that handing it to QUIC costs no allocation
+    /// (QUIC copies a slice into a buffer of its own, but keeps a `Bytes` as it is).
+    pub fn to_bytes(&self) -> Bytes {
+        match STATIC_PREAMBLES.get(self.static_index()) {
+            Some(p) if p[..] == **self => Bytes::from_static(p),
+            _ => Bytes::copy_from_slice(self),
+        }
+    }
+
+    /// Where this preamble would be in [`STATIC_PREAMBLES`] (an index past its end when
+    /// it cannot be there).
+    fn static_index(&self) -> usize {
+        if self.len != 3 {
+            return usize::MAX;
+        }
+        let bidi = self.buf[1] == two_byte_varint(frame::ty::WEBTRANSPORT_STREAM)[1];
+        usize::from(self.buf[2] / 4) * 2 + usize::from(!bidi)
+    }
+}
+
+/// The preambles of sessions 0, 4, .., 60, bidirectional then unidirectional for each:
+/// both stream types are two-byte varints, and these session ids one-byte ones.
+static STATIC_PREAMBLES: [[u8; 3]; 32] = static_preambles();
+
+const fn static_preambles() -> [[u8; 3]; 32] {
+    let bidi = two_byte_varint(frame::ty::WEBTRANSPORT_STREAM);
+    let uni = two_byte_varint(uni::WEBTRANSPORT);
+    let mut table = [[0u8; 3]; 32];
+    let mut i = 0;
+    while i < 16 {
+        let id = (i * 4) as u8;
+        table[2 * i] = [bidi[0], bidi[1], id];
+        table[2 * i + 1] = [uni[0], uni[1], id];
+        i += 1;
+    }
+    table
+}
+
+/// A value in 64..16384 as a varint (RFC 9000 §16).
+const fn two_byte_varint(v: u64) -> [u8; 2] {
+    assert!(v >= 64 && v < 16384);
+    [0x40 | (v >> 8) as u8, v as u8]
+}
+
 impl std::ops::Deref for Preamble {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -228,6 +274,23 @@ impl std::fmt::Debug for Preamble {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preamble_bytes_are_its_bytes_static_or_not() {
+        for sid in (0u64..200).step_by(4).chain([(1 << 62) - 4]) {
+            let session = SessionId::from_stream_id(sid).unwrap();
+            for bidi in [true, false] {
+                let p = Preamble::new(session, bidi);
+                let bytes = p.to_bytes();
+                assert_eq!(bytes[..], p[..], "session {sid} bidi {bidi}");
+                // The first 16 sessions' are the static table's, so no allocation.
+                let in_table = STATIC_PREAMBLES
+                    .iter()
+                    .any(|t| std::ptr::eq(t.as_ptr(), bytes.as_ptr()));
+                assert_eq!(in_table, sid < 64, "session {sid} bidi {bidi}");
+            }
+        }
+    }
 
     #[test]
     fn preamble_decodes_back_to_its_session() {

@@ -6,6 +6,7 @@
 //! Lock order: a half's lock may be taken while the connection's state is locked, never
 //! the other way round.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -62,6 +63,20 @@ impl SendHalf {
         Pin::new(&mut self.stream)
             .poll_write(cx, buf)
             .map_err(WriteError::from_quinn)
+    }
+
+    /// Writes what quinn takes of `buf` without copying it (quinn keeps the `Bytes`),
+    /// leaving the rest in `buf`.
+    pub(crate) fn poll_write_bytes(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Bytes,
+    ) -> Poll<Result<(), WriteError>> {
+        self.check()?;
+        let mut bufs = [std::mem::take(buf)];
+        let written = std::pin::pin!(self.stream.write_chunks(&mut bufs)).poll(cx);
+        *buf = std::mem::take(&mut bufs[0]);
+        written.map_ok(|_| ()).map_err(WriteError::from_quinn)
     }
 
     /// Finishes the stream. `Ok(true)` the first time the half becomes done.

@@ -41,59 +41,89 @@ impl StopSignal {
 }
 
 /// Starts reading a stream the peer opened (with its sending half for a bidirectional
-/// one). Polled once right here, since a preamble nearly always arrives with the first
-/// bytes and the core hands the stream to its session at once; only a stream that needs
-/// more reading gets a task of its own. That saves a task spawn and a scheduling hop per
-/// stream.
+/// one), or one of our own the core reads. What already arrived is fed at once, right
+/// here: a preamble nearly always comes with the first bytes and the core hands the stream
+/// to its session at once, so only a stream that needs more reading gets a task of its
+/// own. That saves a task spawn, a scheduling hop and an allocation per stream.
 pub(crate) fn start(
     engine: &Arc<Engine>,
     recv: quinn::RecvStream,
     send: Option<quinn::SendStream>,
 ) {
     use futures_util::FutureExt;
-    let mut reading = Box::pin(read(engine.clone(), recv, send));
-    if reading.as_mut().now_or_never().is_none() {
-        tokio::spawn(reading);
+    let mut reader = Reader {
+        engine: engine.clone(),
+        id: recv.id().into(),
+        recv: Some(recv),
+        send,
+        stop: None,
+    };
+    loop {
+        let Some(stream) = reader.recv.as_mut() else {
+            return;
+        };
+        let Some(chunk) = stream.read_chunk(usize::MAX, true).now_or_never() else {
+            break;
+        };
+        if !reader.take(chunk) {
+            return;
+        }
     }
+    tokio::spawn(reader.run());
 }
 
 /// Reads one stream into the core until the core is done with it or detaches it.
-pub(crate) async fn read(
+struct Reader {
     engine: Arc<Engine>,
-    recv: quinn::RecvStream,
-    mut send: Option<quinn::SendStream>,
-) {
-    let id: u64 = recv.id().into();
-    // Taken when the core detaches the stream.
-    let mut recv = Some(recv);
-    // Made, and registered with the state, by the first feed that does not detach the
-    // stream: under that feed's lock, before the core's actions are carried out, so a
-    // STOP_SENDING the core decides on at once finds it. A WebTransport stream whose
-    // preamble came with its first bytes (nearly all) never needs one.
-    let mut stop: Option<Arc<StopSignal>> = None;
-    loop {
-        let Some(stream) = recv.as_mut() else {
-            return;
+    id: u64,
+    /// Taken when the core detaches the stream.
+    recv: Option<quinn::RecvStream>,
+    send: Option<quinn::SendStream>,
+    /// Made, and registered with the state, by the first feed that does not detach the
+    /// stream: under that feed's lock, before the core's actions are carried out, so a
+    /// STOP_SENDING the core decides on at once finds it. A WebTransport stream whose
+    /// preamble came with its first bytes (nearly all) never needs one.
+    stop: Option<Arc<StopSignal>>,
+}
+
+impl Reader {
+    async fn run(mut self) {
+        loop {
+            let Some(stream) = self.recv.as_mut() else {
+                return;
+            };
+            let chunk = match &self.stop {
+                None => stream.read_chunk(usize::MAX, true).await,
+                Some(stop) => tokio::select! {
+                    biased;
+                    c = stream.read_chunk(usize::MAX, true) => c,
+                    _ = stop.notify.notified() => Ok(Some(quinn::Chunk { offset: 0, bytes: Bytes::new() })),
+                },
+            };
+            if !self.take(chunk) {
+                return;
+            }
+        }
+    }
+
+    /// Feeds what one read gave to the core; `false` once the stream is no longer read
+    /// here.
+    fn take(&mut self, chunk: Result<Option<quinn::Chunk>, quinn::ReadError>) -> bool {
+        let (engine, id) = (&self.engine, self.id);
+        let Some(stream) = self.recv.as_mut() else {
+            return false;
         };
-        let chunk = match &stop {
-            None => stream.read_chunk(usize::MAX, true).await,
-            Some(stop) => tokio::select! {
-                biased;
-                c = stream.read_chunk(usize::MAX, true) => c,
-                _ = stop.notify.notified() => Ok(Some(quinn::Chunk { offset: 0, bytes: Bytes::new() })),
-            },
-        };
-        if let Some(code) = stop.as_ref().and_then(|s| s.take()) {
+        if let Some(code) = self.stop.as_ref().and_then(|s| s.take()) {
             let _ = stream.stop(quinn_code(code));
             engine.update(|st| st.unwatch_reader(id));
-            return;
+            return false;
         }
         let (data, fin) = match chunk {
             Ok(Some(c)) => (c.bytes, false),
             Ok(None) => (Bytes::new(), true),
             Err(quinn::ReadError::Reset(code)) => {
                 engine.update(|st| st.reader_reset(id, h3_code(code)));
-                return;
+                return false;
             }
             Err(e) => {
                 // The connection is gone (or the stream was stopped here). Its error is
@@ -103,11 +133,11 @@ pub(crate) async fn read(
                     _ => None,
                 };
                 engine.update(|st| st.reader_lost(id, error));
-                return;
+                return false;
             }
         };
         if data.is_empty() && !fin {
-            continue;
+            return true;
         }
         // What the feed decides about the stream's halves is carried out under the same
         // lock, before the core's events are delivered: a detached stream must be where
@@ -119,6 +149,7 @@ pub(crate) async fn read(
                 st.unwatch_reader(id);
             }
         };
+        let (recv, send, stop) = (&mut self.recv, &mut self.send, &mut self.stop);
         let feed = engine.update_then(
             |st| {
                 if stop.as_ref().is_some_and(|s| s.is_stopped()) {
@@ -127,11 +158,11 @@ pub(crate) async fn read(
                     // bytes for a new stream's.
                     return Feed::Done;
                 }
-                let feed = st.feed(id, data.clone(), fin);
+                let feed = st.feed(id, data, fin);
                 if feed != Feed::Detach && stop.is_none() {
                     let signal = Arc::new(StopSignal::default());
                     st.watch_reader(id, signal.clone());
-                    stop = Some(signal);
+                    *stop = Some(signal);
                 }
                 match feed {
                     Feed::Continue => {}
@@ -147,8 +178,8 @@ pub(crate) async fn read(
                     }
                     Feed::Done => {
                         if let Some(s) = send.take() {
-                            // A request stream refused before its HEADERS still gets the core's
-                            // answer (a reset, or a status) on its sending half.
+                            // A request stream refused before its HEADERS still gets the
+                            // core's answer (a reset, or a status) on its sending half.
                             st.register_request_stream(id, s);
                         }
                     }
@@ -161,21 +192,22 @@ pub(crate) async fn read(
             Feed::Continue => {}
             // What the core already answered on it can be written now.
             Feed::Request => engine.wake_driver(),
-            Feed::Detach => return,
+            Feed::Detach => return false,
             Feed::Done => {
-                let code = stop.as_ref().and_then(|s| s.take());
-                if let (Some(code), Some(r)) = (code, recv.as_mut()) {
+                let code = self.stop.as_ref().and_then(|s| s.take());
+                if let (Some(code), Some(r)) = (code, self.recv.as_mut()) {
                     let _ = r.stop(quinn_code(code));
                 }
                 engine.wake_driver();
                 // A CONNECT stream the peer closed: a graceful close may be waiting for it.
                 engine.notify_progress();
-                return;
+                return false;
             }
         }
         if fin {
             engine.notify_progress();
-            return;
+            return false;
         }
+        true
     }
 }

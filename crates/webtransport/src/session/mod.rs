@@ -213,9 +213,9 @@ impl Session {
         let NewStream { id, send, recv } = new;
         // The preamble is not stream payload: it takes no WT_MAX_DATA credit
         // (draft-ietf-webtrans-http3 §5.4).
-        let mut written = 0;
-        while written < preamble.len() {
-            let n = std::future::poll_fn(|cx| lock(&send).poll_write(cx, &preamble[written..]))
+        let mut preamble = preamble.to_bytes();
+        while !preamble.is_empty() {
+            std::future::poll_fn(|cx| lock(&send).poll_write_bytes(cx, &mut preamble))
                 .await
                 .map_err(|e| match e {
                     crate::error::WriteError::SessionGone => self
@@ -225,7 +225,6 @@ impl Session {
                     crate::error::WriteError::Connection(c) => SessionError::Connection(c),
                     _ => SessionError::NotEstablished,
                 })?;
-            written += n;
         }
         let link = StreamLink {
             engine: engine.clone(),
