@@ -62,8 +62,15 @@ impl State {
                         Code::H3_EXCESSIVE_LOAD,
                         format!("peer does not read stream {}", backlog.stream),
                     );
+                    engine.wake_driver();
+                } else if self.writer.write_now(stream) {
+                    // A graceful close may be waiting for this to be written.
+                    if !self.writer.has_pending() {
+                        engine.notify_progress();
+                    }
+                } else {
+                    engine.wake_driver();
                 }
-                engine.wake_driver();
             }
             Action::Reset { stream, code } => {
                 if let Some(h) = self.halves.get(&stream) {

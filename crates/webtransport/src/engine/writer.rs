@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes};
 use tokio::sync::Notify;
@@ -27,6 +27,46 @@ struct Queue {
 struct Outgoing {
     stream: quinn::SendStream,
     queue: Queue,
+}
+
+/// What writing a stream's queue left.
+enum Flushed {
+    /// The stream stays: something is still queued, or no FIN yet.
+    Open,
+    /// All written and finished.
+    Finished,
+    /// The write failed; the code if the peer stopped the stream.
+    Failed(Option<Code>),
+}
+
+impl Outgoing {
+    /// Writes what QUIC takes of the queue, and the FIN after it.
+    fn flush(&mut self, id: u64, cx: &mut Context<'_>) -> Flushed {
+        while let Some(front) = self.queue.chunks.front_mut() {
+            match Pin::new(&mut self.stream).poll_write(cx, front) {
+                Poll::Ready(Ok(n)) => {
+                    self.queue.bytes -= n;
+                    front.advance(n);
+                    if front.is_empty() {
+                        self.queue.chunks.pop_front();
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    debug!(stream = id, error = %e, "write on an HTTP/3 stream failed");
+                    return Flushed::Failed(match e {
+                        quinn::WriteError::Stopped(code) => Some(crate::quic::h3_code(code)),
+                        _ => None,
+                    });
+                }
+                Poll::Pending => return Flushed::Open,
+            }
+        }
+        if self.queue.fin {
+            let _ = self.stream.finish();
+            return Flushed::Finished;
+        }
+        Flushed::Open
+    }
 }
 
 /// A write queue exceeded its cap: the peer is not reading one of our HTTP/3 streams.
@@ -127,29 +167,13 @@ impl Writer {
         let mut done = Vec::new();
         let mut stopped = Vec::new();
         for (&id, o) in self.streams.iter_mut() {
-            while let Some(front) = o.queue.chunks.front_mut() {
-                match Pin::new(&mut o.stream).poll_write(cx, front) {
-                    Poll::Ready(Ok(n)) => {
-                        o.queue.bytes -= n;
-                        front.advance(n);
-                        if front.is_empty() {
-                            o.queue.chunks.pop_front();
-                        }
-                    }
-                    Poll::Ready(Err(e)) => {
-                        debug!(stream = id, error = %e, "write on an HTTP/3 stream failed");
-                        if let quinn::WriteError::Stopped(code) = e {
-                            stopped.push((id, crate::quic::h3_code(code)));
-                        }
-                        done.push(id);
-                        break;
-                    }
-                    Poll::Pending => break,
+            match o.flush(id, cx) {
+                Flushed::Open => {}
+                Flushed::Finished => done.push(id),
+                Flushed::Failed(code) => {
+                    stopped.extend(code.map(|c| (id, c)));
+                    done.push(id);
                 }
-            }
-            if o.queue.chunks.is_empty() && o.queue.fin {
-                let _ = o.stream.finish();
-                done.push(id);
             }
         }
         for id in done {
@@ -160,6 +184,30 @@ impl Writer {
             }
         }
         stopped
+    }
+
+    /// Writes one stream's queue at once, in the task that queued it, when QUIC takes
+    /// all of it: an answer to a request, a request after the SETTINGS, a capsule then
+    /// leave without waiting for the driver task to be scheduled. `false` when the
+    /// driver is still needed for the stream: QUIC has no credit for all of it now (the
+    /// driver registers for the credit), or the write failed (the driver sees the
+    /// failure and reports it), or its quinn handle is not here yet.
+    pub(crate) fn write_now(&mut self, id: u64) -> bool {
+        let Some(o) = self.streams.get_mut(&id) else {
+            return false;
+        };
+        // The driver's waker stays registered for streams it polled; this stream had
+        // nothing queued before this write, so none is registered for it.
+        match o.flush(id, &mut Context::from_waker(Waker::noop())) {
+            Flushed::Open => o.queue.chunks.is_empty(),
+            Flushed::Finished => {
+                if let Some(o) = self.streams.remove(&id) {
+                    self.watch_ack(o.stream);
+                }
+                true
+            }
+            Flushed::Failed(_) => false,
+        }
     }
 
     /// Watches a finished stream until the peer has acknowledged everything on it (or
