@@ -210,9 +210,7 @@ impl Preamble {
         let len = (Self::MAX - out.len()) as u8;
         Preamble { buf, len }
     }
-}
 
-impl Preamble {
     /// The preamble as [`Bytes`]: for the first sessions of a connection (ids below 64,
     /// one-byte varints) a static copy, so that handing it to QUIC costs no allocation
     /// (QUIC copies a slice into a buffer of its own, but keeps a `Bytes` as it is).

@@ -196,8 +196,8 @@ impl Writer {
         let Some(o) = self.streams.get_mut(&id) else {
             return false;
         };
-        // The driver's waker stays registered for streams it polled; this stream had
-        // nothing queued before this write, so none is registered for it.
+        // Without a waker: what QUIC cannot take now is the driver's, woken by the caller,
+        // whose own poll registers for the credit (replacing this one).
         match o.flush(id, &mut Context::from_waker(Waker::noop())) {
             Flushed::Open => o.queue.chunks.is_empty(),
             Flushed::Finished => {
