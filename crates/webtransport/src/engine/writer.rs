@@ -3,12 +3,12 @@
 //! so that a stream the peer gives no credit never holds up anything else.
 
 use std::collections::{HashMap, VecDeque};
-use std::pin::Pin;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::{debug, trace};
 use webtransport_proto::Code;
@@ -40,15 +40,20 @@ enum Flushed {
 }
 
 impl Outgoing {
-    /// Writes what QUIC takes of the queue, and the FIN after it.
+    /// Writes what QUIC takes of the queue, and the FIN after it. The queued `Bytes` go
+    /// to QUIC as they are (it copies a slice, but keeps a `Bytes`).
     fn flush(&mut self, id: u64, cx: &mut Context<'_>) -> Flushed {
-        while let Some(front) = self.queue.chunks.front_mut() {
-            match Pin::new(&mut self.stream).poll_write(cx, front) {
-                Poll::Ready(Ok(n)) => {
-                    self.queue.bytes -= n;
-                    front.advance(n);
-                    if front.is_empty() {
-                        self.queue.chunks.pop_front();
+        while !self.queue.chunks.is_empty() {
+            let polled = {
+                let chunks = self.queue.chunks.make_contiguous();
+                std::pin::pin!(self.stream.write_chunks(chunks)).poll(cx)
+            };
+            match polled {
+                Poll::Ready(Ok(written)) => {
+                    self.queue.bytes -= written.bytes;
+                    self.queue.chunks.drain(..written.chunks);
+                    if written.bytes == 0 {
+                        return Flushed::Open;
                     }
                 }
                 Poll::Ready(Err(e)) => {
