@@ -44,9 +44,12 @@ mod request;
 mod session;
 mod streams;
 mod types;
+mod vec_map;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
+
+use vec_map::VecMap;
 
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
@@ -124,9 +127,9 @@ pub struct Connection {
     peer_encoder: Option<u64>,
     peer_decoder: Option<u64>,
     /// Streams the core reads, by id.
-    streams: BTreeMap<u64, StreamKind>,
+    streams: VecMap<u64, StreamKind>,
     /// Every session not yet forgotten, live or ended.
-    sessions: BTreeMap<SessionId, Session>,
+    sessions: VecMap<SessionId, Session>,
     /// Sessions not yet ended (requested or established).
     live_sessions: usize,
     /// The deadlines of sessions waiting for an answer, earliest first: kept in step with
@@ -174,8 +177,8 @@ impl Connection {
             peer_control: None,
             peer_encoder: None,
             peer_decoder: None,
-            streams: BTreeMap::new(),
-            sessions: BTreeMap::new(),
+            streams: VecMap::default(),
+            sessions: VecMap::default(),
             live_sessions: 0,
             deadlines: BTreeSet::new(),
             ended: VecDeque::new(),
