@@ -96,7 +96,7 @@ mod tests {
             x ^= x << 17;
             let key = x % 97;
             match x % 5 {
-                0 | 1 | 2 => assert_eq!(ours.insert(key, step), model.insert(key, step)),
+                0..=2 => assert_eq!(ours.insert(key, step), model.insert(key, step)),
                 3 => assert_eq!(ours.remove(&key), model.remove(&key)),
                 _ => {
                     if let Some(v) = ours.get_mut(&key) {
