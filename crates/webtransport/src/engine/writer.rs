@@ -174,21 +174,27 @@ impl Writer {
         for (&id, o) in self.streams.iter_mut() {
             match o.flush(id, cx) {
                 Flushed::Open => {}
-                Flushed::Finished => done.push(id),
+                Flushed::Finished => done.push((id, true)),
                 Flushed::Failed(code) => {
                     stopped.extend(code.map(|c| (id, c)));
-                    done.push(id);
+                    done.push((id, false));
                 }
             }
         }
-        for id in done {
-            if let Some(o) = self.streams.remove(&id) {
-                if o.queue.chunks.is_empty() && o.queue.fin {
-                    self.watch_ack(o.stream);
-                }
-            }
+        for (id, finished) in done {
+            self.retire(id, finished);
         }
         stopped
+    }
+
+    /// A stream leaves the writer: finished (its acknowledgement is then watched) or
+    /// failed.
+    fn retire(&mut self, id: u64, finished: bool) {
+        if let Some(o) = self.streams.remove(&id) {
+            if finished {
+                self.watch_ack(o.stream);
+            }
+        }
     }
 
     /// Writes one stream's queue at once, in the task that queued it, when QUIC takes
@@ -206,9 +212,7 @@ impl Writer {
         match o.flush(id, &mut Context::from_waker(Waker::noop())) {
             Flushed::Open => o.queue.chunks.is_empty(),
             Flushed::Finished => {
-                if let Some(o) = self.streams.remove(&id) {
-                    self.watch_ack(o.stream);
-                }
+                self.retire(id, true);
                 true
             }
             Flushed::Failed(_) => false,
