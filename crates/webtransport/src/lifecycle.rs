@@ -1,11 +1,11 @@
 //! [`ConnectionState`] and the one place that moves it: forward only, so that a closed
 //! connection stays closed whatever is called on it afterwards.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// The lifecycle of a connection (pywebtransport's `ConnectionState`).
 ///
@@ -16,6 +16,7 @@ use tokio::sync::watch;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[repr(u8)]
 pub enum ConnectionState {
     /// Created, nothing sent.
     Idle,
@@ -38,6 +39,21 @@ impl ConnectionState {
     pub fn is_final(self) -> bool {
         matches!(self, ConnectionState::Closed | ConnectionState::Failed)
     }
+
+    /// Every state, in order: `ALL[s as usize] == s`.
+    const ALL: [ConnectionState; 7] = [
+        ConnectionState::Idle,
+        ConnectionState::Connecting,
+        ConnectionState::Connected,
+        ConnectionState::Draining,
+        ConnectionState::Closing,
+        ConnectionState::Closed,
+        ConnectionState::Failed,
+    ];
+
+    fn from_u8(n: u8) -> Self {
+        Self::ALL[usize::from(n)]
+    }
 }
 
 /// How many connections have not reached an end state: a server's, for
@@ -55,9 +71,13 @@ impl LiveCount {
 
 /// The state of one connection and its watchers. Transitions only go forward in the
 /// order of [`ConnectionState`]'s diagram; a step back is ignored.
+///
+/// A byte and a `Notify`, held in the engine itself: every connection has one, and a
+/// `watch` channel would cost each an allocation of its shared state (~340 bytes).
 #[derive(Debug)]
 pub(crate) struct Lifecycle {
-    tx: watch::Sender<ConnectionState>,
+    state: AtomicU8,
+    changed: Notify,
     live: Option<Arc<LiveCount>>,
 }
 
@@ -67,35 +87,48 @@ impl Lifecycle {
             l.0.fetch_add(1, Ordering::AcqRel);
         }
         Lifecycle {
-            tx: watch::channel(initial).0,
+            state: AtomicU8::new(initial as u8),
+            changed: Notify::new(),
             live,
         }
     }
 
     pub(crate) fn get(&self) -> ConnectionState {
-        *self.tx.borrow()
+        ConnectionState::from_u8(self.state.load(Ordering::Acquire))
     }
 
     /// Moves to `to` if that is forward; returns whether it moved.
     pub(crate) fn advance(&self, to: ConnectionState) -> bool {
-        self.tx.send_if_modified(|s| {
-            if to > *s && !s.is_final() {
-                *s = to;
-                // Once only: nothing leaves an end state.
-                if to.is_final() {
-                    if let Some(l) = &self.live {
-                        l.0.fetch_sub(1, Ordering::AcqRel);
-                    }
-                }
-                true
-            } else {
-                false
+        let moved = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                let s = ConnectionState::from_u8(s);
+                (to > s && !s.is_final()).then_some(to as u8)
+            })
+            .is_ok();
+        if moved {
+            // Once only: nothing leaves an end state.
+            if let Some(l) = self.live.as_ref().filter(|_| to.is_final()) {
+                l.0.fetch_sub(1, Ordering::AcqRel);
             }
-        })
+            self.changed.notify_waiters();
+        }
+        moved
     }
 
-    pub(crate) fn subscribe(&self) -> watch::Receiver<ConnectionState> {
-        self.tx.subscribe()
+    /// Waits until the state is one `done` accepts, and returns it.
+    pub(crate) async fn wait_for(&self, done: impl Fn(ConnectionState) -> bool) -> ConnectionState {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the state is read, so an advance in between wakes it.
+            changed.as_mut().enable();
+            let s = self.get();
+            if done(s) {
+                return s;
+            }
+            changed.await;
+        }
     }
 }
 
@@ -124,6 +157,31 @@ mod tests {
         assert!(!l.advance(ConnectionState::Failed), "closed stays closed");
         assert!(!l.advance(ConnectionState::Closing));
         assert_eq!(l.get(), ConnectionState::Closed);
+    }
+
+    #[test]
+    fn states_round_trip_through_their_byte() {
+        for s in ConnectionState::ALL {
+            assert_eq!(ConnectionState::from_u8(s as u8), s);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waiter_sees_the_state_it_waits_for() {
+        let l = Arc::new(Lifecycle::new(ConnectionState::Connecting, None));
+        let waiter = tokio::spawn({
+            let l = l.clone();
+            async move { l.wait_for(|s| s >= ConnectionState::Connected).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        l.advance(ConnectionState::Draining);
+        assert_eq!(waiter.await.unwrap(), ConnectionState::Draining);
+        // One already there returns at once.
+        assert_eq!(
+            l.wait_for(|s| s == ConnectionState::Draining).await,
+            ConnectionState::Draining
+        );
     }
 
     #[test]

@@ -40,12 +40,13 @@ impl Connection {
     pub async fn monitor_health(&self, check_interval: Duration, rtt_timeout: Duration) {
         let interval = check_interval.max(Duration::from_millis(1));
         let rtt_timeout = rtt_timeout.max(Duration::from_millis(1));
-        let mut state = self.engine().lifecycle().subscribe();
-        let up = state
-            .wait_for(|s| s.is_final() || *s >= ConnectionState::Connected)
-            .await
-            .map(|s| !s.is_final() && *s != ConnectionState::Closing);
-        let Some(link) = self.engine().link().filter(|_| matches!(up, Ok(true))) else {
+        let state = self
+            .engine()
+            .lifecycle()
+            .wait_for(|s| s >= ConnectionState::Connected)
+            .await;
+        let up = !state.is_final() && state != ConnectionState::Closing;
+        let Some(link) = self.engine().link().filter(|_| up) else {
             return;
         };
         let quic = link.quic.clone();

@@ -314,26 +314,21 @@ impl Connection {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), ConnectError> {
-        let mut rx = self.engine().lifecycle().subscribe();
         let wait = async {
-            loop {
-                let s = *rx.borrow_and_update();
-                match s {
-                    ConnectionState::Connected | ConnectionState::Draining => return Ok(()),
-                    s if s.is_final() || s == ConnectionState::Closing => {
-                        return Err(self.engine().failure().unwrap_or_else(|| {
-                            ConnectError::ConnectionLost(
-                                self.close_reason()
-                                    .unwrap_or(ConnectionError::LocallyClosed),
-                            )
-                        }))
-                    }
-                    _ => {}
-                }
-                if rx.changed().await.is_err() {
-                    return Err(ConnectError::ConnectionLost(ConnectionError::LocallyClosed));
-                }
+            let s = self
+                .engine()
+                .lifecycle()
+                .wait_for(|s| s >= ConnectionState::Connected)
+                .await;
+            if matches!(s, ConnectionState::Connected | ConnectionState::Draining) {
+                return Ok(());
             }
+            Err(self.engine().failure().unwrap_or_else(|| {
+                ConnectError::ConnectionLost(
+                    self.close_reason()
+                        .unwrap_or(ConnectionError::LocallyClosed),
+                )
+            }))
         };
         tokio::time::timeout(timeout, wait)
             .await
@@ -345,8 +340,10 @@ impl Connection {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn wait_closed(&self) -> ConnectionError {
-        let mut rx = self.engine().lifecycle().subscribe();
-        let _ = rx.wait_for(|s| s.is_final()).await;
+        self.engine()
+            .lifecycle()
+            .wait_for(ConnectionState::is_final)
+            .await;
         self.close_reason()
             .unwrap_or(ConnectionError::LocallyClosed)
     }

@@ -504,9 +504,8 @@ impl Engine {
         link.quic
             .close(quinn_code(Code::H3_NO_ERROR), reason.as_bytes());
         // The driver sees the close at once; when this returns the connection is closed.
-        let mut state = self.lifecycle.subscribe();
-        let _ =
-            tokio::time::timeout(Duration::from_secs(1), state.wait_for(|s| s.is_final())).await;
+        let closed = self.lifecycle.wait_for(ConnectionState::is_final);
+        let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
         if let EndpointUse::Own(ep) = &link.endpoint {
             // Our own endpoint: let the CONNECTION_CLOSE go out.
             let _ = tokio::time::timeout_at(deadline, ep.wait_idle()).await;
