@@ -11,6 +11,7 @@ pub mod qpack;
 pub mod settings;
 pub mod stream_header;
 pub mod varint;
+pub mod vec_map;
 
 pub use error::Code;
 pub use varint::VarInt;

@@ -1,15 +1,18 @@
-//! [`VecMap`]: an ordered map in one sorted `Vec`, for the core's maps that hold a few
-//! entries per connection (its HTTP/3 streams and its sessions, both bounded by limits).
+//! [`VecMap`]: an ordered map in one sorted `Vec`, for maps that hold a few entries per
+//! connection (the core's HTTP/3 streams and sessions, both bounded by limits, and the
+//! engine's write queues of those streams).
 //! A `BTreeMap` allocates a whole leaf of eleven entries for the first one: with a
 //! session of ~100 bytes that was ~1.2 KB for a connection's single session, and ~1.4 KB
 //! for its three HTTP/3 streams, a sixth of what an idle session costs beyond QUIC.
 //! Iteration is in key order, like the `BTreeMap` it replaces (the core's outputs stay
 //! deterministic). Lookups are binary searches; an insert or removal moves the entries
 //! after it, which for maps this small (and keys that mostly grow) is a short copy.
+//! Room grows one entry, two, then doubles: a `Vec`'s first growth makes room for four,
+//! and most connections hold one session and two streams.
 
 /// An ordered map in a sorted `Vec`.
 #[derive(Debug, Clone)]
-pub(super) struct VecMap<K, V> {
+pub struct VecMap<K, V> {
     entries: Vec<(K, V)>,
 }
 
@@ -26,30 +29,48 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
         self.entries.binary_search_by(|(k, _)| k.cmp(key))
     }
 
-    pub(super) fn get(&self, key: &K) -> Option<&V> {
+    /// The value at `key`.
+    pub fn get(&self, key: &K) -> Option<&V> {
         self.find(key).ok().map(|i| &self.entries[i].1)
     }
 
-    pub(super) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+    /// The value at `key`, to change.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         self.find(key).ok().map(|i| &mut self.entries[i].1)
     }
 
-    pub(super) fn contains_key(&self, key: &K) -> bool {
+    /// Whether `key` has a value.
+    pub fn contains_key(&self, key: &K) -> bool {
         self.find(key).is_ok()
     }
 
     /// Inserts `value` at `key`; the value it replaces, if any.
-    pub(super) fn insert(&mut self, key: K, value: V) -> Option<V> {
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self.find(&key) {
             Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
             Err(i) => {
+                let len = self.entries.len();
+                if len == self.entries.capacity() {
+                    self.entries.reserve_exact(len.max(1));
+                }
                 self.entries.insert(i, (key, value));
                 None
             }
         }
     }
 
-    pub(super) fn remove(&mut self, key: &K) -> Option<V> {
+    /// How many entries there are.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Removes `key`'s entry; its value, if it had one.
+    pub fn remove(&mut self, key: &K) -> Option<V> {
         let i = self.find(key).ok()?;
         let (_, value) = self.entries.remove(i);
         // A connection that once held many entries gives the room back as they go.
@@ -60,20 +81,33 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
     }
 
     /// Keeps the entries for which `keep` says so.
-    pub(super) fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
         self.entries.retain_mut(|(k, v)| keep(k, v));
     }
 
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
+    /// The entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
         self.entries.iter().map(|(k, v)| (k, v))
     }
 
-    pub(super) fn keys(&self) -> impl Iterator<Item = &K> + '_ {
+    /// The entries in key order, values to change.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> + '_ {
+        self.entries.iter_mut().map(|(k, v)| (&*k, v))
+    }
+
+    /// The keys in order.
+    pub fn keys(&self) -> impl Iterator<Item = &K> + '_ {
         self.entries.iter().map(|(k, _)| k)
     }
 
-    pub(super) fn values(&self) -> impl Iterator<Item = &V> + '_ {
+    /// The values in key order.
+    pub fn values(&self) -> impl Iterator<Item = &V> + '_ {
         self.entries.iter().map(|(_, v)| v)
+    }
+
+    /// Removes every entry and gives the room back.
+    pub fn clear(&mut self) {
+        self.entries = Vec::new();
     }
 }
 
@@ -84,6 +118,20 @@ mod tests {
 
     /// The same operations on a `VecMap` and a `BTreeMap` give the same answers and the
     /// same order, whatever the order of keys.
+    #[test]
+    fn room_grows_by_one_then_two_then_doubles() {
+        let mut map = VecMap::default();
+        let mut room = Vec::new();
+        for key in 0..9u64 {
+            map.insert(key, ());
+            room.push(map.entries.capacity());
+        }
+        assert_eq!(room, [1, 2, 4, 4, 8, 8, 8, 8, 16]);
+        assert_eq!(map.len(), 9);
+        map.clear();
+        assert!(map.is_empty() && map.entries.capacity() == 0);
+    }
+
     #[test]
     fn behaves_as_an_ordered_map() {
         let mut ours = VecMap::default();
@@ -113,6 +161,14 @@ mod tests {
         assert!(ours.iter().eq(model.iter()));
         assert!(ours.keys().eq(model.keys()));
         assert!(ours.values().eq(model.values()));
+        for (_, v) in ours.iter_mut() {
+            *v += 1;
+        }
+        for v in model.values_mut() {
+            *v += 1;
+        }
+        assert!(ours.iter().eq(model.iter()));
+        assert_eq!(ours.len(), model.len());
         ours.retain(|k, _| k % 2 == 0);
         model.retain(|k, _| k % 2 == 0);
         assert!(ours.iter().eq(model.iter()));

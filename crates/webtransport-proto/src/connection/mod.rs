@@ -44,12 +44,11 @@ mod request;
 mod session;
 mod streams;
 mod types;
-mod vec_map;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
-use vec_map::VecMap;
+use crate::vec_map::VecMap;
 
 use bytes::{Bytes, BytesMut};
 use tracing::debug;

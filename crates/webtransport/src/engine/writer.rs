@@ -11,6 +11,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::{debug, trace};
+use webtransport_proto::vec_map::VecMap;
 use webtransport_proto::Code;
 
 use crate::quic::quinn_code;
@@ -70,6 +71,9 @@ impl Outgoing {
             let _ = self.stream.finish();
             return Flushed::Finished;
         }
+        // These streams live as long as the connection and are written seldom (SETTINGS,
+        // an answer, a capsule): an empty queue gives its room back.
+        self.queue.chunks = VecDeque::new();
         Flushed::Open
     }
 }
@@ -84,7 +88,9 @@ pub(crate) struct Backlog {
 /// Per-stream write queues of the HTTP/3 streams the core writes.
 #[derive(Debug)]
 pub(crate) struct Writer {
-    streams: HashMap<u64, Outgoing>,
+    /// A connection holds two or three (our control stream, its CONNECT streams), each
+    /// for its life: a sorted `Vec` of exactly that, written in stream order.
+    streams: VecMap<u64, Outgoing>,
     /// Writes for streams whose quinn handle has not been handed over yet.
     unregistered: HashMap<u64, Queue>,
     /// Resets for streams whose quinn handle has not been handed over yet.
@@ -99,7 +105,7 @@ pub(crate) struct Writer {
 impl Writer {
     pub(crate) fn new(cap: usize) -> Self {
         Writer {
-            streams: HashMap::new(),
+            streams: VecMap::default(),
             unregistered: HashMap::new(),
             early_resets: HashMap::new(),
             cap,
