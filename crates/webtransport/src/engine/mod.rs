@@ -7,16 +7,16 @@
 //!   handles ──update(|state| ..)──▶ State ──pump──▶ core actions: writes (Writer), resets,
 //!                                    ▲              stops; core events: session queues,
 //!   driver task: accepts streams,    │              wake-ups, ConnectionEvents
-//!   writes queued bytes, fires the ──┤
-//!   timer, sees the close            │
-//!   reader tasks: core-read streams ─┤
-//!   datagram task ───────────────────┘
+//!   writes queued bytes, reads     ──┤
+//!   datagrams, fires the timer,      │
+//!   sees the close                   │
+//!   reader tasks: core-read streams ─┘
 //! ```
 //!
 //! - [`state`]: the state and the commands the handles give it; [`pump`]: carrying out
 //!   the core's actions and events.
-//! - [`driver`]: the per-connection task (and the datagram reader); it polls every source
-//!   and awaits nothing the peer controls inside its loop.
+//! - [`driver`]: the per-connection task; it polls every source and awaits nothing the
+//!   peer controls inside its loop.
 //! - [`writer`]: per-stream write queues of the HTTP/3 streams the core writes.
 //! - [`reader`]: readers of the streams the core reads.
 //! - [`cells`]: the halves of WebTransport streams shared with the application.
@@ -433,8 +433,7 @@ impl Engine {
     }
 
     /// Links the engine to its QUIC connection once the handshake is done: opens our
-    /// control stream (the core's SETTINGS go out on it) and starts the driver and the
-    /// datagram reader.
+    /// control stream (the core's SETTINGS go out on it) and starts the driver.
     pub(crate) async fn link_quic(
         self: &Arc<Self>,
         quic: quinn::Connection,
@@ -460,7 +459,6 @@ impl Engine {
         self.lifecycle.advance(ConnectionState::Connected);
         self.events.emit(ConnectionEvent::Established);
         tokio::spawn(driver::run(self.clone()));
-        tokio::spawn(driver::read_datagrams(self.clone()));
         Ok(())
     }
 
