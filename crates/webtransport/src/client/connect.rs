@@ -253,7 +253,9 @@ pub(crate) async fn open_session(
     let id = engine.update(|st| st.open_session(stream, send, request))?;
     let session = Session::attach(conn.clone(), id)
         .ok_or(ConnectError::ConnectionLost(ConnectionError::LocallyClosed))?;
-    reader::start(engine, recv, None);
+    if let Some(reader) = reader::start(engine, recv, None) {
+        engine.reader_inbox().adopt(engine, reader);
+    }
     match tokio::time::timeout_at(deadline, session.ready()).await {
         Ok(Ok(())) => Ok(session),
         Ok(Err(e)) => Err(Session::connect_error(e)),

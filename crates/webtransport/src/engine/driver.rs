@@ -15,8 +15,9 @@ use std::task::{Context, Poll};
 use futures_util::FutureExt;
 use tokio::time::Instant;
 
+use super::reader::Readers;
 use super::state::State;
-use super::{reader, Engine};
+use super::Engine;
 use crate::error::ConnectionError;
 use crate::events::ConnectionEvent;
 
@@ -35,6 +36,7 @@ pub(super) async fn run(engine: Arc<Engine>) {
     let sleep = tokio::time::sleep_until(Instant::now());
     tokio::pin!(sleep);
     let mut armed_at = None;
+    let mut readers = Readers::new(engine.reader_inbox().clone());
     loop {
         if std::mem::take(&mut rearm) {
             deadline = engine.update(|st| st.arm()).map(Instant::from_std);
@@ -54,10 +56,11 @@ pub(super) async fn run(engine: Arc<Engine>) {
         tokio::select! {
             _ = engine.wake.notified() => rearm = true,
             _ = poll_fn(|cx| poll_writes(&engine, cx)) => {}
+            _ = poll_fn(|cx| readers.poll(&engine, cx)) => {}
             r = quic.accept_uni() => match r {
                 Ok(recv) => {
-                    reader::start(&engine, recv, None);
-                    accept_more(&engine, &quic);
+                    readers.start(&engine, recv, None);
+                    accept_more(&engine, &quic, &mut readers);
                 }
                 Err(e) => {
                     lost(&engine, &e);
@@ -66,8 +69,8 @@ pub(super) async fn run(engine: Arc<Engine>) {
             },
             r = quic.accept_bi() => match r {
                 Ok((send, recv)) => {
-                    reader::start(&engine, recv, Some(send));
-                    accept_more(&engine, &quic);
+                    readers.start(&engine, recv, Some(send));
+                    accept_more(&engine, &quic, &mut readers);
                 }
                 Err(e) => {
                     lost(&engine, &e);
@@ -92,6 +95,8 @@ pub(super) async fn run(engine: Arc<Engine>) {
             }
         }
     }
+    // The streams still read learn that the connection is gone, as their own tasks would.
+    readers.close(&engine);
 }
 
 /// Streams accepted at once, at most, before the driver looks at its other sources.
@@ -99,12 +104,12 @@ const ACCEPT_BATCH: usize = 32;
 
 /// Starts readers for the streams that arrived with the one just accepted, without going
 /// round the loop for each (an error is left for the loop to see).
-fn accept_more(engine: &Arc<Engine>, quic: &quinn::Connection) {
+fn accept_more(engine: &Arc<Engine>, quic: &quinn::Connection, readers: &mut Readers) {
     for _ in 1..ACCEPT_BATCH {
         if let Some(Ok((send, recv))) = quic.accept_bi().now_or_never() {
-            reader::start(engine, recv, Some(send));
+            readers.start(engine, recv, Some(send));
         } else if let Some(Ok(recv)) = quic.accept_uni().now_or_never() {
-            reader::start(engine, recv, None);
+            readers.start(engine, recv, None);
         } else {
             return;
         }

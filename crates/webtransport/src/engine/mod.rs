@@ -233,6 +233,8 @@ pub(crate) struct Engine {
     session_requested: std::sync::atomic::AtomicBool,
     /// A client's connect, waiting for `Connection::start` or `establish`.
     start: Mutex<PendingStart>,
+    /// How readers reach the driver's `Readers`.
+    readers: Arc<reader::Inbox>,
 }
 
 /// A connect not started yet.
@@ -285,6 +287,7 @@ impl Engine {
             idle_closing: std::sync::atomic::AtomicBool::new(false),
             session_requested: std::sync::atomic::AtomicBool::new(false),
             start: Mutex::default(),
+            readers: Arc::default(),
         })
     }
 
@@ -310,6 +313,11 @@ impl Engine {
 
     pub(crate) fn activity(&self) -> &Activity {
         &self.activity
+    }
+
+    /// Where readers started outside the driver go (see [`reader::Readers`]).
+    pub(crate) fn reader_inbox(&self) -> &Arc<reader::Inbox> {
+        &self.readers
     }
 
     /// The QUIC connection, once linked.

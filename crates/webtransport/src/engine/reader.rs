@@ -1,13 +1,23 @@
 //! Readers of the streams the core reads: every stream the peer opens until its preamble
 //! is known (and, for HTTP/3's own streams, all of it), and the CONNECT streams of our own
 //! sessions. A reader feeds the core and hands WebTransport streams over when the core
-//! detaches them; it awaits only its own stream, never inside the driver's loop.
+//! detaches them.
+//!
+//! What already arrived is read at once, where the stream is accepted ([`start`]); a
+//! stream that needs more reading (HTTP/3's control stream and CONNECT streams, for the
+//! connection's or the session's life) goes to the driver's [`Readers`], which polls it
+//! when its own waker fires. No task per stream: a task would cost each of these ~500
+//! bytes for as long as the connection lives.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use webtransport_proto::connection::Feed;
+use webtransport_proto::vec_map::VecMap;
 use webtransport_proto::Code;
 
 use super::Engine;
@@ -16,65 +26,75 @@ use crate::quic::{h3_code, quinn_code};
 
 /// Lets the core stop a stream its reader is reading (STOP_SENDING).
 #[derive(Debug, Default)]
-pub(crate) struct StopSignal {
-    code: Mutex<Option<Code>>,
-    notify: Notify,
+pub(crate) struct StopSignal(Mutex<Stop>);
+
+#[derive(Debug, Default)]
+struct Stop {
+    code: Option<Code>,
+    /// The reader's, woken by a stop.
+    waker: Option<Waker>,
 }
 
 impl StopSignal {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Stop> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn stop(&self, code: Code) {
-        *self.code.lock().unwrap_or_else(|e| e.into_inner()) = Some(code);
-        self.notify.notify_one();
+        let waker = {
+            let mut s = self.lock();
+            s.code = Some(code);
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     fn take(&self) -> Option<Code> {
-        self.code.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.lock().code.take()
     }
 
-    /// Whether the core asked to stop the stream (and the reader has not acted on it).
-    fn is_stopped(&self) -> bool {
-        self.code
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+    /// Whether the core asked to stop the stream (and the reader has not acted on it);
+    /// if not, `waker` is woken when it does.
+    fn is_stopped(&self, waker: &Waker) -> bool {
+        let mut s = self.lock();
+        if s.code.is_some() {
+            return true;
+        }
+        if !s.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            s.waker = Some(waker.clone());
+        }
+        false
     }
 }
 
 /// Starts reading a stream the peer opened (with its sending half for a bidirectional
-/// one), or one of our own the core reads. What already arrived is fed at once, right
-/// here: a preamble nearly always comes with the first bytes and the core hands the stream
-/// to its session at once, so only a stream that needs more reading gets a task of its
-/// own. That saves a task spawn, a scheduling hop and an allocation per stream.
+/// one), or one of our own the core reads: feeds what already arrived. A preamble nearly
+/// always comes with the first bytes and the core hands the stream to its session at
+/// once; the reader of a stream that needs more is returned, for [`Readers`].
+#[must_use]
 pub(crate) fn start(
     engine: &Arc<Engine>,
     recv: quinn::RecvStream,
     send: Option<quinn::SendStream>,
-) {
-    use futures_util::FutureExt;
+) -> Option<Reader> {
     let mut reader = Reader {
-        engine: engine.clone(),
         id: recv.id().into(),
         recv: Some(recv),
         send,
         stop: None,
     };
-    loop {
-        let Some(stream) = reader.recv.as_mut() else {
-            return;
-        };
-        let Some(chunk) = stream.read_chunk(usize::MAX, true).now_or_never() else {
-            break;
-        };
-        if !reader.take(chunk) {
-            return;
-        }
+    // Without a waker: one that goes on is polled by the driver with its own.
+    match reader.poll(engine, &mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(()) => None,
+        Poll::Pending => Some(reader),
     }
-    tokio::spawn(reader.run());
 }
 
 /// Reads one stream into the core until the core is done with it or detaches it.
-struct Reader {
-    engine: Arc<Engine>,
+#[derive(Debug)]
+pub(crate) struct Reader {
     id: u64,
     /// Taken when the core detaches the stream.
     recv: Option<quinn::RecvStream>,
@@ -87,29 +107,51 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(mut self) {
+    /// Feeds the core what the stream has; `Ready` once the stream is no longer read
+    /// here, `Pending` with `cx`'s waker registered with the stream and the stop signal.
+    fn poll(&mut self, engine: &Arc<Engine>, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             let Some(stream) = self.recv.as_mut() else {
-                return;
+                return Poll::Ready(());
             };
-            let chunk = match &self.stop {
-                None => stream.read_chunk(usize::MAX, true).await,
-                Some(stop) => tokio::select! {
-                    biased;
-                    c = stream.read_chunk(usize::MAX, true) => c,
-                    _ = stop.notify.notified() => Ok(Some(quinn::Chunk { offset: 0, bytes: Bytes::new() })),
-                },
+            let chunk = if self.stop.as_ref().is_some_and(|s| s.is_stopped(cx.waker())) {
+                // `take` acts on the stop before anything else.
+                Ok(Some(quinn::Chunk {
+                    offset: 0,
+                    bytes: Bytes::new(),
+                }))
+            } else {
+                match std::pin::pin!(stream.read_chunk(usize::MAX, true)).poll(cx) {
+                    Poll::Ready(chunk) => chunk,
+                    Poll::Pending => return Poll::Pending,
+                }
             };
-            if !self.take(chunk) {
-                return;
+            if !self.take(engine, chunk) {
+                return Poll::Ready(());
             }
+        }
+    }
+
+    /// The connection is gone and the driver with it: the stream reads once more (and
+    /// meets the error), or is reported lost if it still waits.
+    fn finish(&mut self, engine: &Arc<Engine>) {
+        if self
+            .poll(engine, &mut Context::from_waker(Waker::noop()))
+            .is_pending()
+        {
+            let id = self.id;
+            engine.update(|st| st.reader_lost(id, None));
         }
     }
 
     /// Feeds what one read gave to the core; `false` once the stream is no longer read
     /// here.
-    fn take(&mut self, chunk: Result<Option<quinn::Chunk>, quinn::ReadError>) -> bool {
-        let (engine, id) = (&self.engine, self.id);
+    fn take(
+        &mut self,
+        engine: &Arc<Engine>,
+        chunk: Result<Option<quinn::Chunk>, quinn::ReadError>,
+    ) -> bool {
+        let id = self.id;
         let Some(stream) = self.recv.as_mut() else {
             return false;
         };
@@ -152,7 +194,7 @@ impl Reader {
         let (recv, send, stop) = (&mut self.recv, &mut self.send, &mut self.stop);
         let feed = engine.update_then(
             |st| {
-                if stop.as_ref().is_some_and(|s| s.is_stopped()) {
+                if stop.as_ref().is_some_and(|s| s.lock().code.is_some()) {
                     // The core refused the stream since the last feed (a request whose
                     // headers timed out): it has forgotten it, and would take these
                     // bytes for a new stream's.
@@ -209,5 +251,198 @@ impl Reader {
             return false;
         }
         true
+    }
+}
+
+/// The readers the driver polls: each with a waker of its own that names it, so a wake-up
+/// polls that stream alone however many the connection has.
+#[derive(Debug)]
+pub(super) struct Readers {
+    streams: VecMap<u64, (Reader, Arc<ReaderWake>)>,
+    inbox: Arc<Inbox>,
+    /// The ids woken, swapped with the inbox's to keep both buffers.
+    spare: Vec<u64>,
+}
+
+/// What reaches the driver's readers from elsewhere: readers started outside the driver,
+/// and which readers were woken.
+#[derive(Debug, Default)]
+pub(crate) struct Inbox {
+    /// Something below is waiting.
+    pending: AtomicBool,
+    new: Mutex<NewReaders>,
+    woken: Mutex<Vec<u64>>,
+    driver: AtomicWaker,
+}
+
+impl Inbox {
+    /// Hands a reader started outside the driver (a client's CONNECT stream) to it.
+    pub(crate) fn adopt(&self, engine: &Arc<Engine>, mut reader: Reader) {
+        {
+            let mut new = self.lock_new();
+            if !new.closed {
+                new.readers.push(reader);
+                drop(new);
+                self.wake_driver();
+                return;
+            }
+        }
+        reader.finish(engine);
+    }
+
+    fn lock_new(&self) -> std::sync::MutexGuard<'_, NewReaders> {
+        self.new.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake_driver(&self) {
+        self.pending.store(true, Ordering::Release);
+        self.driver.wake();
+    }
+}
+
+#[derive(Debug, Default)]
+struct NewReaders {
+    readers: Vec<Reader>,
+    /// The driver is gone.
+    closed: bool,
+}
+
+/// One reader's waker.
+#[derive(Debug)]
+struct ReaderWake {
+    id: u64,
+    /// In the inbox's `woken` and not polled since: a reader is listed once however
+    /// often it is woken, so the list is bounded by the readers there are.
+    queued: AtomicBool,
+    inbox: Arc<Inbox>,
+}
+
+impl Wake for ReaderWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.inbox
+            .woken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(self.id);
+        self.inbox.wake_driver();
+    }
+}
+
+impl Readers {
+    pub(super) fn new(inbox: Arc<Inbox>) -> Self {
+        Readers {
+            streams: VecMap::default(),
+            inbox,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Starts reading a stream the driver accepted (see [`start`]).
+    pub(super) fn start(
+        &mut self,
+        engine: &Arc<Engine>,
+        recv: quinn::RecvStream,
+        send: Option<quinn::SendStream>,
+    ) {
+        if let Some(reader) = start(engine, recv, send) {
+            self.add(reader);
+        }
+    }
+
+    /// Takes a reader that must go on reading; it is polled on the next
+    /// [`Readers::poll`].
+    fn add(&mut self, reader: Reader) {
+        let id = reader.id;
+        let wake = Arc::new(ReaderWake {
+            id,
+            queued: AtomicBool::new(false),
+            inbox: self.inbox.clone(),
+        });
+        // Polled first with no waker: it must be polled with its own.
+        wake.wake_by_ref();
+        self.streams.insert(id, (reader, wake));
+    }
+
+    /// The connection is gone: every reader reads once more (and meets the error), and
+    /// one that still waits is reported lost.
+    pub(super) fn close(mut self, engine: &Arc<Engine>) {
+        let mut new = {
+            let mut new = self.inbox.lock_new();
+            new.closed = true;
+            std::mem::take(&mut new.readers)
+        };
+        let waiting = self.streams.iter_mut().map(|(_, (r, _))| r);
+        for reader in waiting.chain(new.iter_mut()) {
+            reader.finish(engine);
+        }
+    }
+
+    /// Polls the readers woken since the last call (and those handed over); always
+    /// pending, with `cx` woken when there is more to do.
+    pub(super) fn poll(&mut self, engine: &Arc<Engine>, cx: &mut Context<'_>) -> Poll<()> {
+        self.inbox.driver.register(cx.waker());
+        // A wake-up after the registration wakes the driver again: one pass is enough.
+        if !self.inbox.pending.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let new = std::mem::take(&mut self.inbox.lock_new().readers);
+        for reader in new {
+            self.add(reader);
+        }
+        std::mem::swap(
+            &mut *self.inbox.woken.lock().unwrap_or_else(|e| e.into_inner()),
+            &mut self.spare,
+        );
+        for id in self.spare.drain(..) {
+            let Some((reader, wake)) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            // Cleared before the poll: a wake-up during it lists the reader again.
+            wake.queued.store(false, Ordering::Release);
+            let waker = Waker::from(wake.clone());
+            if reader
+                .poll(engine, &mut Context::from_waker(&waker))
+                .is_ready()
+            {
+                self.streams.remove(&id);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader woken again and again before the driver polls it is listed once; once
+    /// polled, a new wake-up lists it again and wakes the driver.
+    #[test]
+    fn a_reader_is_listed_once_per_poll_however_often_woken() {
+        let inbox = Arc::new(Inbox::default());
+        let wake = Arc::new(ReaderWake {
+            id: 7,
+            queued: AtomicBool::new(false),
+            inbox: inbox.clone(),
+        });
+        let waker = Waker::from(wake.clone());
+        for _ in 0..1_000 {
+            waker.wake_by_ref();
+        }
+        assert_eq!(*inbox.woken.lock().unwrap(), [7]);
+        assert!(inbox.pending.swap(false, Ordering::AcqRel));
+        // The driver takes the list and clears the flag before polling.
+        inbox.woken.lock().unwrap().clear();
+        wake.queued.store(false, Ordering::Release);
+        waker.wake();
+        assert_eq!(*inbox.woken.lock().unwrap(), [7]);
+        assert!(inbox.pending.load(Ordering::Acquire));
     }
 }
