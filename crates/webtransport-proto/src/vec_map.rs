@@ -29,6 +29,15 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
         self.entries.binary_search_by(|(k, _)| k.cmp(key))
     }
 
+    /// Inserts at `i`, growing the room by one, two, then doubling.
+    fn insert_at(&mut self, i: usize, key: K, value: V) {
+        let len = self.entries.len();
+        if len == self.entries.capacity() {
+            self.entries.reserve_exact(len.max(1));
+        }
+        self.entries.insert(i, (key, value));
+    }
+
     /// The value at `key`.
     pub fn get(&self, key: &K) -> Option<&V> {
         self.find(key).ok().map(|i| &self.entries[i].1)
@@ -49,11 +58,7 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
         match self.find(&key) {
             Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
             Err(i) => {
-                let len = self.entries.len();
-                if len == self.entries.capacity() {
-                    self.entries.reserve_exact(len.max(1));
-                }
-                self.entries.insert(i, (key, value));
+                self.insert_at(i, key, value);
                 None
             }
         }
@@ -67,6 +72,18 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The value at `key`, made by `make` if there is none.
+    pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
+        let i = match self.find(&key) {
+            Ok(i) => i,
+            Err(i) => {
+                self.insert_at(i, key, make());
+                i
+            }
+        };
+        &mut self.entries[i].1
     }
 
     /// Removes `key`'s entry; its value, if it had one.
@@ -169,6 +186,11 @@ mod tests {
         }
         assert!(ours.iter().eq(model.iter()));
         assert_eq!(ours.len(), model.len());
+        for key in [3, 50, 96, 200] {
+            *ours.get_or_insert_with(key, || 0) += 10;
+            *model.entry(key).or_insert_with(|| 0) += 10;
+        }
+        assert!(ours.iter().eq(model.iter()));
         ours.retain(|k, _| k % 2 == 0);
         model.retain(|k, _| k % 2 == 0);
         assert!(ours.iter().eq(model.iter()));

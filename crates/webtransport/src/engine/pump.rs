@@ -159,8 +159,7 @@ impl State {
             Event::SessionEstablished { session, response } => {
                 let slot = self
                     .slots
-                    .entry(session)
-                    .or_insert_with(|| Box::new(SessionSlot::new(None)));
+                    .get_or_insert_with(session, || Box::new(SessionSlot::new(None)));
                 slot.established(response);
                 engine.activity().touch();
                 engine

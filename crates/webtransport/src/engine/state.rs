@@ -15,6 +15,7 @@ use webtransport_proto::connection::{
 };
 use webtransport_proto::headers::{ConnectRequest, ConnectResponse};
 use webtransport_proto::stream_header::{Preamble, SessionId};
+use webtransport_proto::vec_map::VecMap;
 use webtransport_proto::Code;
 
 use super::cells::{RecvCell, SendCell};
@@ -25,43 +26,6 @@ use super::{Engine, PendingRequest};
 use crate::arena::DatagramArena;
 use crate::error::{ConnectError, ConnectionError, DatagramError, SessionError};
 use crate::info::{CloseInfo, ProtocolInfo, SessionInfo};
-
-/// The hasher of the session map: every stream operation and datagram looks its session
-/// up there, and SipHash was 7 % of a datagram's cost. A multiply-and-fold is enough here:
-/// the map holds at most `limits.max_sessions` live sessions plus the ended ones the core
-/// remembers, so a peer choosing colliding ids gains nothing.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct SessionIdHash;
-
-impl std::hash::BuildHasher for SessionIdHash {
-    type Hasher = SessionIdHasher;
-
-    fn build_hasher(&self) -> SessionIdHasher {
-        SessionIdHasher(0)
-    }
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct SessionIdHasher(u64);
-
-impl std::hash::Hasher for SessionIdHasher {
-    fn finish(&self) -> u64 {
-        // Session ids are multiples of 4: fold the high bits of the product down so the
-        // low bits that pick a bucket vary.
-        let h = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h ^ (h >> 32)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 ^= n;
-    }
-}
 
 /// The halves of a WebTransport stream the application holds, so that the core's
 /// WT_SESSION_GONE reaches them.
@@ -84,7 +48,8 @@ pub(crate) enum Reserve {
 #[derive(Debug)]
 pub(crate) struct State {
     pub(super) core: core::Connection,
-    pub(super) slots: HashMap<SessionId, Box<SessionSlot>, SessionIdHash>,
+    /// One entry per session (most connections have one): a sorted `Vec`.
+    pub(super) slots: VecMap<SessionId, Box<SessionSlot>>,
     /// WebTransport streams the application holds.
     pub(super) halves: HashMap<u64, Halves>,
     /// WebTransport streams the core detached, until it hands them to a session (or
@@ -92,7 +57,7 @@ pub(crate) struct State {
     pub(super) detached: HashMap<u64, (quinn::RecvStream, Option<quinn::SendStream>)>,
     pub(super) writer: Writer,
     /// Readers of core-read streams, to stop them.
-    pub(super) readers: HashMap<u64, Arc<StopSignal>>,
+    pub(super) readers: VecMap<u64, Arc<StopSignal>>,
     /// Where a server's session requests go (`None`: refused).
     pub(super) requests: Option<mpsc::UnboundedSender<PendingRequest>>,
     /// Why the connection ended (or the error it is closing with).
@@ -122,11 +87,11 @@ impl State {
     ) -> Self {
         State {
             core,
-            slots: HashMap::default(),
+            slots: VecMap::default(),
             halves: HashMap::new(),
             detached: HashMap::new(),
             writer,
-            readers: HashMap::new(),
+            readers: VecMap::default(),
             requests,
             error: None,
             established_at: None,

@@ -2,7 +2,7 @@
 //! stream, CONNECT streams), queued per stream and written as QUIC flow control allows,
 //! so that a stream the peer gives no credit never holds up anything else.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -92,9 +92,9 @@ pub(crate) struct Writer {
     /// for its life: a sorted `Vec` of exactly that, written in stream order.
     streams: VecMap<u64, Outgoing>,
     /// Writes for streams whose quinn handle has not been handed over yet.
-    unregistered: HashMap<u64, Queue>,
+    unregistered: VecMap<u64, Queue>,
     /// Resets for streams whose quinn handle has not been handed over yet.
-    early_resets: HashMap<u64, Code>,
+    early_resets: VecMap<u64, Code>,
     /// The most bytes one stream may have queued.
     cap: usize,
     /// Streams finished and not yet acknowledged by the peer, and who waits for that.
@@ -106,8 +106,8 @@ impl Writer {
     pub(crate) fn new(cap: usize) -> Self {
         Writer {
             streams: VecMap::default(),
-            unregistered: HashMap::new(),
-            early_resets: HashMap::new(),
+            unregistered: VecMap::default(),
+            early_resets: VecMap::default(),
             cap,
             unacked: Arc::default(),
             acked: Arc::default(),
@@ -130,7 +130,7 @@ impl Writer {
     pub(crate) fn write(&mut self, id: u64, data: Bytes, fin: bool) -> Result<(), Backlog> {
         let queue = match self.streams.get_mut(&id) {
             Some(o) => &mut o.queue,
-            None => self.unregistered.entry(id).or_default(),
+            None => self.unregistered.get_or_insert_with(id, Queue::default),
         };
         if queue.fin {
             trace!(stream = id, "write after FIN dropped");
