@@ -17,7 +17,7 @@ use webtransport_proto::Code;
 
 use crate::config::ServerConfig;
 use crate::connection::Connection;
-use crate::engine::{ConfigRef, EndpointUse, Engine, PendingRequest};
+use crate::engine::{ConfigRef, EndpointUse, Engine, EngineSetup, PendingRequest};
 use crate::error::{ConnectError, HandshakeError, SessionError};
 use crate::lifecycle::{ConnectionState, LiveCount};
 use crate::quic::quinn_code;
@@ -387,6 +387,7 @@ async fn accept_loop(
     shut_down: tokio::sync::watch::Receiver<bool>,
     counts: Arc<ConnectionCounts>,
 ) {
+    let setup = EngineSetup::new(ConfigRef::Server(config.clone()));
     while let Some(incoming) = ep.accept().await {
         if *shut_down.borrow() {
             counts.refused.fetch_add(1, Ordering::Relaxed);
@@ -403,7 +404,7 @@ async fn accept_loop(
         counts.accepted.fetch_add(1, Ordering::Relaxed);
         let engine = Engine::new(
             Role::Server,
-            ConfigRef::Server(config.clone()),
+            &setup,
             ConnectionState::Connecting,
             Some(tx.clone()),
             Some(counts.live.clone()),

@@ -46,6 +46,7 @@ mod streams;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::vec_map::VecMap;
@@ -113,7 +114,7 @@ struct PendingStream {
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    config: Config,
+    config: Arc<Config>,
     local: LocalStreams,
     peer_settings: Option<Settings>,
     draft: Option<WtDraft>,
@@ -163,7 +164,10 @@ pub struct Connection {
 impl Connection {
     /// A new connection state. Queues our control stream (with SETTINGS) and the two QPACK
     /// stream preambles on the streams in `local`.
-    pub fn new(role: Role, config: Config, local: LocalStreams) -> Self {
+    ///
+    /// `config` may be shared by every connection made with it (an `Arc`).
+    pub fn new(role: Role, config: impl Into<Arc<Config>>, local: LocalStreams) -> Self {
+        let config = config.into();
         let unframed = config.capsule_framing == CapsuleFraming::Unframed;
         let mut c = Connection {
             role,

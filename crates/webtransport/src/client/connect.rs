@@ -12,7 +12,7 @@ use webtransport_proto::qpack::HeaderField;
 use super::Reuse;
 use crate::config::ClientConfig;
 use crate::connection::{Connection, WeakConnection};
-use crate::engine::{reader, ConfigRef, EndpointUse, Engine};
+use crate::engine::{reader, ConfigRef, EndpointUse, Engine, EngineSetup};
 use crate::error::{ConnectError, ConnectionError, HandshakeError};
 use crate::lifecycle::ConnectionState;
 use crate::session::Session;
@@ -139,7 +139,7 @@ pub(super) fn new_client(
     let config = Arc::new(config.clone());
     let engine = Engine::new(
         Role::Client,
-        ConfigRef::Client(config.clone()),
+        &EngineSetup::new(ConfigRef::Client(config.clone())),
         ConnectionState::Idle,
         None,
         None,

@@ -103,9 +103,28 @@ pub(crate) struct EngineConfig {
     pub(crate) write_backlog: usize,
 }
 
+/// The core's configuration and the engine's, made once from a client's or a server's
+/// and shared by every connection made with it (a server's accept loop holds one), so a
+/// connection carries two pointers instead of ~230 bytes of copies.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineSetup {
+    core: Arc<core::Config>,
+    engine: Arc<EngineConfig>,
+}
+
+impl EngineSetup {
+    pub(crate) fn new(source: ConfigRef) -> Self {
+        let (core, engine) = EngineConfig::build(source);
+        EngineSetup {
+            core: Arc::new(core),
+            engine: Arc::new(engine),
+        }
+    }
+}
+
 impl EngineConfig {
     /// The core's configuration and the engine's, from a client's or a server's.
-    pub(crate) fn build(source: ConfigRef) -> (core::Config, EngineConfig) {
+    fn build(source: ConfigRef) -> (core::Config, EngineConfig) {
         let (limits, drafts, session_timeout, open_timeout, close_timeout, idle_timeout) =
             match &source {
                 ConfigRef::Client(c) => (
@@ -215,7 +234,7 @@ impl Link {
 pub(crate) struct Engine {
     id: String,
     role: Role,
-    config: EngineConfig,
+    config: Arc<EngineConfig>,
     lifecycle: Lifecycle,
     events: EventHub,
     activity: Activity,
@@ -253,12 +272,12 @@ impl Engine {
     /// server), and what the core writes on it waits for the link.
     pub(crate) fn new(
         role: Role,
-        source: ConfigRef,
+        setup: &EngineSetup,
         initial: ConnectionState,
         requests: Option<mpsc::UnboundedSender<PendingRequest>>,
         live: Option<Arc<LiveCount>>,
     ) -> Arc<Engine> {
-        let (core_config, config) = EngineConfig::build(source);
+        let config = setup.engine.clone();
         let local = LocalStreams {
             control: control_stream_id(role),
             encoder: None,
@@ -267,7 +286,7 @@ impl Engine {
         let transport = config.source.transport();
         let writer = Writer::new(config.write_backlog);
         let arena = DatagramArena::new(transport.datagram_send_buffer);
-        let core = core::Connection::new(role, core_config, local);
+        let core = core::Connection::new(role, setup.core.clone(), local);
         let tag = match role {
             Role::Client => "c",
             Role::Server => "s",
