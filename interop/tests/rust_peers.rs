@@ -683,18 +683,28 @@ async fn web_transport_quinn_client_vs_ours(label: &'static str, path: Option<Re
             return Err(format!("an answer came back: {d:?}"));
         }
         // A datagram with the right quarter stream id, sent on its connection: our echo
-        // carries 1 too, which its reader refuses.
-        conn.send_datagram(bytes::Bytes::from_static(b"\x01from the side"))
-            .map_err(|e| format!("raw send_datagram: {e}"))?;
-        match bounded("read_datagram", session.read_datagram()).await? {
-            Err(web_transport_quinn::SessionError::WebTransportError(
-                web_transport_quinn::WebTransportError::UnknownSession,
-            )) => quirk(
-                "session id instead of quarter stream id: its datagram (prefix 4) got no echo; \
-                 our echo (prefix 1) failed its read_datagram with UnknownSession",
-            ),
-            other => Err(format!("read_datagram gave {other:?}")),
+        // carries 1 too, which its reader refuses. Sent again until an answer comes, as
+        // `datagram_roundtrip` does: either may be lost on the lossy runs.
+        for attempt in 1..=5 {
+            conn.send_datagram(bytes::Bytes::from_static(b"\x01from the side"))
+                .map_err(|e| format!("raw send_datagram: {e}"))?;
+            let Ok(answer) =
+                tokio::time::timeout(Duration::from_millis(500), session.read_datagram()).await
+            else {
+                continue;
+            };
+            return match answer {
+                Err(web_transport_quinn::SessionError::WebTransportError(
+                    web_transport_quinn::WebTransportError::UnknownSession,
+                )) => quirk(format!(
+                    "session id instead of quarter stream id: its datagram (prefix 4) got no \
+                     echo; our echo (prefix 1) failed its read_datagram with UnknownSession \
+                     ({attempt} sent)"
+                )),
+                other => Err(format!("read_datagram gave {other:?}")),
+            };
         }
+        Err("no datagram came back after 5 tries".into())
     })
     .await;
 
