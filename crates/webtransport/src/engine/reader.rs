@@ -55,8 +55,12 @@ impl StopSignal {
         self.lock().code.take()
     }
 
-    /// Whether the core asked to stop the stream (and the reader has not acted on it);
-    /// if not, `waker` is woken when it does.
+    /// Whether the core asked to stop the stream (and the reader has not acted on it).
+    fn is_requested(&self) -> bool {
+        self.lock().code.is_some()
+    }
+
+    /// [`StopSignal::is_requested`]; if not, `waker` is woken when it is.
     fn is_stopped(&self, waker: &Waker) -> bool {
         let mut s = self.lock();
         if s.code.is_some() {
@@ -194,7 +198,7 @@ impl Reader {
         let (recv, send, stop) = (&mut self.recv, &mut self.send, &mut self.stop);
         let feed = engine.update_then(
             |st| {
-                if stop.as_ref().is_some_and(|s| s.lock().code.is_some()) {
+                if stop.as_ref().is_some_and(|s| s.is_requested()) {
                     // The core refused the stream since the last feed (a request whose
                     // headers timed out): it has forgotten it, and would take these
                     // bytes for a new stream's.
