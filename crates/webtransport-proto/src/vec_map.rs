@@ -133,8 +133,6 @@ mod tests {
     use super::VecMap;
     use std::collections::BTreeMap;
 
-    /// The same operations on a `VecMap` and a `BTreeMap` give the same answers and the
-    /// same order, whatever the order of keys.
     #[test]
     fn room_grows_by_one_then_two_then_doubles() {
         let mut map = VecMap::default();
@@ -149,6 +147,8 @@ mod tests {
         assert!(map.is_empty() && map.entries.capacity() == 0);
     }
 
+    /// The same operations on a `VecMap` and a `BTreeMap` give the same answers and the
+    /// same order, whatever the order of keys.
     #[test]
     fn behaves_as_an_ordered_map() {
         let mut ours = VecMap::default();

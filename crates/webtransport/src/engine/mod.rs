@@ -9,8 +9,8 @@
 //!   driver task: accepts streams,    │              wake-ups, ConnectionEvents
 //!   writes queued bytes, reads     ──┤
 //!   datagrams, fires the timer,      │
-//!   sees the close                   │
-//!   reader tasks: core-read streams ─┘
+//!   sees the close, polls the        │
+//!   core-read streams (Readers) ─────┘
 //! ```
 //!
 //! - [`state`]: the state and the commands the handles give it; [`pump`]: carrying out
