@@ -5,6 +5,8 @@
 //! hands DATA payload on in chunks as they arrive, buffers other known frames up to a hard
 //! cap, and skips unknown and GREASE frames without buffering them.
 
+use std::borrow::Cow;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::{is_grease_id, Code};
@@ -320,7 +322,7 @@ pub struct FrameReader {
     buf: BytesMut,
     state: ReadState,
     limits: FrameLimits,
-    raw_types: Vec<u64>,
+    raw_types: Cow<'static, [u64]>,
     /// Largest payload of a frame of a `raw_types` type.
     raw_max: u64,
 }
@@ -332,7 +334,7 @@ impl FrameReader {
             buf: BytesMut::new(),
             state: ReadState::Header,
             limits,
-            raw_types: Vec::new(),
+            raw_types: Cow::Borrowed(&[]),
             raw_max: limits.max_control,
         }
     }
@@ -341,7 +343,17 @@ impl FrameReader {
     /// or what [`FrameReader::raw_limit`] set) and yields them as [`FrameEvent::Raw`]
     /// instead of skipping them.
     pub fn buffer_type(&mut self, ty: u64) {
-        self.raw_types.push(ty);
+        self.raw_types.to_mut().push(ty);
+    }
+
+    /// [`buffer_type`](Self::buffer_type) for each of `types`; a reader given only these
+    /// shares the list instead of copying it.
+    pub fn buffer_types(&mut self, types: &'static [u64]) {
+        if self.raw_types.is_empty() {
+            self.raw_types = Cow::Borrowed(types);
+        } else {
+            self.raw_types.to_mut().extend_from_slice(types);
+        }
     }
 
     /// The largest payload of a frame of a [`buffer_type`](Self::buffer_type) type; a
@@ -373,13 +385,23 @@ impl FrameReader {
         self.buf.split().freeze()
     }
 
+    /// More bytes are needed. An emptied buffer gives its room back: frames split off it
+    /// share its allocation, which would otherwise stay for the stream's life (a control
+    /// or CONNECT stream that is idle after its first frames).
+    fn need_more(&mut self) -> Result<Option<FrameEvent>, FrameError> {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+        Ok(None)
+    }
+
     /// The next event, `Ok(None)` when more bytes are needed.
     pub fn poll(&mut self) -> Result<Option<FrameEvent>, FrameError> {
         loop {
             match self.state {
                 ReadState::Header => {
                     let Some((h, n)) = FrameHeader::decode(&self.buf) else {
-                        return Ok(None);
+                        return self.need_more();
                     };
                     check_len(h, &self.limits)?;
                     self.buf.advance(n);
@@ -420,7 +442,7 @@ impl FrameReader {
                         continue;
                     }
                     if self.buf.is_empty() {
-                        return Ok(None);
+                        return self.need_more();
                     }
                     let n = (self.buf.len() as u64).min(remaining) as usize;
                     let chunk = self.buf.split_to(n).freeze();
@@ -434,7 +456,7 @@ impl FrameReader {
                 }
                 ReadState::Buffer { ty, len } => {
                     if (self.buf.len() as u64) < len {
-                        return Ok(None);
+                        return self.need_more();
                     }
                     let payload = self.buf.split_to(len as usize).freeze();
                     self.state = ReadState::Header;
@@ -442,7 +464,7 @@ impl FrameReader {
                 }
                 ReadState::Raw { ty, len } => {
                     if (self.buf.len() as u64) < len {
-                        return Ok(None);
+                        return self.need_more();
                     }
                     let payload = self.buf.split_to(len as usize).freeze();
                     self.state = ReadState::Header;
@@ -457,7 +479,7 @@ impl FrameReader {
                             len,
                             remaining: remaining - n,
                         };
-                        return Ok(None);
+                        return self.need_more();
                     }
                     self.state = ReadState::Header;
                     return Ok(Some(FrameEvent::Frame(Frame::Unknown { ty, len })));
@@ -523,6 +545,27 @@ mod tests {
             }))
         );
         assert!(is_grease_frame(0x8c11a3d7c));
+        assert!(r.is_at_boundary());
+    }
+
+    /// A reader that has handed out every frame it held keeps no part of their buffer:
+    /// an idle control or CONNECT stream would hold it for its life.
+    #[test]
+    fn reader_gives_an_emptied_buffer_back() {
+        const TYPES: &[u64] = &[0x21];
+        let mut r = FrameReader::new(FrameLimits::default());
+        r.buffer_types(TYPES);
+        let mut wire = Vec::new();
+        FrameHeader { ty: 0x21, len: 3 }.encode(&mut wire);
+        wire.extend_from_slice(b"abc");
+        r.push(&wire);
+        let Some(FrameEvent::Raw { ty: 0x21, payload }) = r.poll().unwrap() else {
+            panic!("the raw frame");
+        };
+        assert_eq!(&payload[..], b"abc");
+        assert!(!payload.is_unique(), "the reader still shares the buffer");
+        assert_eq!(r.poll().unwrap(), None);
+        assert!(payload.is_unique(), "released when the reader needed more");
         assert!(r.is_at_boundary());
     }
 

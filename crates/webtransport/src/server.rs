@@ -258,7 +258,7 @@ impl Server {
             .map_err(bind_error)?;
             addrs.push(ep.local_addr().map_err(bind_error)?);
             tasks.spawn(accept_loop(
-                ep.clone(),
+                Arc::new(ep.clone()),
                 config.clone(),
                 tx.clone(),
                 connections.clone(),
@@ -380,7 +380,7 @@ impl Server {
 }
 
 async fn accept_loop(
-    ep: quinn::Endpoint,
+    ep: Arc<quinn::Endpoint>,
     config: Arc<ServerConfig>,
     tx: mpsc::UnboundedSender<PendingRequest>,
     connections: Registry,

@@ -450,7 +450,7 @@ impl Connection {
         // frames, which would lose the peer's close code and its flow-control credit. We
         // take them (and answer in kind, see CapsuleFraming).
         use crate::capsule::ty;
-        for t in [
+        const CAPSULE_TYPES: &[u64] = &[
             ty::CLOSE_WEBTRANSPORT_SESSION,
             ty::DRAIN_WEBTRANSPORT_SESSION,
             ty::WT_MAX_DATA,
@@ -459,9 +459,8 @@ impl Connection {
             ty::WT_DATA_BLOCKED,
             ty::WT_STREAMS_BLOCKED_BIDI,
             ty::WT_STREAMS_BLOCKED_UNI,
-        ] {
-            reader.buffer_type(t);
-        }
+        ];
+        reader.buffer_types(CAPSULE_TYPES);
         // A bare capsule is held up to the same cap as a framed one.
         reader.raw_limit(self.config.max_capsule_size);
         RequestStream {

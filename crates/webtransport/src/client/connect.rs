@@ -180,7 +180,7 @@ async fn connect(
         ),
         None => (
             crate::tls::quinn_client_config(config)?,
-            EndpointUse::Own(super::bind_endpoint(addr.is_ipv6())?),
+            EndpointUse::Own(Arc::new(super::bind_endpoint(addr.is_ipv6())?)),
         ),
     };
     let (EndpointUse::Own(ep) | EndpointUse::Shared(ep)) = &endpoint;

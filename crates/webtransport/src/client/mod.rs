@@ -23,8 +23,8 @@ pub use connect::ConnectOptions;
 #[derive(Debug, Default)]
 pub(crate) struct Reuse {
     quinn_config: Mutex<Option<quinn::ClientConfig>>,
-    v4: Mutex<Option<quinn::Endpoint>>,
-    v6: Mutex<Option<quinn::Endpoint>>,
+    v4: Mutex<Option<Arc<quinn::Endpoint>>>,
+    v6: Mutex<Option<Arc<quinn::Endpoint>>>,
 }
 
 impl Reuse {
@@ -38,13 +38,13 @@ impl Reuse {
         Ok(c)
     }
 
-    fn endpoint(&self, ipv6: bool) -> Result<quinn::Endpoint, ConnectError> {
+    fn endpoint(&self, ipv6: bool) -> Result<Arc<quinn::Endpoint>, ConnectError> {
         let slot = if ipv6 { &self.v6 } else { &self.v4 };
         let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = &*slot {
             return Ok(e.clone());
         }
-        let e = bind_endpoint(ipv6)?;
+        let e = Arc::new(bind_endpoint(ipv6)?);
         *slot = Some(e.clone());
         Ok(e)
     }

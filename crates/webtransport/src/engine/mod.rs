@@ -197,16 +197,18 @@ pub(crate) struct PendingRequest {
     pub(crate) request: ConnectRequest,
 }
 
-/// The UDP endpoint under a connection.
+/// The UDP endpoint under a connection, behind an `Arc` that a server's (or a
+/// `Client`'s) connections share: a `quinn::Endpoint` is ~90 bytes, which every idle
+/// connection would otherwise carry.
 #[derive(Debug)]
 pub(crate) enum EndpointUse {
     /// The connection's own (a client connecting without a `Client`), or the server's:
     /// a graceful close waits for it to go idle, so that the CONNECTION_CLOSE leaves
     /// before the endpoint is dropped.
-    Own(quinn::Endpoint),
+    Own(Arc<quinn::Endpoint>),
     /// One endpoint for all connections of a `Client`: it outlives this connection, and
     /// its other connections would keep it from going idle.
-    Shared(quinn::Endpoint),
+    Shared(Arc<quinn::Endpoint>),
 }
 
 /// The QUIC connection under an engine, once the handshake is done.
@@ -244,8 +246,9 @@ pub(crate) struct Engine {
     wake: Notify,
     /// Wakes those waiting for a graceful close to complete.
     progress: Notify,
-    /// Why connecting failed, before there was a QUIC connection.
-    failure: Mutex<Option<ConnectError>>,
+    /// Why connecting failed, before there was a QUIC connection (boxed: most
+    /// connections never fail this way, and each would carry the error's room).
+    failure: Mutex<Option<Box<ConnectError>>>,
     idle_closing: std::sync::atomic::AtomicBool,
     /// Whether the peer ever asked for a session on this connection (a server's first
     /// CONNECT), for `ServerConfig::handshake_timeout`.
@@ -432,7 +435,7 @@ impl Engine {
         if let Some(link) = self.link() {
             link.quic.close(quinn_code(Code::H3_NO_ERROR), b"");
         }
-        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(e));
         self.lifecycle.advance(ConnectionState::Failed);
         self.notify_progress();
     }
@@ -456,7 +459,8 @@ impl Engine {
         self.failure
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .as_deref()
+            .cloned()
     }
 
     /// Links the engine to its QUIC connection once the handshake is done: opens our

@@ -24,55 +24,6 @@ use super::Engine;
 use crate::error::ConnectionError;
 use crate::quic::{h3_code, quinn_code};
 
-/// Lets the core stop a stream its reader is reading (STOP_SENDING).
-#[derive(Debug, Default)]
-pub(crate) struct StopSignal(Mutex<Stop>);
-
-#[derive(Debug, Default)]
-struct Stop {
-    code: Option<Code>,
-    /// The reader's, woken by a stop.
-    waker: Option<Waker>,
-}
-
-impl StopSignal {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Stop> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn stop(&self, code: Code) {
-        let waker = {
-            let mut s = self.lock();
-            s.code = Some(code);
-            s.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-
-    fn take(&self) -> Option<Code> {
-        self.lock().code.take()
-    }
-
-    /// Whether the core asked to stop the stream (and the reader has not acted on it).
-    fn is_requested(&self) -> bool {
-        self.lock().code.is_some()
-    }
-
-    /// [`StopSignal::is_requested`]; if not, `waker` is woken when it is.
-    fn is_stopped(&self, waker: &Waker) -> bool {
-        let mut s = self.lock();
-        if s.code.is_some() {
-            return true;
-        }
-        if !s.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            s.waker = Some(waker.clone());
-        }
-        false
-    }
-}
-
 /// Starts reading a stream the peer opened (with its sending half for a bidirectional
 /// one), or one of our own the core reads: feeds what already arrived. A preamble nearly
 /// always comes with the first bytes and the core hands the stream to its session at
@@ -87,7 +38,8 @@ pub(crate) fn start(
         id: recv.id().into(),
         recv: Some(recv),
         send,
-        stop: None,
+        signal: None,
+        watched: false,
     };
     // Without a waker: one that goes on is polled by the driver with its own.
     match reader.poll(engine, &mut Context::from_waker(Waker::noop())) {
@@ -103,22 +55,27 @@ pub(crate) struct Reader {
     /// Taken when the core detaches the stream.
     recv: Option<quinn::RecvStream>,
     send: Option<quinn::SendStream>,
-    /// Made, and registered with the state, by the first feed that does not detach the
-    /// stream: under that feed's lock, before the core's actions are carried out, so a
-    /// STOP_SENDING the core decides on at once finds it. A WebTransport stream whose
-    /// preamble came with its first bytes (nearly all) never needs one.
-    stop: Option<Arc<StopSignal>>,
+    /// Its waker in the driver's [`Readers`] and how the core stops it: made when the
+    /// reader goes there, or by the first feed that does not detach the stream. A
+    /// WebTransport stream whose preamble came with its first bytes (nearly all) never
+    /// needs one.
+    signal: Option<Arc<ReaderSignal>>,
+    /// The signal is registered with the state (`watch_reader`), which the first feed
+    /// that does not detach the stream does under its lock, before the core's actions
+    /// are carried out, so that a STOP_SENDING the core decides on at once finds it.
+    watched: bool,
 }
 
 impl Reader {
     /// Feeds the core what the stream has; `Ready` once the stream is no longer read
-    /// here, `Pending` with `cx`'s waker registered with the stream and the stop signal.
+    /// here, `Pending` with `cx`'s waker registered with the stream (a stop wakes the
+    /// reader through its signal).
     fn poll(&mut self, engine: &Arc<Engine>, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             let Some(stream) = self.recv.as_mut() else {
                 return Poll::Ready(());
             };
-            let chunk = if self.stop.as_ref().is_some_and(|s| s.is_stopped(cx.waker())) {
+            let chunk = if self.signal.as_ref().is_some_and(|s| s.stop_requested()) {
                 // `take` acts on the stop before anything else.
                 Ok(Some(quinn::Chunk {
                     offset: 0,
@@ -159,7 +116,7 @@ impl Reader {
         let Some(stream) = self.recv.as_mut() else {
             return false;
         };
-        if let Some(code) = self.stop.as_ref().and_then(|s| s.take()) {
+        if let Some(code) = self.signal.as_ref().and_then(|s| s.take_stop()) {
             let _ = stream.stop(quinn_code(code));
             engine.update(|st| st.unwatch_reader(id));
             return false;
@@ -195,20 +152,22 @@ impl Reader {
                 st.unwatch_reader(id);
             }
         };
-        let (recv, send, stop) = (&mut self.recv, &mut self.send, &mut self.stop);
+        let (recv, send) = (&mut self.recv, &mut self.send);
+        let (signal, watched) = (&mut self.signal, &mut self.watched);
         let feed = engine.update_then(
             |st| {
-                if stop.as_ref().is_some_and(|s| s.is_requested()) {
+                if signal.as_ref().is_some_and(|s| s.stop_requested()) {
                     // The core refused the stream since the last feed (a request whose
                     // headers timed out): it has forgotten it, and would take these
                     // bytes for a new stream's.
                     return Feed::Done;
                 }
                 let feed = st.feed(id, data, fin);
-                if feed != Feed::Detach && stop.is_none() {
-                    let signal = Arc::new(StopSignal::default());
+                if feed != Feed::Detach && !*watched {
+                    let signal =
+                        signal.get_or_insert_with(|| ReaderSignal::new(id, engine.reader_inbox()));
                     st.watch_reader(id, signal.clone());
-                    *stop = Some(signal);
+                    *watched = true;
                 }
                 match feed {
                     Feed::Continue => {}
@@ -240,7 +199,7 @@ impl Reader {
             Feed::Request => engine.wake_driver(),
             Feed::Detach => return false,
             Feed::Done => {
-                let code = self.stop.as_ref().and_then(|s| s.take());
+                let code = self.signal.as_ref().and_then(|s| s.take_stop());
                 if let (Some(code), Some(r)) = (code, self.recv.as_mut()) {
                     let _ = r.stop(quinn_code(code));
                 }
@@ -262,7 +221,7 @@ impl Reader {
 /// polls that stream alone however many the connection has.
 #[derive(Debug)]
 pub(super) struct Readers {
-    streams: VecMap<u64, (Reader, Arc<ReaderWake>)>,
+    streams: VecMap<u64, Reader>,
     inbox: Arc<Inbox>,
     /// The ids woken, swapped with the inbox's to keep both buffers.
     spare: Vec<u64>,
@@ -311,17 +270,51 @@ struct NewReaders {
     closed: bool,
 }
 
-/// One reader's waker.
+/// A long-lived reader's waker, which lists it once in the inbox for the driver, and the
+/// core's request to stop its stream (STOP_SENDING), which wakes it: one allocation per
+/// reader for both.
 #[derive(Debug)]
-struct ReaderWake {
+pub(crate) struct ReaderSignal {
     id: u64,
     /// In the inbox's `woken` and not polled since: a reader is listed once however
     /// often it is woken, so the list is bounded by the readers there are.
     queued: AtomicBool,
+    /// The code the core stops the stream with, until the reader acts on it.
+    stop: Mutex<Option<Code>>,
     inbox: Arc<Inbox>,
 }
 
-impl Wake for ReaderWake {
+impl ReaderSignal {
+    fn new(id: u64, inbox: &Arc<Inbox>) -> Arc<Self> {
+        Arc::new(ReaderSignal {
+            id,
+            queued: AtomicBool::new(false),
+            stop: Mutex::new(None),
+            inbox: inbox.clone(),
+        })
+    }
+
+    fn lock_stop(&self) -> std::sync::MutexGuard<'_, Option<Code>> {
+        self.stop.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The core stops the stream: its reader is woken to do it.
+    pub(crate) fn stop(self: &Arc<Self>, code: Code) {
+        *self.lock_stop() = Some(code);
+        self.wake_by_ref();
+    }
+
+    fn take_stop(&self) -> Option<Code> {
+        self.lock_stop().take()
+    }
+
+    /// Whether the core asked to stop the stream (and the reader has not acted on it).
+    fn stop_requested(&self) -> bool {
+        self.lock_stop().is_some()
+    }
+}
+
+impl Wake for ReaderSignal {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
@@ -362,16 +355,16 @@ impl Readers {
 
     /// Takes a reader that must go on reading; it is polled on the next
     /// [`Readers::poll`].
-    fn add(&mut self, reader: Reader) {
+    fn add(&mut self, mut reader: Reader) {
         let id = reader.id;
-        let wake = Arc::new(ReaderWake {
-            id,
-            queued: AtomicBool::new(false),
-            inbox: self.inbox.clone(),
-        });
-        // Polled first with no waker: it must be polled with its own.
-        wake.wake_by_ref();
-        self.streams.insert(id, (reader, wake));
+        let signal = reader
+            .signal
+            .get_or_insert_with(|| ReaderSignal::new(id, &self.inbox));
+        // Polled first with no waker: it must be polled with its own. Listed even if a
+        // stop listed it before it got here, since that listing may be gone already.
+        signal.queued.store(false, Ordering::Release);
+        signal.wake_by_ref();
+        self.streams.insert(id, reader);
     }
 
     /// The connection is gone: every reader reads once more (and meets the error), and
@@ -382,7 +375,7 @@ impl Readers {
             new.closed = true;
             std::mem::take(&mut new.readers)
         };
-        let waiting = self.streams.iter_mut().map(|(_, (r, _))| r);
+        let waiting = self.streams.iter_mut().map(|(_, r)| r);
         for reader in waiting.chain(new.iter_mut()) {
             reader.finish(engine);
         }
@@ -405,12 +398,15 @@ impl Readers {
             &mut self.spare,
         );
         for id in self.spare.drain(..) {
-            let Some((reader, wake)) = self.streams.get_mut(&id) else {
+            let Some(reader) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            let Some(signal) = reader.signal.clone() else {
                 continue;
             };
             // Cleared before the poll: a wake-up during it lists the reader again.
-            wake.queued.store(false, Ordering::Release);
-            let waker = Waker::from(wake.clone());
+            signal.queued.store(false, Ordering::Release);
+            let waker = Waker::from(signal);
             if reader
                 .poll(engine, &mut Context::from_waker(&waker))
                 .is_ready()
@@ -431,11 +427,7 @@ mod tests {
     #[test]
     fn a_reader_is_listed_once_per_poll_however_often_woken() {
         let inbox = Arc::new(Inbox::default());
-        let wake = Arc::new(ReaderWake {
-            id: 7,
-            queued: AtomicBool::new(false),
-            inbox: inbox.clone(),
-        });
+        let wake = ReaderSignal::new(7, &inbox);
         let waker = Waker::from(wake.clone());
         for _ in 0..1_000 {
             waker.wake_by_ref();
@@ -448,5 +440,20 @@ mod tests {
         waker.wake();
         assert_eq!(*inbox.woken.lock().unwrap(), [7]);
         assert!(inbox.pending.load(Ordering::Acquire));
+    }
+
+    /// The core's stop reaches a reader through its signal alone: the reader is listed for
+    /// the driver, and the code is taken once.
+    #[test]
+    fn a_stop_lists_the_reader_and_is_taken_once() {
+        let inbox = Arc::new(Inbox::default());
+        let signal = ReaderSignal::new(3, &inbox);
+        assert!(!signal.stop_requested());
+        signal.stop(Code::H3_REQUEST_CANCELLED);
+        assert_eq!(*inbox.woken.lock().unwrap(), [3]);
+        assert!(inbox.pending.load(Ordering::Acquire));
+        assert!(signal.stop_requested());
+        assert_eq!(signal.take_stop(), Some(Code::H3_REQUEST_CANCELLED));
+        assert_eq!(signal.take_stop(), None);
     }
 }

@@ -19,7 +19,7 @@ use webtransport_proto::vec_map::VecMap;
 use webtransport_proto::Code;
 
 use super::cells::{RecvCell, SendCell};
-use super::reader::StopSignal;
+use super::reader::ReaderSignal;
 use super::slot::{SessionNotify, SessionSlot};
 use super::writer::Writer;
 use super::{Engine, PendingRequest};
@@ -57,7 +57,7 @@ pub(crate) struct State {
     pub(super) detached: HashMap<u64, (quinn::RecvStream, Option<quinn::SendStream>)>,
     pub(super) writer: Writer,
     /// Readers of core-read streams, to stop them.
-    pub(super) readers: VecMap<u64, Arc<StopSignal>>,
+    pub(super) readers: VecMap<u64, Arc<ReaderSignal>>,
     /// Where a server's session requests go (`None`: refused).
     pub(super) requests: Option<mpsc::UnboundedSender<PendingRequest>>,
     /// Why the connection ended (or the error it is closing with).
@@ -112,7 +112,7 @@ impl State {
 
     // ---- readers ----
 
-    pub(crate) fn watch_reader(&mut self, id: u64, stop: Arc<StopSignal>) {
+    pub(crate) fn watch_reader(&mut self, id: u64, stop: Arc<ReaderSignal>) {
         self.readers.insert(id, stop);
     }
 
