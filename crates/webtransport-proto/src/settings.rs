@@ -103,7 +103,10 @@ impl SettingsError {
 /// on decode.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
-    entries: Vec<(u64, u64)>,
+    /// The entries as the wire has them (id and value, each a minimal varint), in
+    /// order: a connection keeps its peer's for its life, and this takes about a third
+    /// of the room of `(u64, u64)` pairs.
+    wire: Vec<u8>,
 }
 
 /// The WebTransport draft family announced in SETTINGS, oldest first so that `Ord` picks
@@ -280,35 +283,58 @@ impl Settings {
             id < 1 << 62 && value < 1 << 62,
             "setting out of varint range"
         );
-        match self.entries.iter_mut().find(|(i, _)| *i == id) {
+        let mut entries: Vec<(u64, u64)> = self.iter().collect();
+        match entries.iter_mut().find(|(i, _)| *i == id) {
             Some(e) => e.1 = value,
-            None => self.entries.push((id, value)),
+            None => entries.push((id, value)),
         }
+        *self = Settings::from_entries(&entries);
+    }
+
+    /// Settings of these entries (in range, without repeats).
+    fn from_entries(entries: &[(u64, u64)]) -> Settings {
+        let len = entries
+            .iter()
+            .map(|&(i, v)| varint::encoded_len(i) + varint::encoded_len(v))
+            .sum();
+        let mut wire = Vec::with_capacity(len);
+        for &(id, v) in entries {
+            varint::encode(id, &mut wire);
+            varint::encode(v, &mut wire);
+        }
+        Settings { wire }
     }
 
     /// The value of `id`, if sent.
     pub fn get(&self, id: u64) -> Option<u64> {
-        self.entries.iter().find(|(i, _)| *i == id).map(|(_, v)| *v)
+        self.iter().find(|(i, _)| *i == id).map(|(_, v)| v)
     }
 
     /// All entries in order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.entries.iter().copied()
+        let mut rest = &self.wire[..];
+        std::iter::from_fn(move || {
+            // Written by `from_entries` alone: whole varints, in pairs.
+            let (id, a) = varint::decode(rest)?;
+            let (value, b) = varint::decode(&rest[a..])?;
+            rest = &rest[a + b..];
+            Some((id, value))
+        })
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.iter().count()
     }
 
     /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.wire.is_empty()
     }
 
     /// Parses a SETTINGS frame payload.
     pub fn decode(mut payload: &[u8]) -> Result<Settings, SettingsError> {
-        let mut s = Settings::new();
+        let mut entries: Vec<(u64, u64)> = Vec::new();
         let mut seen_grease = Vec::new();
         while !payload.is_empty() {
             let (id, a) = varint::decode(payload).ok_or(SettingsError::Truncated)?;
@@ -317,7 +343,7 @@ impl Settings {
             // RFC 9114 §7.2.4: "The same setting identifier MUST NOT occur more than once
             // in the SETTINGS frame. A receiver MAY treat the presence of duplicate
             // setting identifiers as a connection error of type H3_SETTINGS_ERROR."
-            if s.get(id).is_some() || seen_grease.contains(&id) {
+            if entries.iter().any(|&(i, _)| i == id) || seen_grease.contains(&id) {
                 return Err(SettingsError::Duplicate(id));
             }
             // RFC 9114 §7.2.4.1: "Setting identifiers that were defined in [HTTP/2] where
@@ -337,25 +363,19 @@ impl Settings {
                 seen_grease.push(id);
                 continue;
             }
-            s.entries.push((id, value));
+            entries.push((id, value));
         }
-        Ok(s)
+        Ok(Settings::from_entries(&entries))
     }
 
     /// Writes the SETTINGS payload (no frame header).
     pub fn encode<B: BufMut>(&self, out: &mut B) {
-        for &(id, v) in &self.entries {
-            varint::encode(id, out);
-            varint::encode(v, out);
-        }
+        out.put_slice(&self.wire);
     }
 
     /// Bytes [`Settings::encode`] writes.
     pub fn encoded_len(&self) -> usize {
-        self.entries
-            .iter()
-            .map(|&(i, v)| varint::encoded_len(i) + varint::encoded_len(v))
-            .sum()
+        self.wire.len()
     }
 
     /// Whether the peer supports HTTP datagrams (RFC 9297 or the draft-04 codepoint that
@@ -622,6 +642,36 @@ mod tests {
         assert_eq!(s.wt_draft(), Some(WtDraft::Draft07));
         assert_eq!(s.wt_max_sessions(), Some(16));
         assert_eq!(s.len(), 7);
+    }
+
+    /// Settings are kept in their wire form, minimal varints: a peer's longer encodings of
+    /// the same entries decode to equal settings, which encode minimally; `set` replaces
+    /// in place and keeps the order.
+    #[test]
+    fn settings_keep_a_minimal_wire_form() {
+        // H3_DATAGRAM (0x33) = 1 with an 8-byte id and a 2-byte value, then id 1 (in four
+        // bytes) = 1.
+        let long = hex("c000000000000033 4001 80000001 01"
+            .replace(' ', "")
+            .as_str());
+        let mut expected = Settings::new();
+        expected.set(0x33, 1);
+        expected.set(0x01, 1);
+        let got = Settings::decode(&long).unwrap();
+        assert_eq!(got, expected);
+        assert_eq!(got.iter().collect::<Vec<_>>(), [(0x33, 1), (0x01, 1)]);
+        assert_eq!(got.len(), 2);
+        let mut out = Vec::new();
+        got.encode(&mut out);
+        assert_eq!(out, [0x33, 0x01, 0x01, 0x01]);
+        assert_eq!(got.encoded_len(), 4);
+        expected.set(0x33, 0x3fff_ffff);
+        assert_eq!(
+            expected.iter().collect::<Vec<_>>(),
+            [(0x33, 0x3fff_ffff), (0x01, 1)]
+        );
+        assert_eq!(expected.get(0x33), Some(0x3fff_ffff));
+        assert!(Settings::new().is_empty());
     }
 
     #[test]
