@@ -60,6 +60,34 @@ use writer::Writer;
 /// comes back after a connection is freed).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A connection's id for logs (`c-12`, `s-7`), kept inline: a `String` would cost every
+/// connection an allocation for its life.
+#[derive(Debug, Clone, Copy)]
+struct ConnId {
+    /// A tag, a dash and a `u64` in decimal: at most 22 ASCII bytes.
+    buf: [u8; 22],
+    len: u8,
+}
+
+impl ConnId {
+    fn new(tag: &str, n: u64) -> Self {
+        use std::io::Write;
+        let mut buf = [0u8; 22];
+        let mut w = &mut buf[..];
+        // Fits: the tag is one byte, and a u64 has at most 20 digits.
+        let _ = write!(w, "{tag}-{n}");
+        let len = 22 - w.len();
+        ConnId {
+            buf,
+            len: len as u8,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("?")
+    }
+}
+
 /// The configuration a connection was made with.
 #[derive(Debug, Clone)]
 pub enum ConfigRef {
@@ -234,7 +262,7 @@ impl Link {
 /// One connection's engine. See the module docs.
 #[derive(Debug)]
 pub(crate) struct Engine {
-    id: String,
+    id: ConnId,
     role: Role,
     config: Arc<EngineConfig>,
     lifecycle: Lifecycle,
@@ -295,7 +323,7 @@ impl Engine {
             Role::Server => "s",
         };
         Arc::new(Engine {
-            id: format!("{tag}-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+            id: ConnId::new(tag, NEXT_ID.fetch_add(1, Ordering::Relaxed)),
             role,
             config,
             lifecycle: Lifecycle::new(initial, live),
@@ -314,7 +342,7 @@ impl Engine {
     }
 
     pub(crate) fn id(&self) -> &str {
-        &self.id
+        self.id.as_str()
     }
 
     pub(crate) fn role(&self) -> Role {
@@ -568,7 +596,7 @@ impl Engine {
         if self.activity.idle() < timeout || self.idle_closing.swap(true, Ordering::SeqCst) {
             return;
         }
-        tracing::debug!(conn = %self.id, ?timeout, "no WebTransport activity: closing");
+        tracing::debug!(conn = %self.id(), ?timeout, "no WebTransport activity: closing");
         let engine = self.clone();
         let close_timeout = self.config.close_timeout;
         tokio::spawn(async move {
@@ -584,5 +612,19 @@ fn control_stream_id(role: Role) -> u64 {
     match role {
         Role::Client => 2,
         Role::Server => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnId;
+
+    #[test]
+    fn connection_ids_fit_inline() {
+        assert_eq!(ConnId::new("s", 7).as_str(), "s-7");
+        assert_eq!(
+            ConnId::new("c", u64::MAX).as_str(),
+            "c-18446744073709551615"
+        );
     }
 }

@@ -112,7 +112,7 @@ impl State {
                 debug!(conn = %engine.id(), %code, %reason, "closing connection on a protocol error");
                 if let Some(e) = self.core.error() {
                     self.error
-                        .get_or_insert(ConnectionError::Protocol(e.clone()));
+                        .get_or_insert_with(|| Box::new(ConnectionError::Protocol(e.clone())));
                 }
                 if let Some(link) = engine.link() {
                     link.quic.close(quinn_code(code), reason.as_bytes());
@@ -296,14 +296,14 @@ impl State {
         {
             self.errors += 1;
         }
-        self.error.get_or_insert(error);
+        self.error.get_or_insert_with(|| Box::new(error));
         self.closed_at.get_or_insert_with(SystemTime::now);
         self.core.handle_connection_lost();
         self.pump(engine);
         // Readers end by themselves; a client's CONNECT stream may still hold its answer.
         self.detached.clear();
         self.writer.clear();
-        let final_state = match &self.error {
+        let final_state = match self.error.as_deref() {
             Some(e) if clean_end(e) => ConnectionState::Closed,
             _ => ConnectionState::Failed,
         };

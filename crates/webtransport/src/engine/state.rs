@@ -60,8 +60,9 @@ pub(crate) struct State {
     pub(super) readers: VecMap<u64, Arc<ReaderSignal>>,
     /// Where a server's session requests go (`None`: refused).
     pub(super) requests: Option<mpsc::UnboundedSender<PendingRequest>>,
-    /// Why the connection ended (or the error it is closing with).
-    pub(super) error: Option<ConnectionError>,
+    /// Why the connection ended (or the error it is closing with); boxed, since a live
+    /// connection has none.
+    pub(super) error: Option<Box<ConnectionError>>,
     pub(super) established_at: Option<SystemTime>,
     pub(super) closed_at: Option<SystemTime>,
     /// Errors seen above the core (a connection that ended badly).
@@ -130,7 +131,7 @@ impl State {
     pub(crate) fn reader_lost(&mut self, id: u64, error: Option<ConnectionError>) {
         self.readers.remove(&id);
         if let Some(e) = error {
-            self.error.get_or_insert(e);
+            self.error.get_or_insert_with(|| Box::new(e));
         }
         self.core.handle_stream_lost(id);
     }
@@ -171,7 +172,7 @@ impl State {
             }
             Err(e) => {
                 self.writer.reset(stream, Code::H3_REQUEST_CANCELLED);
-                Err(match (e, &self.error) {
+                Err(match (e, self.error.as_deref()) {
                     (_, Some(err)) => ConnectError::ConnectionLost(err.clone()),
                     (CommandError::TooManySessions(_), None) => {
                         ConnectError::RequestReset(Code::H3_REQUEST_REJECTED)
@@ -206,7 +207,12 @@ impl State {
     }
 
     fn end_error(&self, end: &SessionEnd, config: &super::EngineConfig) -> SessionError {
-        let lost = || self.error.clone().unwrap_or(ConnectionError::LocallyClosed);
+        let lost = || {
+            self.error
+                .as_deref()
+                .cloned()
+                .unwrap_or(ConnectionError::LocallyClosed)
+        };
         match end {
             SessionEnd::Closed {
                 code,
@@ -330,7 +336,7 @@ impl State {
     }
 
     pub(crate) fn error(&self) -> Option<&ConnectionError> {
-        self.error.as_ref()
+        self.error.as_deref()
     }
 
     pub(crate) fn timestamps(&self) -> (Option<SystemTime>, Option<SystemTime>) {
@@ -582,7 +588,8 @@ impl State {
 
     /// This side is closing the connection.
     pub(crate) fn closing_locally(&mut self) {
-        self.error.get_or_insert(ConnectionError::LocallyClosed);
+        self.error
+            .get_or_insert_with(|| Box::new(ConnectionError::LocallyClosed));
     }
 
     /// Writes what QUIC takes of the queued HTTP/3 bytes. Returns whether everything
