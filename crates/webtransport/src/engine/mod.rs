@@ -541,10 +541,10 @@ impl Engine {
         };
         let deadline = tokio::time::Instant::now() + timeout;
         self.update(|st| st.close_all_sessions(code, reason));
-        let acked = self.read(|st| st.writer_acked());
+        let acks = self.read_mut(|st| st.writer_acks());
         loop {
             let progress = self.progress.notified();
-            let ack = acked.notified();
+            let ack = acks.acked().notified();
             tokio::pin!(progress, ack);
             progress.as_mut().enable();
             ack.as_mut().enable();

@@ -624,7 +624,7 @@ impl State {
         self.writer.is_flushed() && !self.core.connect_streams_open()
     }
 
-    pub(crate) fn writer_acked(&self) -> Arc<tokio::sync::Notify> {
-        self.writer.acked()
+    pub(crate) fn writer_acks(&mut self) -> Arc<super::writer::Acks> {
+        self.writer.acks().clone()
     }
 }

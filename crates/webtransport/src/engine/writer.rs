@@ -97,9 +97,24 @@ pub(crate) struct Writer {
     early_resets: VecMap<u64, Code>,
     /// The most bytes one stream may have queued.
     cap: usize,
-    /// Streams finished and not yet acknowledged by the peer, and who waits for that.
-    unacked: Arc<AtomicUsize>,
-    acked: Arc<Notify>,
+    /// Streams finished and not yet acknowledged by the peer, and who waits for that:
+    /// made when a stream finishes or a graceful close asks (most connections never
+    /// finish one of these streams before they end).
+    acks: Option<Arc<Acks>>,
+}
+
+/// Finished streams the peer has not acknowledged yet.
+#[derive(Debug, Default)]
+pub(crate) struct Acks {
+    unacked: AtomicUsize,
+    acked: Notify,
+}
+
+impl Acks {
+    /// Notified when a finished stream is acknowledged (or the connection is gone).
+    pub(crate) fn acked(&self) -> &Notify {
+        &self.acked
+    }
 }
 
 impl Writer {
@@ -109,8 +124,7 @@ impl Writer {
             unregistered: VecMap::default(),
             early_resets: VecMap::default(),
             cap,
-            unacked: Arc::default(),
-            acked: Arc::default(),
+            acks: None,
         }
     }
 
@@ -168,7 +182,9 @@ impl Writer {
         self.streams.clear();
         self.unregistered.clear();
         self.early_resets.clear();
-        self.acked.notify_waiters();
+        if let Some(acks) = &self.acks {
+            acks.acked.notify_waiters();
+        }
     }
 
     /// Writes what QUIC flow control allows on every stream with something queued,
@@ -228,16 +244,15 @@ impl Writer {
     /// Watches a finished stream until the peer has acknowledged everything on it (or
     /// stopped it, or the connection ended), so that a graceful close can wait for its
     /// close capsules to arrive.
-    fn watch_ack(&self, stream: quinn::SendStream) {
+    fn watch_ack(&mut self, stream: quinn::SendStream) {
         let stopped = stream.stopped();
-        self.unacked.fetch_add(1, Ordering::SeqCst);
-        let unacked = self.unacked.clone();
-        let acked = self.acked.clone();
+        let acks = self.acks().clone();
+        acks.unacked.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             let _ = stopped.await;
             drop(stream);
-            unacked.fetch_sub(1, Ordering::SeqCst);
-            acked.notify_waiters();
+            acks.unacked.fetch_sub(1, Ordering::SeqCst);
+            acks.acked.notify_waiters();
         });
     }
 
@@ -245,12 +260,15 @@ impl Writer {
     pub(crate) fn is_flushed(&self) -> bool {
         self.streams.values().all(|o| o.queue.chunks.is_empty())
             && self.unregistered.values().all(|q| q.chunks.is_empty())
-            && self.unacked.load(Ordering::SeqCst) == 0
+            && self
+                .acks
+                .as_ref()
+                .is_none_or(|a| a.unacked.load(Ordering::SeqCst) == 0)
     }
 
-    /// Notified when a finished stream is acknowledged.
-    pub(crate) fn acked(&self) -> Arc<Notify> {
-        self.acked.clone()
+    /// The finished streams' acknowledgements, to wait for.
+    pub(crate) fn acks(&mut self) -> &Arc<Acks> {
+        self.acks.get_or_insert_with(Arc::default)
     }
 
     /// The bytes queued on the stream that has the most queued (what `cap` bounds).
