@@ -268,11 +268,12 @@ impl Connection {
         if !s.incoming {
             return;
         }
+        let ours = self.config.flow;
         let capsule = self
             .sessions
             .get_mut(&s.session)
             .and_then(Session::flow_mut)
-            .and_then(|f| f.on_peer_stream_closed(s.bidi));
+            .and_then(|f| f.on_peer_stream_closed(s.bidi, &ours));
         if let Some(c) = capsule {
             self.send_capsule(s.session, &c, false);
         }
@@ -328,11 +329,12 @@ impl Connection {
 
     /// [`Connection::stream_data_read`] for payload of any of `session`'s streams.
     pub fn session_data_read(&mut self, session: SessionId, n: u64) {
+        let ours = self.config.flow;
         let capsule = self
             .sessions
             .get_mut(&session)
             .and_then(Session::flow_mut)
-            .and_then(|f| f.on_consumed(n));
+            .and_then(|f| f.on_consumed(n, &ours));
         if let Some(c) = capsule {
             self.send_capsule(session, &c, false);
         }

@@ -41,19 +41,24 @@ fn varint(v: u64) -> VarInt {
     VarInt::from_u64(v).unwrap_or(VarInt::MAX)
 }
 
+/// No WT_*_BLOCKED sent yet: above every limit (a limit is a varint, below 2^62).
+const NEVER: u64 = u64::MAX;
+
 /// One session's flow-control state. `send_*`: what the peer lets us do; `recv_*`: what we
 /// let the peer do.
 #[derive(Debug, Clone)]
 pub(super) struct Flow {
     send_max_data: u64,
     sent: u64,
-    /// The limit at which we last sent WT_DATA_BLOCKED (one capsule per limit).
-    data_blocked_at: Option<u64>,
+    /// The limit at which we last sent WT_DATA_BLOCKED (one capsule per limit), or
+    /// `NEVER`.
+    data_blocked_at: u64,
     send_max_streams: [u64; 2],
     opened: [u64; 2],
-    streams_blocked_at: [Option<u64>; 2],
+    streams_blocked_at: [u64; 2],
 
-    window: FlowLimits,
+    // Our windows are the connection's config (`FlowLimits`), passed in where needed:
+    // every session has the same, and an idle one should not carry a copy.
     recv_max_data: u64,
     /// Stream payload that arrived.
     received: u64,
@@ -71,11 +76,10 @@ impl Flow {
         Flow {
             send_max_data: peer.max_data,
             sent: 0,
-            data_blocked_at: None,
+            data_blocked_at: NEVER,
             send_max_streams: [peer.max_streams_uni, peer.max_streams_bidi],
             opened: [0; 2],
-            streams_blocked_at: [None; 2],
-            window: ours,
+            streams_blocked_at: [NEVER; 2],
             recv_max_data: ours.max_data,
             received: 0,
             consumed: 0,
@@ -93,11 +97,11 @@ impl Flow {
         let available = self.send_max_data.saturating_sub(self.sent);
         let granted = want.min(available);
         self.sent += granted;
-        if granted == 0 && want > 0 && self.data_blocked_at != Some(self.send_max_data) {
+        if granted == 0 && want > 0 && self.data_blocked_at != self.send_max_data {
             // §5.6.5: "A sender SHOULD send a WT_DATA_BLOCKED capsule ... when it wishes to
             // send data but is unable to do so due to WebTransport session-level flow
             // control."
-            self.data_blocked_at = Some(self.send_max_data);
+            self.data_blocked_at = self.send_max_data;
             return (0, Some(Capsule::DataBlocked(varint(self.send_max_data))));
         }
         (granted, None)
@@ -112,8 +116,8 @@ impl Flow {
             return Ok(());
         }
         // §5.6.3: WT_STREAMS_BLOCKED when a stream cannot be opened for the limit.
-        let capsule = (self.streams_blocked_at[i] != Some(limit)).then(|| {
-            self.streams_blocked_at[i] = Some(limit);
+        let capsule = (self.streams_blocked_at[i] != limit).then(|| {
+            self.streams_blocked_at[i] = limit;
             Capsule::StreamsBlocked {
                 bidi,
                 max: varint(limit),
@@ -188,12 +192,13 @@ impl Flow {
 
     /// The application took `n` more bytes of stream payload. Returns the WT_MAX_DATA
     /// capsule to send when half the window has been used: credit follows what the
-    /// application consumed, so a slow reader holds the peer back.
-    pub(super) fn on_consumed(&mut self, n: u64) -> Option<Capsule> {
+    /// application consumed, so a slow reader holds the peer back. `ours`: the windows
+    /// we announced.
+    pub(super) fn on_consumed(&mut self, n: u64, ours: &FlowLimits) -> Option<Capsule> {
         self.consumed = self.consumed.saturating_add(n).min(self.received);
         // §5.6: "Endpoints SHOULD send WT_MAX_DATA and WT_MAX_STREAMS capsules as they
         // consume data or close streams": here once half the window is used.
-        let window = self.window.max_data;
+        let window = ours.max_data;
         if window > 0 && self.recv_max_data.saturating_sub(self.consumed) <= window / 2 {
             self.recv_max_data = self.consumed.saturating_add(window);
             return Some(Capsule::MaxData(varint(self.recv_max_data)));
@@ -219,11 +224,16 @@ impl Flow {
     }
 
     /// A stream the peer opened is closed on our side. Returns the WT_MAX_STREAMS capsule
-    /// to send once half of the window's streams have closed since the last one.
-    pub(super) fn on_peer_stream_closed(&mut self, bidi: bool) -> Option<Capsule> {
+    /// to send once half of the window's streams have closed since the last one. `ours`:
+    /// the windows we announced.
+    pub(super) fn on_peer_stream_closed(
+        &mut self,
+        bidi: bool,
+        ours: &FlowLimits,
+    ) -> Option<Capsule> {
         let i = idx(bidi);
         self.peer_closed[i] += 1;
-        let window = self.window.streams(bidi);
+        let window = ours.streams(bidi);
         if window == 0
             || self.recv_max_streams[i] - self.peer_closed[i].min(self.recv_max_streams[i])
                 > window / 2
@@ -296,16 +306,17 @@ mod tests {
 
     #[test]
     fn consuming_refills_the_window_and_arrivals_past_it_are_caught() {
-        let mut f = Flow::new(limits(100, 4, 4), limits(0, 0, 0));
+        let ours = limits(100, 4, 4);
+        let mut f = Flow::new(ours, limits(0, 0, 0));
         assert_eq!(f.on_received(60), Ok(()));
-        assert_eq!(f.on_consumed(40), None);
+        assert_eq!(f.on_consumed(40, &ours), None);
         assert_eq!(
-            f.on_consumed(10),
+            f.on_consumed(10, &ours),
             Some(Capsule::MaxData(VarInt::from_u32(150)))
         );
         assert_eq!(f.on_received(90), Ok(()));
         assert_eq!(
-            f.on_consumed(100),
+            f.on_consumed(100, &ours),
             Some(Capsule::MaxData(VarInt::from_u32(250)))
         );
         assert_eq!(
@@ -322,14 +333,15 @@ mod tests {
 
     #[test]
     fn peer_streams_are_counted_and_credit_comes_back_as_they_close() {
-        let mut f = Flow::new(limits(100, 4, 1), limits(0, 0, 0));
+        let ours = limits(100, 4, 1);
+        let mut f = Flow::new(ours, limits(0, 0, 0));
         for _ in 0..4 {
             assert!(f.on_peer_stream(true).is_ok());
         }
         assert!(f.on_peer_stream(true).is_err());
-        assert_eq!(f.on_peer_stream_closed(true), None);
+        assert_eq!(f.on_peer_stream_closed(true, &ours), None);
         assert_eq!(
-            f.on_peer_stream_closed(true),
+            f.on_peer_stream_closed(true, &ours),
             Some(Capsule::MaxStreams {
                 bidi: true,
                 max: VarInt::from_u32(6)
@@ -337,7 +349,7 @@ mod tests {
         );
         assert!(f.on_peer_stream(false).is_ok());
         assert_eq!(
-            f.on_peer_stream_closed(false),
+            f.on_peer_stream_closed(false, &ours),
             Some(Capsule::MaxStreams {
                 bidi: false,
                 max: VarInt::from_u32(2)

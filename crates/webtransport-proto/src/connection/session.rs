@@ -409,6 +409,7 @@ impl Connection {
         prefix: Bytes,
     ) -> Feed {
         let max_queued = self.config.max_queued_streams;
+        let ours = self.config.flow;
         let Some(s) = self.sessions.get_mut(&session) else {
             return Feed::Done;
         };
@@ -427,7 +428,8 @@ impl Connection {
             // The application is not accepting: refuse rather than queue without bound.
             debug!(%session, stream, "incoming stream queue full: stream refused");
             let capsule = if counted {
-                s.flow_mut().and_then(|f| f.on_peer_stream_closed(bidi))
+                s.flow_mut()
+                    .and_then(|f| f.on_peer_stream_closed(bidi, &ours))
             } else {
                 None
             };
