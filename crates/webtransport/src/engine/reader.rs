@@ -223,8 +223,6 @@ impl Reader {
 pub(super) struct Readers {
     streams: VecMap<u64, Reader>,
     inbox: Arc<Inbox>,
-    /// The ids woken, swapped with the inbox's to keep both buffers.
-    spare: Vec<u64>,
 }
 
 /// What reaches the driver's readers from elsewhere: readers started outside the driver,
@@ -337,7 +335,6 @@ impl Readers {
         Readers {
             streams: VecMap::default(),
             inbox,
-            spare: Vec::new(),
         }
     }
 
@@ -393,11 +390,11 @@ impl Readers {
         for reader in new {
             self.add(reader);
         }
-        std::mem::swap(
-            &mut *self.inbox.woken.lock().unwrap_or_else(|e| e.into_inner()),
-            &mut self.spare,
-        );
-        for id in self.spare.drain(..) {
+        // Taken, buffer and all: these readers wake seldom (a control stream, a CONNECT
+        // stream's capsules), and an idle connection should not hold the room.
+        let woken =
+            std::mem::take(&mut *self.inbox.woken.lock().unwrap_or_else(|e| e.into_inner()));
+        for id in woken {
             let Some(reader) = self.streams.get_mut(&id) else {
                 continue;
             };

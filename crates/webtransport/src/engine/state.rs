@@ -53,8 +53,9 @@ pub(crate) struct State {
     /// WebTransport streams the application holds.
     pub(super) halves: HashMap<u64, Halves>,
     /// WebTransport streams the core detached, until it hands them to a session (or
-    /// refuses them).
-    pub(super) detached: HashMap<u64, (quinn::RecvStream, Option<quinn::SendStream>)>,
+    /// refuses them): few at a time (each is handed over at once unless its session is
+    /// not open yet, and those are bounded by `max_pending_streams`), so a sorted `Vec`.
+    pub(super) detached: VecMap<u64, (quinn::RecvStream, Option<quinn::SendStream>)>,
     pub(super) writer: Writer,
     /// Readers of core-read streams, to stop them.
     pub(super) readers: VecMap<u64, Arc<ReaderSignal>>,
@@ -90,7 +91,7 @@ impl State {
             core,
             slots: VecMap::default(),
             halves: HashMap::new(),
-            detached: HashMap::new(),
+            detached: VecMap::default(),
             writer,
             readers: VecMap::default(),
             requests,
