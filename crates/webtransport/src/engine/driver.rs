@@ -8,7 +8,8 @@
 //! connection ~450 bytes for its life, and the core takes them under the same lock
 //! either way.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -32,9 +33,9 @@ pub(super) async fn run(engine: Arc<Engine>) {
     let mut rearm = true;
     // One timer for the task's life, moved only when the time to wake moves: most turns of
     // the loop (a stream accepted, bytes written) leave it where it is, and a timer made
-    // and dropped per turn costs two trips to tokio's timer wheel.
-    let sleep = tokio::time::sleep_until(Instant::now());
-    tokio::pin!(sleep);
+    // and dropped per turn costs two trips to tokio's timer wheel. Made when first needed:
+    // an idle connection often has nothing to time, and a timer is 112 bytes.
+    let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut armed_at = None;
     let mut readers = Readers::new(engine.reader_inbox().clone());
     loop {
@@ -50,7 +51,10 @@ pub(super) async fn run(engine: Arc<Engine>) {
             (a, b) => a.or(b),
         };
         if let Some(at) = wake_at.filter(|&at| armed_at != Some(at)) {
-            sleep.as_mut().reset(at);
+            match sleep.as_mut() {
+                Some(s) => s.as_mut().reset(at),
+                None => sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
             armed_at = Some(at);
         }
         tokio::select! {
@@ -84,7 +88,10 @@ pub(super) async fn run(engine: Arc<Engine>) {
                     break;
                 }
             },
-            () = &mut sleep, if wake_at.is_some() => {
+            () = poll_fn(|cx| match sleep.as_mut() {
+                Some(s) => s.as_mut().poll(cx),
+                None => Poll::Pending,
+            }), if wake_at.is_some() => {
                 // Fired: armed again next turn, even for the same instant.
                 armed_at = None;
                 if deadline.is_some_and(|d| d <= Instant::now()) {
