@@ -58,7 +58,7 @@ pub(super) async fn run(engine: Arc<Engine>) {
             armed_at = Some(at);
         }
         tokio::select! {
-            _ = engine.wake.notified() => rearm = true,
+            () = poll_fn(|cx| engine.wake.poll_take(cx)) => rearm = true,
             _ = poll_fn(|cx| poll_writes(&engine, cx)) => {}
             _ = poll_fn(|cx| readers.poll(&engine, cx)) => {}
             r = quic.accept_uni() => match r {

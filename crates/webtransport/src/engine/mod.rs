@@ -30,6 +30,7 @@ mod pump;
 pub(crate) mod reader;
 pub(crate) mod slot;
 pub(crate) mod state;
+mod wake;
 mod writer;
 
 use std::future::Future;
@@ -271,7 +272,7 @@ pub(crate) struct Engine {
     link: OnceLock<Link>,
     state: Mutex<State>,
     /// Wakes the driver: bytes to write, or the core's timer moved.
-    wake: Notify,
+    wake: wake::WakeFlag,
     /// Wakes those waiting for a graceful close to complete.
     progress: Notify,
     /// Why connecting failed, before there was a QUIC connection (boxed: most
@@ -331,7 +332,7 @@ impl Engine {
             activity: Activity::new(),
             link: OnceLock::new(),
             state: Mutex::new(State::new(core, writer, arena, requests)),
-            wake: Notify::new(),
+            wake: wake::WakeFlag::default(),
             progress: Notify::new(),
             failure: Mutex::new(None),
             idle_closing: std::sync::atomic::AtomicBool::new(false),
@@ -423,7 +424,7 @@ impl Engine {
     }
 
     pub(crate) fn wake_driver(&self) {
-        self.wake.notify_one();
+        self.wake.set();
     }
 
     pub(crate) fn notify_progress(&self) {

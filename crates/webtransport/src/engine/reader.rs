@@ -15,11 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
-use futures_util::task::AtomicWaker;
 use webtransport_proto::connection::Feed;
 use webtransport_proto::vec_map::VecMap;
 use webtransport_proto::Code;
 
+use super::wake::WakeFlag;
 use super::Engine;
 use crate::error::ConnectionError;
 use crate::quic::{h3_code, quinn_code};
@@ -229,11 +229,10 @@ pub(super) struct Readers {
 /// and which readers were woken.
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
-    /// Something below is waiting.
-    pending: AtomicBool,
+    /// Something below is waiting; wakes the driver.
+    pending: WakeFlag,
     new: Mutex<NewReaders>,
     woken: Mutex<Vec<u64>>,
-    driver: AtomicWaker,
 }
 
 impl Inbox {
@@ -256,8 +255,7 @@ impl Inbox {
     }
 
     fn wake_driver(&self) {
-        self.pending.store(true, Ordering::Release);
-        self.driver.wake();
+        self.pending.set();
     }
 }
 
@@ -381,9 +379,8 @@ impl Readers {
     /// Polls the readers woken since the last call (and those handed over); always
     /// pending, with `cx` woken when there is more to do.
     pub(super) fn poll(&mut self, engine: &Arc<Engine>, cx: &mut Context<'_>) -> Poll<()> {
-        self.inbox.driver.register(cx.waker());
-        // A wake-up after the registration wakes the driver again: one pass is enough.
-        if !self.inbox.pending.swap(false, Ordering::AcqRel) {
+        // A wake-up after this wakes the driver again: one pass is enough.
+        if self.inbox.pending.poll_take(cx).is_pending() {
             return Poll::Pending;
         }
         let new = std::mem::take(&mut self.inbox.lock_new().readers);
@@ -430,13 +427,13 @@ mod tests {
             waker.wake_by_ref();
         }
         assert_eq!(*inbox.woken.lock().unwrap(), [7]);
-        assert!(inbox.pending.swap(false, Ordering::AcqRel));
+        assert!(inbox.pending.take());
         // The driver takes the list and clears the flag before polling.
         inbox.woken.lock().unwrap().clear();
         wake.queued.store(false, Ordering::Release);
         waker.wake();
         assert_eq!(*inbox.woken.lock().unwrap(), [7]);
-        assert!(inbox.pending.load(Ordering::Acquire));
+        assert!(inbox.pending.take());
     }
 
     /// The core's stop reaches a reader through its signal alone: the reader is listed for
@@ -448,7 +445,7 @@ mod tests {
         assert!(!signal.stop_requested());
         signal.stop(Code::H3_REQUEST_CANCELLED);
         assert_eq!(*inbox.woken.lock().unwrap(), [3]);
-        assert!(inbox.pending.load(Ordering::Acquire));
+        assert!(inbox.pending.take());
         assert!(signal.stop_requested());
         assert_eq!(signal.take_stop(), Some(Code::H3_REQUEST_CANCELLED));
         assert_eq!(signal.take_stop(), None);
