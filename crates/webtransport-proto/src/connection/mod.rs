@@ -153,7 +153,8 @@ pub struct Connection {
     max_request_id: Option<u64>,
     /// Server: the client's MAX_PUSH_ID (we never push, but it must not decrease).
     max_push_id: Option<u64>,
-    error: Option<ProtocolError>,
+    /// Boxed: a live connection has none.
+    error: Option<Box<ProtocolError>>,
     /// The QUIC connection is gone: nothing more is sent.
     lost: bool,
     actions: VecDeque<Action>,
@@ -302,7 +303,7 @@ impl Connection {
 
     /// The connection error, once one happened.
     pub fn error(&self) -> Option<&ProtocolError> {
-        self.error.as_ref()
+        self.error.as_deref()
     }
 
     /// The GOAWAY id received from the peer, if any.
@@ -797,7 +798,7 @@ impl Connection {
             code: error.code(),
             reason: error.reason(),
         });
-        self.error = Some(error.clone());
+        self.error = Some(Box::new(error.clone()));
         self.events.push_back(Event::ConnectionError { error });
     }
 }
