@@ -138,7 +138,7 @@ impl State {
                 debug!(conn = %engine.id(), %session, path = %request.path, headers = ?request.headers, "session requested");
                 self.slots.insert(
                     session,
-                    Box::new(SessionSlot::new(Some(ConnectRequest::clone(&request)))),
+                    SessionSlot::new(Some(ConnectRequest::clone(&request))),
                 );
                 engine.activity().touch();
                 engine.session_requested();
@@ -159,7 +159,7 @@ impl State {
             Event::SessionEstablished { session, response } => {
                 let slot = self
                     .slots
-                    .get_or_insert_with(session, || Box::new(SessionSlot::new(None)));
+                    .get_or_insert_with(session, || SessionSlot::new(None));
                 slot.established(response);
                 engine.activity().touch();
                 engine

@@ -10,7 +10,7 @@
 //! bytes for as long as the connection lives.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -266,6 +266,9 @@ struct NewReaders {
     closed: bool,
 }
 
+/// [`ReaderSignal::stop`]'s "no stop asked for".
+const NO_STOP: u64 = u64::MAX;
+
 /// A long-lived reader's waker, which lists it once in the inbox for the driver, and the
 /// core's request to stop its stream (STOP_SENDING), which wakes it: one allocation per
 /// reader for both.
@@ -275,8 +278,9 @@ pub(crate) struct ReaderSignal {
     /// In the inbox's `woken` and not polled since: a reader is listed once however
     /// often it is woken, so the list is bounded by the readers there are.
     queued: AtomicBool,
-    /// The code the core stops the stream with, until the reader acts on it.
-    stop: Mutex<Option<Code>>,
+    /// The code the core stops the stream with, until the reader acts on it; `NO_STOP`
+    /// when none.
+    stop: AtomicU64,
     inbox: Arc<Inbox>,
 }
 
@@ -285,28 +289,27 @@ impl ReaderSignal {
         Arc::new(ReaderSignal {
             id,
             queued: AtomicBool::new(false),
-            stop: Mutex::new(None),
+            stop: AtomicU64::new(NO_STOP),
             inbox: inbox.clone(),
         })
     }
 
-    fn lock_stop(&self) -> std::sync::MutexGuard<'_, Option<Code>> {
-        self.stop.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The core stops the stream: its reader is woken to do it.
     pub(crate) fn stop(self: &Arc<Self>, code: Code) {
-        *self.lock_stop() = Some(code);
+        // An application error code is a varint: below `NO_STOP`.
+        self.stop.store(code.0.min(NO_STOP - 1), Ordering::Release);
         self.wake_by_ref();
     }
 
     fn take_stop(&self) -> Option<Code> {
-        self.lock_stop().take()
+        Some(self.stop.swap(NO_STOP, Ordering::AcqRel))
+            .filter(|&c| c != NO_STOP)
+            .map(Code)
     }
 
     /// Whether the core asked to stop the stream (and the reader has not acted on it).
     fn stop_requested(&self) -> bool {
-        self.lock_stop().is_some()
+        self.stop.load(Ordering::Acquire) != NO_STOP
     }
 }
 

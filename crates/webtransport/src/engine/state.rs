@@ -49,7 +49,7 @@ pub(crate) enum Reserve {
 pub(crate) struct State {
     pub(super) core: core::Connection,
     /// One entry per session (most connections have one): a sorted `Vec`.
-    pub(super) slots: VecMap<SessionId, Box<SessionSlot>>,
+    pub(super) slots: VecMap<SessionId, SessionSlot>,
     /// WebTransport streams the application holds.
     pub(super) halves: HashMap<u64, Halves>,
     /// WebTransport streams the core detached, until it hands them to a session (or
@@ -167,8 +167,7 @@ impl State {
         self.writer.register(stream, send);
         match self.core.open_session(Self::now(), stream, request.clone()) {
             Ok(id) => {
-                self.slots
-                    .insert(id, Box::new(SessionSlot::new(Some(request))));
+                self.slots.insert(id, SessionSlot::new(Some(request)));
                 Ok(id)
             }
             Err(e) => {
@@ -279,7 +278,7 @@ impl State {
     }
 
     pub(crate) fn slot(&self, id: SessionId) -> Option<&SessionSlot> {
-        self.slots.get(&id).map(|s| &**s)
+        self.slots.get(&id)
     }
 
     pub(crate) fn session_info(&self, id: SessionId) -> Option<SessionInfo> {
