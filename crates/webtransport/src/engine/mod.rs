@@ -46,7 +46,6 @@ use webtransport_proto::headers::ConnectRequest;
 use webtransport_proto::stream_header::SessionId;
 use webtransport_proto::Code;
 
-use crate::arena::DatagramArena;
 use crate::config::{ClientConfig, ServerConfig, TransportConfig};
 use crate::error::{ConnectError, ConnectionError};
 use crate::events::{ConnectionEvent, EventHub};
@@ -315,9 +314,7 @@ impl Engine {
             encoder: None,
             decoder: None,
         };
-        let transport = config.source.transport();
         let writer = Writer::new(config.write_backlog);
-        let arena = DatagramArena::new(transport.datagram_send_buffer);
         let core = core::Connection::new(role, setup.core.clone(), local);
         let tag = match role {
             Role::Client => "c",
@@ -331,7 +328,7 @@ impl Engine {
             events: EventHub::default(),
             activity: Activity::new(),
             link: OnceLock::new(),
-            state: Mutex::new(State::new(core, writer, arena, requests)),
+            state: Mutex::new(State::new(core, writer, requests)),
             wake: wake::WakeFlag::default(),
             progress: Notify::new(),
             failure: Mutex::new(None),

@@ -70,7 +70,8 @@ pub(crate) struct State {
     pub(super) errors: u64,
     /// The core deadline the driver sleeps until.
     pub(super) armed: Option<Instant>,
-    pub(super) arena: DatagramArena,
+    /// Made by the first datagram sent: many connections never send one.
+    arena: Option<Box<DatagramArena>>,
     /// Datagrams dropped because a session's queue was full.
     pub(super) datagrams_dropped: u64,
     /// Payload of the datagrams delivered in this `pump`, counted in the activity at its
@@ -84,7 +85,6 @@ impl State {
     pub(super) fn new(
         core: core::Connection,
         writer: Writer,
-        arena: DatagramArena,
         requests: Option<mpsc::UnboundedSender<PendingRequest>>,
     ) -> Self {
         State {
@@ -100,7 +100,7 @@ impl State {
             closed_at: None,
             errors: 0,
             armed: None,
-            arena,
+            arena: None,
             datagrams_dropped: 0,
             datagram_bytes: 0,
             spare_done: Vec::new(),
@@ -496,13 +496,19 @@ impl State {
         config: &super::EngineConfig,
     ) -> Result<Bytes, DatagramError> {
         let len = webtransport_proto::datagram::header_len(session) + payload.len();
-        let room = self.arena.room(len);
-        match self.core.encode_datagram_into(session, payload, room) {
+        let arena = self.arena.get_or_insert_with(|| {
+            let send_buffer = config.source.transport().datagram_send_buffer;
+            Box::new(DatagramArena::new(send_buffer))
+        });
+        match self
+            .core
+            .encode_datagram_into(session, payload, arena.room(len))
+        {
             Ok(()) => {
                 if let Some(slot) = self.slots.get_mut(&session) {
                     slot.stats.datagrams_sent += 1;
                 }
-                Ok(self.arena.take())
+                Ok(arena.take())
             }
             Err(CommandError::DatagramsDisabled) => Err(DatagramError::Unsupported),
             Err(_) => Err(self
