@@ -110,9 +110,8 @@ impl State {
             }
             Action::CloseConnection { code, reason } => {
                 debug!(conn = %engine.id(), %code, %reason, "closing connection on a protocol error");
-                if let Some(e) = self.core.error() {
-                    self.error
-                        .get_or_insert_with(|| Box::new(ConnectionError::Protocol(e.clone())));
+                if let Some(e) = self.core.error().cloned() {
+                    self.record_error(ConnectionError::Protocol(e));
                 }
                 if let Some(link) = engine.link() {
                     link.quic.close(quinn_code(code), reason.as_bytes());
@@ -296,7 +295,7 @@ impl State {
         {
             self.errors += 1;
         }
-        self.error.get_or_insert_with(|| Box::new(error));
+        self.record_error(error);
         self.closed_at.get_or_insert_with(SystemTime::now);
         self.core.handle_connection_lost();
         self.pump(engine);

@@ -132,7 +132,7 @@ impl State {
     pub(crate) fn reader_lost(&mut self, id: u64, error: Option<ConnectionError>) {
         self.readers.remove(&id);
         if let Some(e) = error {
-            self.error.get_or_insert_with(|| Box::new(e));
+            self.record_error(e);
         }
         self.core.handle_stream_lost(id);
     }
@@ -337,6 +337,11 @@ impl State {
 
     pub(crate) fn error(&self) -> Option<&ConnectionError> {
         self.error.as_deref()
+    }
+
+    /// Records why the connection ends; the first reason recorded stands.
+    pub(super) fn record_error(&mut self, error: ConnectionError) {
+        self.error.get_or_insert_with(|| Box::new(error));
     }
 
     pub(crate) fn timestamps(&self) -> (Option<SystemTime>, Option<SystemTime>) {
@@ -594,8 +599,7 @@ impl State {
 
     /// This side is closing the connection.
     pub(crate) fn closing_locally(&mut self) {
-        self.error
-            .get_or_insert_with(|| Box::new(ConnectionError::LocallyClosed));
+        self.record_error(ConnectionError::LocallyClosed);
     }
 
     /// Writes what QUIC takes of the queued HTTP/3 bytes. Returns whether everything
