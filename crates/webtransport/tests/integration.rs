@@ -1071,3 +1071,126 @@ async fn connections_over_the_limit_are_refused_until_one_ends() {
     let third = fx.connect("/echo").await.expect("room again");
     assert_eq!(bidi_echo(&third, b"in").await, b"in");
 }
+
+/// A server task waiting in `accept_bi`/`accept_uni` takes the peer's new streams from
+/// QUIC itself; while it waits, streams for another session and another session's
+/// CONNECT request still get where they belong, and it is not given them.
+#[tokio::test]
+async fn a_waiting_accept_leaves_other_sessions_their_streams_and_requests() {
+    let fx = fixture().await;
+    let client = Client::new(fx.client_config()).unwrap();
+    let url = fx.url("/a");
+    let connect = tokio::spawn(async move { client.connect(&url).await });
+    let a = fx.server.accept().await.unwrap().accept().unwrap();
+    let first = connect.await.unwrap().unwrap();
+    let a_bi = tokio::spawn({
+        let a = a.clone();
+        async move { a.accept_bi().await.map(|_| ()) }
+    });
+    let a_uni = tokio::spawn({
+        let a = a.clone();
+        async move { a.accept_uni().await.map(|_| ()) }
+    });
+    // Let both reach their wait, and the driver take a turn after (it reads a datagram),
+    // so that the tasks, not the driver, take what arrives.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    first.send_datagram(b"turn").unwrap();
+    let d = tokio::time::timeout(T, a.read_datagram()).await.unwrap();
+    assert_eq!(d.unwrap(), &b"turn"[..]);
+
+    let conn = first.connection().clone();
+    let req = webtransport::proto::headers::ConnectRequest {
+        authority: format!("127.0.0.1:{}", fx.addr.port()),
+        path: "/b".into(),
+        ..Default::default()
+    };
+    let open_b = tokio::spawn(async move { conn.open_session(req).await });
+    let request = tokio::time::timeout(T, fx.server.accept()).await.unwrap();
+    let b = request.unwrap().accept().unwrap();
+    let second = open_b.await.unwrap().unwrap();
+
+    let (mut send, _recv) = second.open_bi().await.unwrap();
+    send.write_all(b"bi for b").await.unwrap();
+    send.finish().unwrap();
+    let (_send, mut recv) = tokio::time::timeout(T, b.accept_bi())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recv.read_to_end(64).await.unwrap(), b"bi for b");
+    let mut uni = second.open_uni().await.unwrap();
+    uni.write_all(b"uni for b").await.unwrap();
+    uni.finish().unwrap();
+    let mut recv = tokio::time::timeout(T, b.accept_uni())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recv.read_to_end(64).await.unwrap(), b"uni for b");
+
+    assert!(
+        !a_bi.is_finished() && !a_uni.is_finished(),
+        "nothing came for a"
+    );
+    // The connection's end reaches the tasks that took streams from QUIC.
+    first.connection().close(0, "done").await;
+    for task in [a_bi, a_uni] {
+        let r = tokio::time::timeout(T, task).await.unwrap().unwrap();
+        assert!(r.is_err(), "{r:?}");
+    }
+}
+
+/// Once no task waits in an accept any more (here one gave up), the connection's driver
+/// takes new streams from QUIC again: they are queued for the session, and refused past
+/// its queue, with no accept called.
+#[tokio::test]
+async fn streams_are_taken_after_an_accept_gave_up() {
+    let fx = fixture_with(|c| c.limits.incoming_stream_queue = 1).await;
+    let client = Client::new(fx.client_config()).unwrap();
+    let url = fx.url("/a");
+    let connect = tokio::spawn(async move { client.connect(&url).await });
+    let a = fx.server.accept().await.unwrap().accept().unwrap();
+    let session = connect.await.unwrap().unwrap();
+    let waiting = tokio::spawn({
+        let a = a.clone();
+        async move {
+            tokio::time::timeout(Duration::from_millis(300), a.accept_bi())
+                .await
+                .is_err()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A turn of the driver while the task waits (it reads a datagram): from then on it
+    // leaves bidirectional streams to the task, until the task gives up.
+    session.send_datagram(b"turn").unwrap();
+    let d = tokio::time::timeout(T, a.read_datagram()).await.unwrap();
+    assert_eq!(d.unwrap(), &b"turn"[..]);
+    assert!(waiting.await.unwrap(), "no stream was opened yet");
+
+    let mut sends = Vec::new();
+    for _ in 0..3 {
+        let (mut send, recv) = session.open_bi().await.unwrap();
+        send.write_all(b"x").await.unwrap();
+        sends.push((send, recv));
+    }
+    // One is queued; the other two are refused (WT_BUFFERED_STREAM_REJECTED).
+    let mut refused = 0;
+    for (send, _) in &mut sends {
+        if tokio::time::timeout(Duration::from_millis(500), send.stopped())
+            .await
+            .is_ok()
+        {
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        refused, 2,
+        "3 streams against a queue of 1, taken without an accept"
+    );
+    let (_send, mut recv) = tokio::time::timeout(T, a.accept_bi())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        recv.read_chunk(16).await.unwrap().as_deref(),
+        Some(&b"x"[..])
+    );
+}

@@ -2,8 +2,10 @@
 //!
 //! The driver polls every source and never awaits anything the peer controls inside its
 //! loop: queued HTTP/3 writes are polled stream by stream (a stream without credit only
-//! registers a wake-up), accepted streams are handed to readers, datagrams go to the
-//! core, the core's timer and the idle timer fire, and the connection's end is seen.
+//! registers a wake-up), accepted streams are handed to readers (streams of a direction
+//! an application task takes itself while it waits are left to it, see `accept`),
+//! datagrams go to the core, the core's timer and the idle timer fire, and the
+//! connection's end is seen.
 //! Datagrams are read here rather than by a task of their own: a task costs every
 //! connection ~450 bytes for its life, and the core takes them under the same lock
 //! either way.
@@ -58,10 +60,17 @@ pub(super) async fn run(engine: Arc<Engine>) {
             armed_at = Some(at);
         }
         tokio::select! {
-            () = poll_fn(|cx| engine.wake.poll_take(cx)) => rearm = true,
+            () = poll_fn(|cx| engine.wake.poll_take(cx)) => {
+                rearm = true;
+                if engine.acceptors().take_vacated() {
+                    tokio::task::yield_now().await;
+                }
+            }
             _ = poll_fn(|cx| poll_writes(&engine, cx)) => {}
             _ = poll_fn(|cx| readers.poll(&engine, cx)) => {}
-            r = quic.accept_uni() => match r {
+            // Left to an application task that takes them itself while it waits (see
+            // `accept`); when the last one goes, it wakes this task.
+            r = quic.accept_uni(), if !engine.acceptors().any(false) => match r {
                 Ok(recv) => {
                     readers.start(&engine, recv, None);
                     accept_more(&engine, &quic, &mut readers);
@@ -71,7 +80,7 @@ pub(super) async fn run(engine: Arc<Engine>) {
                     break;
                 }
             },
-            r = quic.accept_bi() => match r {
+            r = quic.accept_bi(), if !engine.acceptors().any(true) => match r {
                 Ok((send, recv)) => {
                     readers.start(&engine, recv, Some(send));
                     accept_more(&engine, &quic, &mut readers);

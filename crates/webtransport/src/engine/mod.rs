@@ -23,6 +23,7 @@
 //! - [`slot`]: the application side of a session.
 //! - [`activity`]: bytes moved and the last activity, lock-free.
 
+mod accept;
 pub(crate) mod activity;
 pub(crate) mod cells;
 mod driver;
@@ -285,6 +286,8 @@ pub(crate) struct Engine {
     start: Mutex<PendingStart>,
     /// How readers reach the driver's `Readers`.
     readers: Arc<reader::Inbox>,
+    /// Application tasks taking the peer's new streams from QUIC (see [`accept`]).
+    acceptors: accept::Acceptors,
 }
 
 /// A connect not started yet.
@@ -336,6 +339,7 @@ impl Engine {
             session_requested: std::sync::atomic::AtomicBool::new(false),
             start: Mutex::default(),
             readers: Arc::default(),
+            acceptors: accept::Acceptors::default(),
         })
     }
 
@@ -614,8 +618,20 @@ fn control_stream_id(role: Role) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::ConnId;
+pub(crate) mod tests {
+    use super::*;
+
+    /// A client engine that is not linked to QUIC.
+    pub(crate) fn engine() -> Arc<Engine> {
+        let config = Arc::new(crate::ClientConfig::default());
+        Engine::new(
+            Role::Client,
+            &EngineSetup::new(ConfigRef::Client(config)),
+            ConnectionState::Idle,
+            None,
+            None,
+        )
+    }
 
     #[test]
     fn connection_ids_fit_inline() {

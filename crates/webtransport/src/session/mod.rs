@@ -302,10 +302,13 @@ impl Session {
         } else {
             &self.notify.uni
         };
-        let incoming = wait_for(notify, || {
-            engine.read_mut(|st| st.take_incoming(self.id, bidi, config))
-        })
-        .await?;
+        let take = || engine.read_mut(|st| st.take_incoming(self.id, bidi, config));
+        // First without registering for a wake-up: under load the stream is usually
+        // queued already.
+        let incoming = match take() {
+            Some(r) => r?,
+            None => accept_or_wait(&engine, bidi, notify, take).await?,
+        };
         let link = StreamLink {
             engine: engine.clone(),
             id: incoming.id,
@@ -499,6 +502,52 @@ impl Drop for Reservation<'_> {
         if self.held {
             self.engine
                 .update(|st| st.release_stream(self.session, self.bidi));
+        }
+    }
+}
+
+/// Waits until `take` finds an incoming stream in the session's queue (or an error),
+/// taking the peer's new streams of that direction from QUIC meanwhile, so that one for
+/// this session reaches it without a turn of the driver (see `engine::accept`). Cancel
+/// safe: a stream taken from QUIC is started (queued with its session) before the next
+/// await.
+async fn accept_or_wait<T>(
+    engine: &Arc<Engine>,
+    bidi: bool,
+    notify: &Notify,
+    mut take: impl FnMut() -> Option<Result<T, SessionError>>,
+) -> Result<T, SessionError> {
+    let quic = engine.quic();
+    let mut accepting = Some(engine.accepting(bidi));
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(r) = take() {
+            return r;
+        }
+        if accepting.is_none() {
+            notified.await;
+            continue;
+        }
+        let accepted = if bidi {
+            tokio::select! {
+                biased;
+                () = &mut notified => continue,
+                r = quic.accept_bi() => r.map(|(send, recv)| (recv, Some(send))),
+            }
+        } else {
+            tokio::select! {
+                biased;
+                () = &mut notified => continue,
+                r = quic.accept_uni() => r.map(|recv| (recv, None)),
+            }
+        };
+        match accepted {
+            Ok((recv, send)) => engine.start_peer_stream(recv, send),
+            // The connection is gone. The driver takes over (woken if this was the last
+            // task accepting), meets the same error, and ends the sessions.
+            Err(_) => accepting = None,
         }
     }
 }
