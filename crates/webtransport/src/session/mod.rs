@@ -2,7 +2,10 @@
 
 mod events;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -295,28 +298,78 @@ impl Session {
         &self,
         bidi: bool,
     ) -> Result<(crate::engine::slot::Incoming, StreamLink), SessionError> {
-        let engine = self.engine().clone();
-        let config = engine.config();
-        let notify = if bidi {
-            &self.notify.bi
-        } else {
-            &self.notify.uni
-        };
-        let take = || engine.read_mut(|st| st.take_incoming(self.id, bidi, config));
         // First without registering for a wake-up: under load the stream is usually
         // queued already.
-        let incoming = match take() {
+        let incoming = match self.queued_stream(bidi) {
             Some(r) => r?,
-            None => accept_or_wait(&engine, bidi, notify, take).await?,
+            None => self.accept_or_wait(bidi).await?,
         };
         let link = StreamLink {
-            engine: engine.clone(),
+            engine: self.engine().clone(),
             id: incoming.id,
             session: self.id,
             flow: incoming.flow,
             notify: self.notify.clone(),
         };
         Ok((incoming, link))
+    }
+
+    /// The session's next queued incoming stream, or why there is none to wait for.
+    fn queued_stream(
+        &self,
+        bidi: bool,
+    ) -> Option<Result<crate::engine::slot::Incoming, SessionError>> {
+        let engine = self.engine();
+        engine.read_mut(|st| st.take_incoming(self.id, bidi, engine.config()))
+    }
+
+    /// Waits until a stream is queued for the session (or there is none to wait for),
+    /// taking the peer's new streams of that direction from QUIC meanwhile, so that one
+    /// for this session reaches it without a turn of the driver (see `engine::accept`).
+    /// Cancel safe: a stream taken from QUIC is started (queued with its session) before
+    /// the next await.
+    async fn accept_or_wait(
+        &self,
+        bidi: bool,
+    ) -> Result<crate::engine::slot::Incoming, SessionError> {
+        let engine = self.engine();
+        let notify = if bidi {
+            &self.notify.bi
+        } else {
+            &self.notify.uni
+        };
+        let mut accepting = Some(engine.accepting(bidi));
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(r) = self.queued_stream(bidi) {
+                return r;
+            }
+            if accepting.is_none() {
+                notified.await;
+                continue;
+            }
+            let quic = engine.quic();
+            let accepted = if bidi {
+                let accept = std::pin::pin!(quic.accept_bi());
+                unless_notified(notified, accept)
+                    .await
+                    .map(|r| r.map(|(send, recv)| (recv, Some(send))))
+            } else {
+                let accept = std::pin::pin!(quic.accept_uni());
+                unless_notified(notified, accept)
+                    .await
+                    .map(|r| r.map(|recv| (recv, None)))
+            };
+            match accepted {
+                Some(Ok((recv, send))) => engine.start_peer_stream(recv, send),
+                // The connection is gone. The driver takes over (woken if this was the
+                // last task accepting), meets the same error, and ends the sessions.
+                Some(Err(_)) => accepting = None,
+                None => {}
+            }
+        }
     }
 
     /// The largest datagram payload that can be sent now (the QUIC limit minus the
@@ -506,50 +559,19 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// Waits until `take` finds an incoming stream in the session's queue (or an error),
-/// taking the peer's new streams of that direction from QUIC meanwhile, so that one for
-/// this session reaches it without a turn of the driver (see `engine::accept`). Cancel
-/// safe: a stream taken from QUIC is started (queued with its session) before the next
-/// await.
-async fn accept_or_wait<T>(
-    engine: &Arc<Engine>,
-    bidi: bool,
-    notify: &Notify,
-    mut take: impl FnMut() -> Option<Result<T, SessionError>>,
-) -> Result<T, SessionError> {
-    let quic = engine.quic();
-    let mut accepting = Some(engine.accepting(bidi));
-    loop {
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if let Some(r) = take() {
-            return r;
+/// `accept`'s output, or `None` once `notified` fires (looked at first). A hand-written
+/// race rather than `select!`: an idle session's accept waits here for as long as it
+/// lives, and this keeps its future small.
+fn unless_notified<'a, 'n, F: Future>(
+    mut notified: Pin<&'a mut tokio::sync::futures::Notified<'n>>,
+    mut accept: Pin<&'a mut F>,
+) -> impl Future<Output = Option<F::Output>> + use<'a, 'n, F> {
+    std::future::poll_fn(move |cx| {
+        if notified.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
         }
-        if accepting.is_none() {
-            notified.await;
-            continue;
-        }
-        let accepted = if bidi {
-            tokio::select! {
-                biased;
-                () = &mut notified => continue,
-                r = quic.accept_bi() => r.map(|(send, recv)| (recv, Some(send))),
-            }
-        } else {
-            tokio::select! {
-                biased;
-                () = &mut notified => continue,
-                r = quic.accept_uni() => r.map(|recv| (recv, None)),
-            }
-        };
-        match accepted {
-            Ok((recv, send)) => engine.start_peer_stream(recv, send),
-            // The connection is gone. The driver takes over (woken if this was the last
-            // task accepting), meets the same error, and ends the sessions.
-            Err(_) => accepting = None,
-        }
-    }
+        accept.as_mut().poll(cx).map(Some)
+    })
 }
 
 /// Waits until `take` finds something (`Some(Ok)`) or says there is nothing to wait for
