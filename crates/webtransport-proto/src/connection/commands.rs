@@ -20,7 +20,7 @@ impl Connection {
         if self.role != Role::Client {
             return Err(CommandError::WrongRole(self.role));
         }
-        if self.error.is_some() || self.lost || self.goaway_received.is_some() {
+        if self.error.is_some() || self.lost || self.goaway_received.get().is_some() {
             return Err(CommandError::Closed);
         }
         let session =
@@ -381,12 +381,12 @@ impl Connection {
         let id = match self.role {
             // RFC 9114 §5.2: a server sends the first client-initiated bidirectional
             // stream id it will not process.
-            Role::Server => self.max_request_id.map_or(0, |m| m + 4),
+            Role::Server => self.max_request_id.get().map_or(0, |m| m + 4),
             // A client sends a push id; we never allow push, so 0.
             Role::Client => 0,
         };
-        let id = self.goaway_sent.map_or(id, |prev| prev.min(id));
-        self.goaway_sent = Some(id);
+        let id = self.goaway_sent.get().map_or(id, |prev| prev.min(id));
+        self.goaway_sent.set(id);
         let mut out = Vec::new();
         Frame::Goaway(varint::VarInt::from_u64(id).unwrap_or(varint::VarInt::MAX)).encode(&mut out);
         self.write(self.local.control, out.into(), false);

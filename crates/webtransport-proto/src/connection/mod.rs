@@ -50,6 +50,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::vec_map::VecMap;
+use types::MaybeVarint;
 
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
@@ -123,9 +124,9 @@ pub struct Connection {
     flow_control: bool,
     /// Capsules are written without DATA frames (see [`CapsuleFraming`]).
     unframed: bool,
-    peer_control: Option<u64>,
-    peer_encoder: Option<u64>,
-    peer_decoder: Option<u64>,
+    peer_control: MaybeVarint,
+    peer_encoder: MaybeVarint,
+    peer_decoder: MaybeVarint,
     /// Streams the core reads, by id.
     streams: VecMap<u64, StreamKind>,
     /// Every session not yet forgotten, live or ended.
@@ -147,12 +148,12 @@ pub struct Connection {
     /// (Server) Request streams whose HEADERS has not come whole, by the time they are
     /// refused (`pending_timeout` after their first bytes).
     header_deadlines: BTreeSet<(Instant, u64)>,
-    goaway_sent: Option<u64>,
-    goaway_received: Option<u64>,
+    goaway_sent: MaybeVarint,
+    goaway_received: MaybeVarint,
     /// Server: highest CONNECT stream id seen, for GOAWAY.
-    max_request_id: Option<u64>,
+    max_request_id: MaybeVarint,
     /// Server: the client's MAX_PUSH_ID (we never push, but it must not decrease).
-    max_push_id: Option<u64>,
+    max_push_id: MaybeVarint,
     /// Boxed: a live connection has none.
     error: Option<Box<ProtocolError>>,
     /// The QUIC connection is gone: nothing more is sent.
@@ -178,9 +179,9 @@ impl Connection {
             draft: None,
             flow_control: false,
             unframed,
-            peer_control: None,
-            peer_encoder: None,
-            peer_decoder: None,
+            peer_control: MaybeVarint::NONE,
+            peer_encoder: MaybeVarint::NONE,
+            peer_decoder: MaybeVarint::NONE,
             streams: VecMap::default(),
             sessions: VecMap::default(),
             live_sessions: 0,
@@ -191,10 +192,10 @@ impl Connection {
             pending_streams: BTreeMap::new(),
             pending_datagrams: VecDeque::new(),
             header_deadlines: BTreeSet::new(),
-            goaway_sent: None,
-            goaway_received: None,
-            max_request_id: None,
-            max_push_id: None,
+            goaway_sent: MaybeVarint::NONE,
+            goaway_received: MaybeVarint::NONE,
+            max_request_id: MaybeVarint::NONE,
+            max_push_id: MaybeVarint::NONE,
             error: None,
             lost: false,
             actions: VecDeque::new(),
@@ -308,7 +309,7 @@ impl Connection {
 
     /// The GOAWAY id received from the peer, if any.
     pub fn goaway_received(&self) -> Option<u64> {
-        self.goaway_received
+        self.goaway_received.get()
     }
 
     /// Counters.

@@ -342,7 +342,10 @@ impl Connection {
             // A client knows every session it opened.
             None if self.role == Role::Client => false,
             // A server may not have seen the CONNECT stream yet.
-            None => self.goaway_sent.is_none_or(|g| session.stream_id() < g),
+            None => self
+                .goaway_sent
+                .get()
+                .is_none_or(|g| session.stream_id() < g),
         }
     }
 

@@ -56,9 +56,9 @@ impl Connection {
                             // been negotiated" (WebTransport's is the 0x41 signal).
                             return Err(Violation::ServerBidiStream(stream).into());
                         }
-                        self.max_request_id =
-                            Some(self.max_request_id.map_or(stream, |m| m.max(stream)));
-                        if self.goaway_sent.is_some_and(|g| stream >= g) {
+                        let max = self.max_request_id.get().map_or(stream, |m| m.max(stream));
+                        self.max_request_id.set(max);
+                        if self.goaway_sent.get().is_some_and(|g| stream >= g) {
                             // RFC 9114 §5.2: requests at or above the GOAWAY id are refused.
                             self.refuse_stream(stream, true, Code::H3_REQUEST_REJECTED);
                             return Ok((None, Feed::Done));
@@ -163,15 +163,15 @@ impl Connection {
         fin: bool,
     ) -> Fed {
         let critical =
-            |slot: &mut Option<u64>, kind: CriticalStream| -> Result<(), ProtocolError> {
+            |slot: &mut MaybeVarint, kind: CriticalStream| -> Result<(), ProtocolError> {
                 // RFC 9114 §6.2.1: "Only one control stream per peer is permitted; receipt
                 // of a second stream claiming to be a control stream MUST be treated as a
                 // connection error of type H3_STREAM_CREATION_ERROR." RFC 9204 §4.2:
                 // likewise for the QPACK streams.
-                if slot.is_some() {
+                if slot.get().is_some() {
                     return Err(Violation::DuplicateCriticalStream { kind, stream }.into());
                 }
-                *slot = Some(stream);
+                slot.set(stream);
                 Ok(())
             };
         let kind = match header {
@@ -283,10 +283,10 @@ impl Connection {
                 // value than previously received MUST be treated as a connection error of
                 // type H3_ID_ERROR."
                 let id = id.into_inner();
-                if self.max_push_id.is_some_and(|prev| id < prev) {
+                if self.max_push_id.get().is_some_and(|prev| id < prev) {
                     return Err(Violation::MaxPushIdDecreased(id).into());
                 }
-                self.max_push_id = Some(id);
+                self.max_push_id.set(id);
                 Ok(())
             }
             // RFC 9114 §7.2.3: a push id we never allowed (no MAX_PUSH_ID sent, or server
@@ -308,10 +308,10 @@ impl Connection {
         if self.role == Role::Client && id % 4 != 0 {
             return Err(Violation::GoawayNotRequestId(id).into());
         }
-        if self.goaway_received.is_some_and(|prev| id > prev) {
+        if self.goaway_received.get().is_some_and(|prev| id > prev) {
             return Err(Violation::GoawayIncreased(id).into());
         }
-        self.goaway_received = Some(id);
+        self.goaway_received.set(id);
         self.events.push_back(Event::GoAway { id });
         if self.role == Role::Client {
             let refused: Vec<SessionId> = self

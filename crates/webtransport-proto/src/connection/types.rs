@@ -152,6 +152,33 @@ impl Default for Config {
     }
 }
 
+/// A QUIC varint that may be absent (a stream or push id the connection has seen or
+/// sent), in 8 bytes where an `Option<u64>` takes 16: `u64::MAX`, above every varint
+/// (RFC 9000 §16), stands for none.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MaybeVarint(u64);
+
+impl MaybeVarint {
+    pub(crate) const NONE: Self = MaybeVarint(u64::MAX);
+
+    pub(crate) fn get(self) -> Option<u64> {
+        (self.0 != u64::MAX).then_some(self.0)
+    }
+
+    /// Sets it to `v`, which is not `u64::MAX` (the caller's values are varints, or a
+    /// varint plus a few).
+    pub(crate) fn set(&mut self, v: u64) {
+        debug_assert_ne!(v, u64::MAX);
+        self.0 = v;
+    }
+}
+
+impl std::fmt::Debug for MaybeVarint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
 /// The stream ids of our own unidirectional HTTP/3 streams, opened by the caller before
 /// the state machine is built.
 ///
