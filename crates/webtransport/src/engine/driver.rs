@@ -40,6 +40,9 @@ pub(super) async fn run(engine: Arc<Engine>) {
     let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut armed_at = None;
     let mut readers = Readers::new(engine.reader_inbox().clone());
+    // Streams are accepted only after a yield (below); `yielded` is that yield's state.
+    let mut accept_later = false;
+    let mut yielded = false;
     loop {
         if std::mem::take(&mut rearm) {
             deadline = engine.update(|st| st.arm()).map(Instant::from_std);
@@ -62,15 +65,17 @@ pub(super) async fn run(engine: Arc<Engine>) {
         tokio::select! {
             () = poll_fn(|cx| engine.wake.poll_take(cx)) => {
                 rearm = true;
-                if engine.acceptors().take_vacated() {
-                    tokio::task::yield_now().await;
-                }
+                // The last application task accepting a direction left: the tasks already
+                // woken run before this one looks at QUIC's streams again (an accept loop
+                // is usually back by then, see `accept`).
+                accept_later |= engine.acceptors().take_vacated();
             }
+            () = yield_once(&mut yielded), if accept_later => accept_later = false,
             _ = poll_fn(|cx| poll_writes(&engine, cx)) => {}
             _ = poll_fn(|cx| readers.poll(&engine, cx)) => {}
             // Left to an application task that takes them itself while it waits (see
             // `accept`); when the last one goes, it wakes this task.
-            r = quic.accept_uni(), if !engine.acceptors().any(false) => match r {
+            r = quic.accept_uni(), if !accept_later && !engine.acceptors().any(false) => match r {
                 Ok(recv) => {
                     readers.start(&engine, recv, None);
                     accept_more(&engine, &quic, &mut readers);
@@ -80,7 +85,7 @@ pub(super) async fn run(engine: Arc<Engine>) {
                     break;
                 }
             },
-            r = quic.accept_bi(), if !engine.acceptors().any(true) => match r {
+            r = quic.accept_bi(), if !accept_later && !engine.acceptors().any(true) => match r {
                 Ok((send, recv)) => {
                     readers.start(&engine, recv, Some(send));
                     accept_more(&engine, &quic, &mut readers);
@@ -113,6 +118,21 @@ pub(super) async fn run(engine: Arc<Engine>) {
     }
     // The streams still read learn that the connection is gone, as their own tasks would.
     readers.close(&engine);
+}
+
+/// `Pending` once, having woken its own task, then `Ready`: the task is polled again after
+/// those already woken (tokio queues a task that woke itself behind them). A
+/// `yield_now().await` in the loop would add its own state to the driver's future.
+fn yield_once(yielded: &mut bool) -> impl Future<Output = ()> + '_ {
+    poll_fn(move |cx| {
+        if std::mem::take(yielded) {
+            Poll::Ready(())
+        } else {
+            *yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
 }
 
 /// Streams accepted at once, at most, before the driver looks at its other sources.
