@@ -2,8 +2,8 @@
 //!
 //! An application task waiting in `Session::accept_bi` or `accept_uni` takes the streams
 //! of that direction from QUIC itself while it waits, so that a stream the peer opens
-//! reaches it without a turn of the connection's driver in between (that turn was ~8 µs
-//! of a new stream's ~100 µs round trip on loopback: docs/benchmarks.md). The driver takes
+//! reaches it without a turn of the connection's driver in between (that turn was 8–14 µs
+//! of a new stream's ~110 µs round trip on loopback: docs/benchmarks.md). The driver takes
 //! them while no such task waits. A stream is started the same way wherever it was taken
 //! ([`reader::start`]): it goes to whichever session it names, a CONNECT request goes to
 //! the core, and a stream that needs more reading goes to the driver's readers.

@@ -6,7 +6,8 @@
 //! ```text
 //!   handles ──update(|state| ..)──▶ State ──pump──▶ core actions: writes (Writer), resets,
 //!                                    ▲              stops; core events: session queues,
-//!   driver task: accepts streams,    │              wake-ups, ConnectionEvents
+//!   driver task: accepts streams     │              wake-ups, ConnectionEvents
+//!   (unless an accept waits),        │
 //!   writes queued bytes, reads     ──┤
 //!   datagrams, fires the timer,      │
 //!   sees the close, polls the        │
@@ -19,6 +20,8 @@
 //!   peer controls inside its loop.
 //! - [`writer`]: per-stream write queues of the HTTP/3 streams the core writes.
 //! - [`reader`]: readers of the streams the core reads.
+//! - [`accept`]: who takes the peer's new streams from QUIC (a waiting `accept_bi` or
+//!   `accept_uni` itself, else the driver).
 //! - [`cells`]: the halves of WebTransport streams shared with the application.
 //! - [`slot`]: the application side of a session.
 //! - [`activity`]: bytes moved and the last activity, lock-free.
