@@ -524,3 +524,20 @@ pub struct Stats {
     /// Times this side was blocked by the peer's flow-control limits.
     pub flow_blocked: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MaybeVarint;
+
+    #[test]
+    fn maybe_varint_holds_every_varint_and_none() {
+        let mut v = MaybeVarint::NONE;
+        assert_eq!(v.get(), None);
+        assert_eq!(format!("{v:?}"), "None");
+        for x in [0, 4, (1 << 62) - 1, (1 << 62) + 3] {
+            v.set(x);
+            assert_eq!(v.get(), Some(x));
+        }
+        assert_eq!(std::mem::size_of::<MaybeVarint>(), 8);
+    }
+}
