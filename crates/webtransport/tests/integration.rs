@@ -68,6 +68,17 @@ impl Fixture {
             .expect("connect timed out")
     }
 
+    /// A session seen from both ends: the client's, and the server's (accepted here,
+    /// with no application behind the server).
+    async fn session_pair(&self, path: &str) -> (Session, Session) {
+        let client = Client::new(self.client_config()).unwrap();
+        let url = self.url(path);
+        let connect = tokio::spawn(async move { client.connect(&url).await });
+        let request = tokio::time::timeout(T, self.server.accept()).await.unwrap();
+        let server = request.unwrap().accept().unwrap();
+        (connect.await.unwrap().unwrap(), server)
+    }
+
     /// Serves `/echo` like `wt serve` does: a `ServerApp` with the echo route (accepting
     /// the first subprotocol offered) and its default limits (100 sessions per address),
     /// every other path 404. Ends when the server shuts down.
@@ -1078,11 +1089,7 @@ async fn connections_over_the_limit_are_refused_until_one_ends() {
 #[tokio::test]
 async fn a_waiting_accept_leaves_other_sessions_their_streams_and_requests() {
     let fx = fixture().await;
-    let client = Client::new(fx.client_config()).unwrap();
-    let url = fx.url("/a");
-    let connect = tokio::spawn(async move { client.connect(&url).await });
-    let a = fx.server.accept().await.unwrap().accept().unwrap();
-    let first = connect.await.unwrap().unwrap();
+    let (first, a) = fx.session_pair("/a").await;
     let a_bi = tokio::spawn({
         let a = a.clone();
         async move { a.accept_bi().await.map(|_| ()) }
@@ -1144,11 +1151,7 @@ async fn a_waiting_accept_leaves_other_sessions_their_streams_and_requests() {
 #[tokio::test]
 async fn streams_are_taken_after_an_accept_gave_up() {
     let fx = fixture_with(|c| c.limits.incoming_stream_queue = 1).await;
-    let client = Client::new(fx.client_config()).unwrap();
-    let url = fx.url("/a");
-    let connect = tokio::spawn(async move { client.connect(&url).await });
-    let a = fx.server.accept().await.unwrap().accept().unwrap();
-    let session = connect.await.unwrap().unwrap();
+    let (session, a) = fx.session_pair("/a").await;
     let waiting = tokio::spawn({
         let a = a.clone();
         async move {
