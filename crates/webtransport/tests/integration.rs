@@ -68,6 +68,16 @@ impl Fixture {
             .expect("connect timed out")
     }
 
+    /// A CONNECT request for `path` on this server, for another session on a connection
+    /// that has one (`Connection::open_session`).
+    fn request(&self, path: &str) -> webtransport::proto::headers::ConnectRequest {
+        webtransport::proto::headers::ConnectRequest {
+            authority: format!("127.0.0.1:{}", self.addr.port()),
+            path: path.into(),
+            ..Default::default()
+        }
+    }
+
     /// A session seen from both ends: the client's, and the server's (accepted here,
     /// with no application behind the server).
     async fn session_pair(&self, path: &str) -> (Session, Session) {
@@ -721,11 +731,7 @@ async fn several_sessions_on_one_connection_and_session_info() {
     let client = Client::new(fx.client_config()).unwrap();
     let first = client.connect(&fx.url("/echo")).await.unwrap();
     let conn = first.connection().clone();
-    let req = webtransport::proto::headers::ConnectRequest {
-        authority: format!("127.0.0.1:{}", fx.addr.port()),
-        path: "/echo".into(),
-        ..Default::default()
-    };
+    let req = fx.request("/echo");
     let second = conn.open_session(req).await.unwrap();
     assert_ne!(first.id(), second.id());
     assert_eq!(bidi_echo(&second, b"two").await, b"two");
@@ -1118,11 +1124,7 @@ async fn a_waiting_accept_leaves_other_sessions_their_streams_and_requests() {
     driver_turn(&first, &a).await;
 
     let conn = first.connection().clone();
-    let req = webtransport::proto::headers::ConnectRequest {
-        authority: format!("127.0.0.1:{}", fx.addr.port()),
-        path: "/b".into(),
-        ..Default::default()
-    };
+    let req = fx.request("/b");
     let open_b = tokio::spawn(async move { conn.open_session(req).await });
     let request = tokio::time::timeout(T, fx.server.accept()).await.unwrap();
     let b = request.unwrap().accept().unwrap();
