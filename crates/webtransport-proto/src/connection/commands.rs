@@ -363,11 +363,7 @@ impl Connection {
         if !self.is_established(session) {
             return Err(CommandError::NotEstablished(session));
         }
-        if !self
-            .peer_settings
-            .as_ref()
-            .is_some_and(Settings::datagrams_enabled)
-        {
+        if !self.peer_datagrams {
             return Err(CommandError::DatagramsDisabled);
         }
         datagram::encode_header(session, out);

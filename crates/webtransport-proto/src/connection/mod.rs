@@ -118,6 +118,9 @@ pub struct Connection {
     config: Arc<Config>,
     local: LocalStreams,
     peer_settings: Option<Settings>,
+    /// The peer's SETTINGS allow HTTP datagrams: read from them once, not for every
+    /// datagram sent.
+    peer_datagrams: bool,
     draft: Option<WtDraft>,
     /// Session flow control in effect: both sides announced it (§5.1) on a draft that has
     /// it (draft-13 and later).
@@ -176,6 +179,7 @@ impl Connection {
             config,
             local,
             peer_settings: None,
+            peer_datagrams: false,
             draft: None,
             flow_control: false,
             unframed,

@@ -362,6 +362,7 @@ impl Connection {
             }
             _ => {}
         }
+        self.peer_datagrams = settings.datagrams_enabled();
         self.peer_settings = Some(settings.clone());
         self.events.push_back(Event::PeerSettings {
             settings,
