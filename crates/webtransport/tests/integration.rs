@@ -1103,6 +1103,37 @@ async fn driver_turn(from: &Session, to: &Session) {
     panic!("no datagram arrived");
 }
 
+/// Several tasks reading one session's datagrams are all woken by a burst: a datagram that
+/// lands in an empty queue wakes every reader, the others of the burst wake none, and
+/// each reader takes one (those that find the queue empty again wait for the next).
+#[tokio::test]
+async fn several_readers_of_a_session_share_a_burst_of_datagrams() {
+    let fx = fixture().await;
+    let (client, server) = fx.session_pair("/burst").await;
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let s = server.clone();
+            tokio::spawn(async move { s.read_datagram().await })
+        })
+        .collect();
+    // Let all three wait before the burst.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Sent again until every reader has one (loopback rarely loses one).
+    for _ in 0..50 {
+        for i in 0..3u8 {
+            client.send_datagram(&[i]).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if readers.iter().all(|r| r.is_finished()) {
+            break;
+        }
+    }
+    for r in readers {
+        let d = tokio::time::timeout(T, r).await.expect("every reader got one");
+        assert_eq!(d.unwrap().unwrap().len(), 1);
+    }
+}
+
 /// A server task waiting in `accept_bi`/`accept_uni` takes the peer's new streams from
 /// QUIC itself; while it waits, streams for another session and another session's
 /// CONNECT request still get where they belong, and it is not given them.

@@ -243,8 +243,15 @@ impl SessionSlot {
             self.stats.datagrams_dropped += 1;
         }
         self.stats.datagrams_received += 1;
+        let was_empty = self.datagrams.is_empty();
         self.datagrams.push_back(payload);
-        self.notify.datagram.notify_waiters();
+        // A reader waits only after finding the queue empty (with its wake-up registered
+        // first, under the engine's lock as this push is): waking them when a datagram
+        // lands in an empty queue is enough, and spares the `Notify`'s lock for every
+        // other datagram of a burst.
+        if was_empty {
+            self.notify.datagram.notify_waiters();
+        }
         dropped
     }
 
