@@ -1129,7 +1129,9 @@ async fn several_readers_of_a_session_share_a_burst_of_datagrams() {
         }
     }
     for r in readers {
-        let d = tokio::time::timeout(T, r).await.expect("every reader got one");
+        let d = tokio::time::timeout(T, r)
+            .await
+            .expect("every reader got one");
         assert_eq!(d.unwrap().unwrap().len(), 1);
     }
 }
