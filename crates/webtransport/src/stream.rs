@@ -5,10 +5,6 @@
 //! Codes are WebTransport application codes (`u32`); on the wire they travel in the
 //! HTTP/3 error space (see [`webtransport_proto::error::wt_to_h3`]).
 //!
-//! A stream we open reaches the peer with its first bytes: its header (the stream type
-//! and session id) waits to go with the first write, and goes on its own when the stream
-//! is finished, reset or dropped first, or its receiving half is read first.
-//!
 //! When the session ends, every stream of it still open is reset (sending side) or
 //! stopped (receiving side) with WT_SESSION_GONE, and further calls fail with
 //! `SessionGone`.
@@ -31,7 +27,7 @@ use webtransport_proto::connection::StreamHalf;
 use webtransport_proto::stream_header::SessionId;
 use webtransport_proto::Code;
 
-use crate::engine::cells::{lock, write_header_later, ReadOutcome, RecvCell, SendCell};
+use crate::engine::cells::{lock, ReadOutcome, RecvCell, SendCell};
 use crate::engine::slot::SessionNotify;
 use crate::engine::Engine;
 use crate::error::{ReadError, WriteError};
@@ -166,10 +162,7 @@ impl SendStream {
 
     /// Finishes the stream: the peer reads to the end of what was written.
     pub fn finish(&mut self) -> Result<(), WriteError> {
-        let (first, later) = lock(&self.cell).finish()?;
-        if later {
-            write_header_later(self.cell.clone());
-        }
+        let first = lock(&self.cell).finish()?;
         if first {
             self.done();
         }
@@ -223,10 +216,7 @@ impl SendStream {
 impl Drop for SendStream {
     fn drop(&mut self) {
         // quinn finishes a dropped stream; the core forgets our half of it.
-        let (open, later) = lock(&self.cell).close_on_drop();
-        if later {
-            write_header_later(self.cell.clone());
-        }
+        let open = lock(&self.cell).close_on_drop();
         if open {
             self.done();
         }
@@ -262,10 +252,6 @@ pub struct RecvStream {
     /// Read payload is reported to flow control in pieces of this size (`u64::MAX`: only
     /// at the end, flow control being off).
     report_at: u64,
-    /// The sending half of a bidirectional stream we opened, until this half is first
-    /// read: its header may not have gone yet, and the peer (which learns of the stream
-    /// from it) may be the one to write first.
-    header_of: Option<SendCell>,
 }
 
 impl RecvStream {
@@ -282,26 +268,6 @@ impl RecvStream {
             id: link.id,
             session: link.session,
             report_at,
-            header_of: None,
-        }
-    }
-
-    /// The receiving half of a bidirectional stream we opened, whose sending half is
-    /// `send`.
-    pub(crate) fn opened(cell: RecvCell, link: StreamLink, send: &SendCell) -> Self {
-        let mut recv = RecvStream::new(cell, link);
-        recv.header_of = Some(send.clone());
-        recv
-    }
-
-    /// Before the first read of a stream we opened: its header goes now, if it has not
-    /// gone with a write yet.
-    fn announce(&mut self) {
-        if let Some(send) = self.header_of.take() {
-            let (_, later) = lock(&send).write_header_now();
-            if later {
-                write_header_later(send);
-            }
         }
     }
 
@@ -345,21 +311,19 @@ impl RecvStream {
     }
 
     fn poll_chunk(
-        &mut self,
+        &self,
         cx: &mut Context<'_>,
         max: usize,
     ) -> Poll<Result<Option<Bytes>, ReadError>> {
-        self.announce();
         let r = lock(&self.cell).poll_chunk(cx, max, self.report_at);
         self.after_read(r)
     }
 
     fn poll_read_inner(
-        &mut self,
+        &self,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<Result<Option<usize>, ReadError>> {
-        self.announce();
         let r = lock(&self.cell).poll_read(cx, buf, self.report_at);
         self.after_read(r)
     }
@@ -492,7 +456,7 @@ impl AsyncRead for RecvStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let dst = buf.initialize_unfilled();
-        match std::task::ready!(self.get_mut().poll_read_inner(cx, dst)) {
+        match std::task::ready!(self.poll_read_inner(cx, dst)) {
             Ok(Some(n)) => {
                 buf.advance(n);
                 Poll::Ready(Ok(()))

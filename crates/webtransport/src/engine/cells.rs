@@ -30,20 +30,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub(crate) struct SendHalf {
     stream: quinn::SendStream,
-    /// What is left to write of the stream's header (its type and session id) on a
-    /// stream we opened. It leaves with the first payload, in the same write to QUIC:
-    /// each write takes QUIC's connection lock and wakes its driver, and a stream's first
-    /// bytes then cost that once instead of twice. The peer learns of the stream only
-    /// from its bytes, so the header also leaves on its own where none may follow: when
-    /// the stream is finished, reset or dropped, or its receiving half is read first.
-    header: Bytes,
-    /// A task writes the header ([`write_header_later`]): QUIC had no credit for it when
-    /// it had to go.
-    header_task: bool,
-    /// Finished while the header waits for that task, which finishes the stream after it.
-    finish_after_header: bool,
-    /// That task's wake-up, for a reset that leaves it nothing to write.
-    header_waker: Option<std::task::Waker>,
     /// Reset by the connection because the session ended.
     gone: bool,
     /// Finished or reset: nothing more is written.
@@ -54,18 +40,9 @@ impl SendHalf {
     pub(crate) fn new_cell(stream: quinn::SendStream) -> SendCell {
         Arc::new(Mutex::new(SendHalf {
             stream,
-            header: Bytes::new(),
-            header_task: false,
-            finish_after_header: false,
-            header_waker: None,
             gone: false,
             done: false,
         }))
-    }
-
-    /// Holds the header of a stream we opened until it can go with the first payload.
-    pub(crate) fn hold_header(&mut self, header: Bytes) {
-        self.header = header;
     }
 
     fn check(&self) -> Result<(), WriteError> {
@@ -83,109 +60,36 @@ impl SendHalf {
         buf: &[u8],
     ) -> Poll<Result<usize, WriteError>> {
         self.check()?;
-        if self.header.is_empty() {
-            return Pin::new(&mut self.stream)
-                .poll_write(cx, buf)
-                .map_err(WriteError::from_quinn);
-        }
-        // The first payload, which takes the header along. quinn copies what it takes of
-        // a slice into a `Bytes`; here that copy is made first, of all of `buf`.
-        let mut payload = Bytes::copy_from_slice(buf);
-        self.poll_write_bytes(cx, &mut payload)
-            .map_ok(|()| buf.len() - payload.len())
+        Pin::new(&mut self.stream)
+            .poll_write(cx, buf)
+            .map_err(WriteError::from_quinn)
     }
 
     /// Writes what quinn takes of `buf` without copying it (quinn keeps the `Bytes`),
-    /// leaving the rest in `buf`: after what is left of the header, in the same write.
-    fn poll_write_bytes(
+    /// leaving the rest in `buf`.
+    pub(crate) fn poll_write_bytes(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut Bytes,
     ) -> Poll<Result<(), WriteError>> {
         self.check()?;
-        if self.header.is_empty() {
-            let mut bufs = [std::mem::take(buf)];
-            let written = std::pin::pin!(self.stream.write_chunks(&mut bufs)).poll(cx);
-            *buf = std::mem::take(&mut bufs[0]);
-            return written.map_ok(|_| ()).map_err(WriteError::from_quinn);
-        }
-        loop {
-            let mut bufs = [std::mem::take(&mut self.header), std::mem::take(buf)];
-            let written = std::pin::pin!(self.stream.write_chunks(&mut bufs)).poll(cx);
-            let [header, rest] = bufs;
-            self.header = header;
-            *buf = rest;
-            match written {
-                // QUIC took part of the header only: no payload went, so try again (it
-                // waits for credit, with `cx` registered, or takes more).
-                Poll::Ready(Ok(_)) if !self.header.is_empty() => {}
-                written => return written.map_ok(|_| ()).map_err(WriteError::from_quinn),
-            }
-        }
+        let mut bufs = [std::mem::take(buf)];
+        let written = std::pin::pin!(self.stream.write_chunks(&mut bufs)).poll(cx);
+        *buf = std::mem::take(&mut bufs[0]);
+        written.map_ok(|_| ()).map_err(WriteError::from_quinn)
     }
 
-    /// Writes what is left of the header, as QUIC's credit allows, and then the finish
-    /// asked for meanwhile. `Ready` once nothing is left to do (or the half ended).
-    fn poll_header(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        while !self.header.is_empty() && !self.gone {
-            let mut bufs = [std::mem::take(&mut self.header)];
-            let written = std::pin::pin!(self.stream.write_chunks(&mut bufs)).poll(cx);
-            self.header = std::mem::take(&mut bufs[0]);
-            match written {
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(_)) => self.header = Bytes::new(),
-                Poll::Pending => {
-                    self.header_waker = Some(cx.waker().clone());
-                    return Poll::Pending;
-                }
-            }
-        }
-        if std::mem::take(&mut self.finish_after_header) && !self.gone {
-            let _ = self.stream.finish();
-        }
-        Poll::Ready(())
-    }
-
-    /// Writes what is left of the header now, if QUIC takes it. Returns whether the
-    /// header still waits, and whether the caller must hand the half to
-    /// [`write_header_later`] for it (when no task writes it yet).
-    pub(crate) fn write_header_now(&mut self) -> (bool, bool) {
-        if self.header.is_empty() {
-            return (false, false);
-        }
-        let waker = std::task::Waker::noop();
-        if self.poll_header(&mut Context::from_waker(waker)).is_ready() {
-            return (false, false);
-        }
-        let spawn = !std::mem::replace(&mut self.header_task, true);
-        (true, spawn)
-    }
-
-    /// Finishes the stream. `Ok(true)` the first time the half becomes done. The second
-    /// of the pair is `true` when the caller must hand the half to
-    /// [`write_header_later`], which writes the header and finishes the stream after it.
-    pub(crate) fn finish(&mut self) -> Result<(bool, bool), WriteError> {
+    /// Finishes the stream. `Ok(true)` the first time the half becomes done.
+    pub(crate) fn finish(&mut self) -> Result<bool, WriteError> {
         self.check()?;
-        let (waits, spawn) = self.write_header_now();
-        if waits {
-            if std::mem::replace(&mut self.done, true) {
-                return Err(WriteError::ClosedStream);
-            }
-            self.finish_after_header = true;
-            return Ok((true, spawn));
-        }
         self.stream.finish().map_err(|_| WriteError::ClosedStream)?;
-        Ok((!std::mem::replace(&mut self.done, true), false))
+        Ok(!std::mem::replace(&mut self.done, true))
     }
 
     /// Resets the stream with an HTTP/3 code. `Ok(true)` the first time the half becomes
     /// done.
     pub(crate) fn reset(&mut self, code: Code) -> Result<bool, WriteError> {
         self.check()?;
-        // The header first, where QUIC takes it, so that the peer can tell whose stream
-        // the reset ends (if the header leaves before the reset does).
-        let _ = self.write_header_now();
-        self.drop_header();
         self.stream
             .reset(quinn_code(code))
             .map_err(|_| WriteError::ClosedStream)?;
@@ -196,51 +100,22 @@ impl SendHalf {
     pub(crate) fn session_gone(&mut self) {
         if !self.gone {
             self.gone = true;
-            if !self.done || self.finish_after_header {
+            if !self.done {
                 let _ = self.stream.reset(quinn_code(Code::WT_SESSION_GONE));
             }
-            self.drop_header();
             self.done = true;
         }
     }
 
-    /// The stream is reset: what is left of its header will not be written, and a task
-    /// waiting to write it ends.
-    fn drop_header(&mut self) {
-        self.header = Bytes::new();
-        self.finish_after_header = false;
-        if let Some(w) = self.header_waker.take() {
-            w.wake();
-        }
-    }
-
     /// Whether the half is done; marks it done (what a drop does, which finishes the
-    /// quinn stream implicitly). Returns whether it was still open, and whether its
-    /// header must still be written (as for [`SendHalf::finish`]).
-    pub(crate) fn close_on_drop(&mut self) -> (bool, bool) {
-        let open = !std::mem::replace(&mut self.done, true);
-        let (waits, spawn) = self.write_header_now();
-        if waits && open {
-            self.finish_after_header = true;
-        }
-        (open, spawn)
+    /// quinn stream implicitly). Returns whether it was still open.
+    pub(crate) fn close_on_drop(&mut self) -> bool {
+        !std::mem::replace(&mut self.done, true)
     }
 
     pub(crate) fn quinn(&self) -> &quinn::SendStream {
         &self.stream
     }
-}
-
-/// Writes the header of a half that QUIC had no credit for when it had to go (and the
-/// finish asked for after it), in a task of its own, as credit comes: the caller could
-/// not wait (a finish, a drop, a first read). The task ends once the header is written,
-/// the stream is reset, or the connection is gone. Without a runtime to run it (a drop
-/// after the runtime ended), the header is not written.
-pub(crate) fn write_header_later(cell: SendCell) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    runtime.spawn(std::future::poll_fn(move |cx| lock(&cell).poll_header(cx)));
 }
 
 /// The receiving half of a WebTransport stream.

@@ -215,8 +215,20 @@ impl Session {
         let (preamble, flow) = registered?;
         let NewStream { id, send, recv } = new;
         // The preamble is not stream payload: it takes no WT_MAX_DATA credit
-        // (draft-ietf-webtrans-http3 §5.4). It goes with the first write.
-        lock(&send).hold_header(preamble.to_bytes());
+        // (draft-ietf-webtrans-http3 §5.4).
+        let mut preamble = preamble.to_bytes();
+        while !preamble.is_empty() {
+            std::future::poll_fn(|cx| lock(&send).poll_write_bytes(cx, &mut preamble))
+                .await
+                .map_err(|e| match e {
+                    crate::error::WriteError::SessionGone => self
+                        .check_open()
+                        .err()
+                        .unwrap_or(SessionError::NotEstablished),
+                    crate::error::WriteError::Connection(c) => SessionError::Connection(c),
+                    _ => SessionError::NotEstablished,
+                })?;
+        }
         let link = StreamLink {
             engine: engine.clone(),
             id,
@@ -229,17 +241,15 @@ impl Session {
             bidi,
             incoming: false,
         });
-        let recv = recv.map(|r| RecvStream::opened(r, link.clone(), &send));
-        Ok((SendStream::new(send, link), recv))
+        Ok((
+            SendStream::new(send, link.clone()),
+            recv.map(|r| RecvStream::new(r, link)),
+        ))
     }
 
     /// Opens a bidirectional stream. Waits for stream credit from the peer (its QUIC
     /// stream limit and, where session flow control is in effect, its WT_MAX_STREAMS) up
     /// to the config's `stream_creation_timeout`.
-    ///
-    /// As with any QUIC stream, the peer learns of it from its first bytes: the stream's
-    /// header goes with the first write (in the same QUIC write), or on its own when the
-    /// stream is finished or dropped first, or its receiving half is read first.
     ///
     /// # Cancel safety
     /// Cancel safe until the stream is open; a stream opened and then cancelled is
