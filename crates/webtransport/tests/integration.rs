@@ -1251,7 +1251,7 @@ async fn a_stream_opened_without_a_write_still_reaches_the_peer() {
     let reader = tokio::spawn(async move { recv.read_to_end(64).await });
     let (mut s_send, _s_recv) = tokio::time::timeout(T, server.accept_bi())
         .await
-        .expect("a read announces the stream")
+        .expect("the peer sees a stream opened and read first")
         .unwrap();
     s_send.write_all(b"server first").await.unwrap();
     s_send.finish().unwrap();
@@ -1263,7 +1263,7 @@ async fn a_stream_opened_without_a_write_still_reaches_the_peer() {
     send.finish().unwrap();
     let mut s_recv = tokio::time::timeout(T, server.accept_uni())
         .await
-        .expect("a finish announces the stream")
+        .expect("the peer sees a stream opened and finished")
         .unwrap();
     assert_eq!(s_recv.read_to_end(64).await.unwrap(), b"");
 
@@ -1271,7 +1271,7 @@ async fn a_stream_opened_without_a_write_still_reaches_the_peer() {
     drop(client.open_uni().await.unwrap());
     let mut s_recv = tokio::time::timeout(T, server.accept_uni())
         .await
-        .expect("a drop announces the stream")
+        .expect("the peer sees a stream opened and dropped")
         .unwrap();
     assert_eq!(s_recv.read_to_end(64).await.unwrap(), b"");
 }
