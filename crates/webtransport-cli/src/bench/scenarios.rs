@@ -37,6 +37,9 @@ const WRITE_SIZE: usize = 64 * 1024;
 const LATENCY_MESSAGE: usize = 64;
 /// Round trips before the latency histogram starts recording.
 const LATENCY_WARMUP: u64 = 100;
+/// Most buffers the datagram sender writes its datagrams in, in turn (64 MiB of
+/// 1,000-byte datagrams).
+const DATAGRAM_RING_MAX: usize = 64 * 1024;
 /// Datagrams queued between two yields of the sender.
 const DATAGRAM_BURST: usize = 32;
 /// Time the receiver gets after the sender stops, for datagrams still in flight.
@@ -362,7 +365,8 @@ pub async fn latency<C: Conn>(conn: &C, requests: u64) -> Result<Vec<Metric>> {
     Ok(out)
 }
 
-/// Datagrams of `size` bytes as fast as the connection takes them, for `duration`.
+/// Datagrams of `size` bytes as fast as the connection takes them, for `duration`, each
+/// written by the sender before it goes (see [`DatagramSource`]).
 ///
 /// The sender queues datagrams while the transport's send buffer has room and sleeps a
 /// millisecond when it has none. Without that pacing a sender in the same process as
@@ -376,15 +380,15 @@ pub async fn datagrams<C: Conn>(conn: &C, duration: Duration, size: usize) -> Re
     }
     // Start from zero on the server's counter.
     query(conn, CMD_DATAGRAMS).await?;
-    let payload = Bytes::from(vec![0x5a_u8; size]);
     // Room for the payload plus the largest WebTransport and QUIC framing.
     let needed = size + 64;
+    let mut source = DatagramSource::new(conn.datagram_send_buffer_space() / size.max(1), size);
     let mut sent = 0_u64;
     let start = Instant::now();
     while start.elapsed() < duration {
         let mut queued = 0;
         while queued < DATAGRAM_BURST && conn.datagram_send_buffer_space() >= needed {
-            if conn.send_datagram(&payload).is_ok() {
+            if conn.send_datagram(source.next()).is_ok() {
                 sent += 1;
             }
             queued += 1;
@@ -498,6 +502,46 @@ pub async fn resumed<S: Stack>(
         ));
     }
     Ok(metrics)
+}
+
+/// The datagrams the sender sends, written one by one as an application writes its own:
+/// each the next number followed by filler, in memory of its own, so that no
+/// implementation sends the same cached bytes over and over. Their buffers are reused
+/// round a ring longer than the send buffer holds, so that the allocator plays no part
+/// (freeing and allocating a buffer per datagram makes glibc hand pages back to the
+/// kernel and fault them in again, which would measure the allocator, not the stack).
+struct DatagramSource {
+    ring: Vec<Bytes>,
+    template: Vec<u8>,
+    sent: u64,
+}
+
+impl DatagramSource {
+    /// A ring for a send buffer that holds `fit_in_buffer` datagrams of `size` bytes.
+    fn new(fit_in_buffer: usize, size: usize) -> Self {
+        let len = fit_in_buffer.min(DATAGRAM_RING_MAX) + 2 * DATAGRAM_BURST;
+        let template = vec![0x5a_u8; size];
+        DatagramSource {
+            ring: (0..len).map(|_| Bytes::from(template.clone())).collect(),
+            template,
+            sent: 0,
+        }
+    }
+
+    /// The next datagram, written into the ring's oldest buffer (a new one if the
+    /// transport still holds that).
+    fn next(&mut self) -> &Bytes {
+        let slot = (self.sent % self.ring.len() as u64) as usize;
+        self.sent += 1;
+        let old = std::mem::take(&mut self.ring[slot]);
+        let mut d = old.try_into_mut().unwrap_or_else(|_| BytesMut::new());
+        d.clear();
+        d.extend_from_slice(&self.template);
+        let n = d.len().min(8);
+        d[..n].copy_from_slice(&self.sent.to_be_bytes()[..n]);
+        self.ring[slot] = d.freeze();
+        &self.ring[slot]
+    }
 }
 
 /// `count` idle sessions held at once on the server at `addr`; the server reports its
@@ -645,5 +689,43 @@ pub async fn run<S: Stack>(
         }
         "resumed" => resumed(stack.clone(), addr, sizes.handshakes).await,
         other => bail!("no scenario {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_are_numbered_and_their_buffers_reused_once_free() {
+        let mut source = DatagramSource::new(0, 1000);
+        let ring = source.ring.len();
+        let first = source.next().clone();
+        assert_eq!(first.len(), 1000);
+        assert_eq!(first[..8], 1_u64.to_be_bytes());
+        assert!(first[8..].iter().all(|&b| b == 0x5a));
+        let first_at = first.as_ptr();
+        for _ in 1..ring {
+            source.next();
+        }
+        // The first slot comes round again while `first` is still held (as a transport
+        // holds a queued datagram): a new buffer, and `first` is left as it was.
+        let again = source.next().as_ptr();
+        assert_ne!(again, first_at);
+        assert_eq!(first[..8], 1_u64.to_be_bytes());
+        // Round once more with nothing held: the slot's buffer is written in place.
+        drop(first);
+        for _ in 1..ring {
+            source.next();
+        }
+        let third = source.next();
+        assert_eq!(third.as_ptr(), again);
+        assert_eq!(third[..8], (2 * ring as u64 + 1).to_be_bytes());
+    }
+
+    #[test]
+    fn datagrams_smaller_than_their_number_are_filled_with_it() {
+        let mut source = DatagramSource::new(1, 3);
+        assert_eq!(source.next()[..], 1_u64.to_be_bytes()[..3]);
     }
 }
