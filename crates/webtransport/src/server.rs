@@ -419,13 +419,30 @@ async fn accept_loop(
             let deadline = tokio::time::Instant::now() + handshake_timeout;
             let remote = incoming.remote_address();
             let setup = async {
-                let quic = incoming
+                let mut connecting = incoming
                     .accept()
-                    .map_err(|e| HandshakeError::NotStarted(e.to_string()))?
+                    .map_err(|e| HandshakeError::NotStarted(e.to_string()))?;
+                // Linked at 0.5-RTT (always possible for a server): our SETTINGS go with
+                // the handshake's flight (see `Engine::link_quic`). Not before the whole
+                // ClientHello is in: until then quinn has not applied the client's
+                // transport parameters, and a stream opened while it had no stream credit
+                // is not woken when they arrive (Chromium's ClientHello takes two
+                // packets). The handshake data is ready once the ClientHello is.
+                connecting
+                    .handshake_data()
                     .await
                     .map_err(|e| HandshakeError::from_quinn(&e))?;
+                let (quic, handshake) = match connecting.into_0rtt() {
+                    Ok((quic, handshake)) => (quic, Some(handshake)),
+                    Err(connecting) => (
+                        connecting
+                            .await
+                            .map_err(|e| HandshakeError::from_quinn(&e))?,
+                        None,
+                    ),
+                };
                 engine
-                    .link_quic(quic, EndpointUse::Own(ep))
+                    .link_quic(quic, EndpointUse::Own(ep), handshake)
                     .await
                     .map_err(HandshakeError::Lost)
             };

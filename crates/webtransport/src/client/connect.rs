@@ -192,7 +192,7 @@ async fn connect(
         .await
         .map_err(|e| ConnectError::Handshake(HandshakeError::from_quinn(&e)))?;
     engine
-        .link_quic(quic, endpoint)
+        .link_quic(quic, endpoint, None)
         .await
         .map_err(ConnectError::ConnectionLost)?;
     let Some(conn) = conn.upgrade() else {

@@ -496,12 +496,16 @@ impl Engine {
             .cloned()
     }
 
-    /// Links the engine to its QUIC connection once the handshake is done: opens our
-    /// control stream (the core's SETTINGS go out on it) and starts the driver.
+    /// Links the engine to its QUIC connection: opens our control stream (the core's
+    /// SETTINGS go out on it) and starts the driver. A client links once its handshake is
+    /// done; a server as soon as it has the client's ClientHello, with `handshake` the
+    /// handshake's completion (0.5-RTT), which the connection then waits for before it
+    /// is Connected and reads anything of the client's.
     pub(crate) async fn link_quic(
         self: &Arc<Self>,
         quic: quinn::Connection,
         endpoint: EndpointUse,
+        handshake: Option<quinn::ZeroRttAccepted>,
     ) -> Result<(), ConnectionError> {
         // Only the control stream: no QPACK encoder or decoder stream, since neither side
         // uses a dynamic table (RFC 9204 §4.2); each would cost both peers a stream for
@@ -520,6 +524,16 @@ impl Engine {
             return Err(ConnectionError::LocallyClosed);
         }
         self.update(|st| st.linked(id, control));
+        if let Some(handshake) = handshake {
+            // A server linked at 0.5-RTT: its SETTINGS (written above) leave with the
+            // flight that completes the client's handshake, so that the client's CONNECT
+            // can follow its Finished instead of waiting a round trip more. The driver,
+            // which reads the client's streams, starts once the handshake is complete.
+            handshake.await;
+            if let Some(reason) = self.link().and_then(|l| l.quic.close_reason()) {
+                return Err(ConnectionError::from_quinn(&reason));
+            }
+        }
         self.lifecycle.advance(ConnectionState::Connected);
         self.events.emit(ConnectionEvent::Established);
         tokio::spawn(driver::run(self.clone()));
