@@ -19,7 +19,13 @@ pub(crate) fn h3_code(v: quinn::VarInt) -> Code {
 
 impl HandshakeError {
     pub(crate) fn from_quinn(e: &quinn::ConnectionError) -> Self {
-        match ConnectionError::from_quinn(e) {
+        Self::from_connection(ConnectionError::from_quinn(e))
+    }
+
+    /// A connection that ended before it was set up: a TLS or transport failure is the
+    /// handshake's, anything else lost it.
+    pub(crate) fn from_connection(e: ConnectionError) -> Self {
+        match e {
             ConnectionError::Transport(t) if t.code == 0x2 && t.remote => HandshakeError::Refused,
             ConnectionError::Transport(t) if t.is_certificate() => HandshakeError::Certificate(t),
             ConnectionError::Transport(t) if t.tls_alert().is_some() => HandshakeError::Tls(t),

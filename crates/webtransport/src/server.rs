@@ -444,7 +444,7 @@ async fn accept_loop(
                 engine
                     .link_quic(quic, EndpointUse::Own(ep), handshake)
                     .await
-                    .map_err(HandshakeError::Lost)
+                    .map_err(HandshakeError::from_connection)
             };
             match tokio::time::timeout_at(deadline, setup).await {
                 Ok(Ok(())) => {

@@ -544,6 +544,30 @@ async fn pinned_hash_mismatch_is_refused() {
     assert!(!err.is_retriable());
 }
 
+/// The same refusal seen from the server, whose connection was linked at 0.5-RTT (its
+/// SETTINGS already sent): it fails as a handshake refused for its certificate, with the
+/// client's TLS alert, not as a connection lost.
+#[tokio::test]
+async fn the_server_sees_its_certificate_refused_as_a_handshake_failure() {
+    let fx = fixture().await;
+    let mut cfg = fx.client_config();
+    cfg.verification = CertVerification::ServerCertificateHashes(vec![[0xab; 32]]);
+    let client = Client::new(cfg).unwrap();
+    client.connect(&fx.url("/echo")).await.unwrap_err();
+    let conn = fx
+        .server
+        .connections()
+        .into_iter()
+        .next()
+        .expect("the server had the connection");
+    match conn.wait_ready(T).await {
+        Err(ConnectError::Handshake(HandshakeError::Certificate(t))) => {
+            assert!(t.remote, "the client refused it: {t}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn validate_names_the_bad_field() {
     let mut c = ClientConfig::default();
