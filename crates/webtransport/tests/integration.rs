@@ -1252,6 +1252,64 @@ async fn streams_are_taken_after_an_accept_gave_up() {
     );
 }
 
+/// Counts the wake-ups of a task polled by hand.
+#[derive(Default)]
+struct CountingWaker {
+    wakes: std::sync::atomic::AtomicUsize,
+    woken: tokio::sync::Notify,
+}
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.woken.notify_one();
+    }
+}
+
+impl CountingWaker {
+    fn wakes(&self) -> usize {
+        self.wakes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// An `accept_bi` that takes its stream from QUIC itself queues it with its session, which
+/// wakes the session's acceptors: the task that took it is not among them (it would be
+/// polled once more for nothing, one spurious poll per stream).
+#[tokio::test]
+async fn an_accept_is_not_woken_by_the_stream_it_took_itself() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let fx = fixture().await;
+    let (client, server) = fx.session_pair("/wake").await;
+    let waker = Arc::new(CountingWaker::default());
+    let task = Waker::from(waker.clone());
+    let mut cx = Context::from_waker(&task);
+    let mut accept = Box::pin(server.accept_bi());
+    assert!(accept.as_mut().poll(&mut cx).is_pending());
+    // A turn of the driver while the accept waits: from then on it leaves bidirectional
+    // streams to the accept.
+    driver_turn(&client, &server).await;
+
+    let (mut send, _recv) = client.open_bi().await.unwrap();
+    send.write_all(b"x").await.unwrap();
+    let (mut got, _recv) = loop {
+        tokio::time::timeout(T, waker.woken.notified())
+            .await
+            .expect("the accept is woken for the stream");
+        let before = waker.wakes();
+        if let Poll::Ready(r) = accept.as_mut().poll(&mut cx) {
+            assert_eq!(waker.wakes(), before, "woken by its own stream");
+            break r.unwrap();
+        }
+    };
+    got.write_all(b"y").await.unwrap();
+}
+
 /// The peer learns of a stream we open even when no write comes first: one read first
 /// (the peer may be the one to speak first), one finished with nothing written, and one
 /// dropped. (What a change that holds the stream's header back for the first write must

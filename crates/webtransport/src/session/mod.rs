@@ -340,27 +340,33 @@ impl Session {
         };
         let mut accepting = Some(engine.accepting(bidi));
         loop {
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(r) = self.queued_stream(bidi) {
-                return r;
-            }
-            if accepting.is_none() {
-                notified.await;
-                continue;
-            }
-            let quic = engine.quic();
-            let accepted = if bidi {
-                let accept = std::pin::pin!(quic.accept_bi());
-                unless_notified(notified, accept)
-                    .await
-                    .map(|r| r.map(|(send, recv)| (recv, Some(send))))
-            } else {
-                let accept = std::pin::pin!(quic.accept_uni());
-                unless_notified(notified, accept)
-                    .await
-                    .map(|r| r.map(|recv| (recv, None)))
+            // The registration ends with this block, before a stream taken here is
+            // started: queuing it notifies the session's acceptors, and this task, which
+            // looks at the queue next anyway, would be woken by its own stream and polled
+            // once more for nothing (and rescheduled, where another worker may steal it).
+            let accepted = {
+                let notified = notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(r) = self.queued_stream(bidi) {
+                    return r;
+                }
+                if accepting.is_none() {
+                    notified.await;
+                    continue;
+                }
+                let quic = engine.quic();
+                if bidi {
+                    let accept = std::pin::pin!(quic.accept_bi());
+                    unless_notified(notified, accept)
+                        .await
+                        .map(|r| r.map(|(send, recv)| (recv, Some(send))))
+                } else {
+                    let accept = std::pin::pin!(quic.accept_uni());
+                    unless_notified(notified, accept)
+                        .await
+                        .map(|r| r.map(|recv| (recv, None)))
+                }
             };
             match accepted {
                 Some(Ok((recv, send))) => engine.start_peer_stream(recv, send),
