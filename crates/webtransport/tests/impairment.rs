@@ -263,10 +263,14 @@ impl Net {
         }
     }
 
+    /// The URL of `path` on the server, through the relay.
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.relay.addr().port())
+    }
+
     /// A session at `path`, through the relay.
     async fn connect(&self, path: &str) -> Session {
-        let url = format!("https://127.0.0.1:{}{path}", self.relay.addr().port());
-        timeout(T, self.client.connect(&url))
+        timeout(T, self.client.connect(&self.url(path)))
             .await
             .unwrap_or_else(|_| panic!("connect {path}: nothing within {T:?}"))
             .unwrap_or_else(|e| panic!("connect {path}: {e:?}"))
@@ -1109,7 +1113,7 @@ async fn silence_during_the_handshake_is_bounded_by_the_handshake_timeout() {
     net.client = Client::new(cfg).unwrap();
 
     let started = Instant::now();
-    let url = format!("https://127.0.0.1:{}/echo", net.relay.addr().port());
+    let url = net.url("/echo");
     let client = net.client.clone();
     let connecting = tokio::spawn(async move { (client.connect(&url).await, started.elapsed()) });
     let server_conn = timeout(T, async {
@@ -1198,9 +1202,8 @@ async fn a_session_is_ready_two_round_trips_after_the_clients_first_packet() {
         ..Impairment::default()
     };
     let net = Net::start(RelayConfig::both(link)).await;
-    let url = format!("https://127.0.0.1:{}/echo", net.relay.addr().port());
     let started = Instant::now();
-    let session = timeout(T, net.client.connect(&url)).await.unwrap().unwrap();
+    let session = net.connect("/echo").await;
     let ready = started.elapsed();
     println!("[setup] session ready after {ready:?} ({DELAY:?} each way)");
     assert!(ready >= 4 * DELAY, "{ready:?}");
@@ -1233,7 +1236,7 @@ async fn a_client_hello_in_two_packets_does_not_hold_up_the_session() {
     cfg.alpn
         .extend((0..8).map(|i| format!("{i}{}", "x".repeat(200))));
     let client = Client::new(cfg).unwrap();
-    let url = format!("https://127.0.0.1:{}/echo", net.relay.addr().port());
+    let url = net.url("/echo");
     let started = Instant::now();
     let session = timeout(T, client.connect(&url)).await.unwrap().unwrap();
     let ready = started.elapsed();
