@@ -57,6 +57,15 @@ impl DatagramArena {
         self.current.split().freeze()
     }
 
+    /// `len` bytes of the block, empty, for a datagram written elsewhere (by the
+    /// application, see `DatagramBuffer`): the block's memory is used as by
+    /// [`DatagramArena::take`], and the block is reused only once the datagram is dropped.
+    pub fn lend(&mut self, len: usize) -> BytesMut {
+        self.room(len);
+        let rest = self.current.split_off(len);
+        std::mem::replace(&mut self.current, rest)
+    }
+
     fn next_block(&mut self, len: usize) {
         let used = std::mem::take(&mut self.current);
         if std::mem::take(&mut self.in_block) {
@@ -163,6 +172,28 @@ mod tests {
             drop(send(&mut a, &payload));
         }
         assert!(a.spent.len() <= 2, "{} blocks kept", a.spent.len());
+    }
+
+    #[test]
+    fn a_lent_buffer_is_written_in_place_and_keeps_its_block_busy() {
+        let mut a = DatagramArena::new(4 * BLOCK);
+        let mut lent = a.lend(1000);
+        assert!(lent.is_empty());
+        assert_eq!(lent.capacity(), 1000);
+        let at = lent.as_ptr();
+        // The datagram built next comes after the lent bytes, in the same block.
+        let next = send(&mut a, b"after");
+        assert_eq!(next.as_ptr() as usize, at as usize + 1000);
+        lent.extend_from_slice(&[4u8; 1000]);
+        // Written where it was lent: no copy out of the block.
+        assert_eq!(lent.as_ptr(), at);
+        let lent = lent.freeze();
+        drop(next);
+        // While the lent datagram lives, its block is never written again.
+        for _ in 0..(4 * BLOCK / 1000) {
+            drop(send(&mut a, &[5u8; 1000]));
+        }
+        assert!(lent.iter().all(|b| *b == 4));
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub use manage::{
 /// The time type of [`tls::check_certificate_hash_requirements`].
 pub use rustls_pki_types::UnixTime;
 pub use server::{Server, ServerError, SessionRequest};
-pub use session::{Session, SessionEvent, SessionEvents};
+pub use session::{DatagramBuffer, Session, SessionEvent, SessionEvents};
 pub use stream::{RecvStream, SendStream};
 pub use tls::{generate_self_signed, SelfSignedCertificate, TlsError};
 pub use webtransport_proto as proto;

@@ -476,6 +476,84 @@ async fn datagram_too_large_is_refused_clearly() {
     s.send_datagram(&vec![0u8; max]).unwrap();
 }
 
+/// Sends a datagram with `send` until the peer reads one (loopback rarely loses one) and
+/// returns what it read.
+async fn datagram_through(
+    from: &Session,
+    to: &Session,
+    mut send: impl FnMut(&Session) -> Result<(), DatagramError>,
+) -> bytes::Bytes {
+    for _ in 0..20 {
+        send(from).unwrap();
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(200), to.read_datagram()).await {
+            return r.unwrap();
+        }
+    }
+    panic!("no datagram arrived");
+}
+
+/// A datagram written in a buffer the session lends arrives as written: through
+/// `io::Write`, past the capacity asked for (it moves, and is still sent whole), and from
+/// a buffer another session lent (sent as this session's). The session's count includes
+/// it, and once the session is closed the buffer is refused as `send_datagram` is.
+#[tokio::test]
+async fn datagrams_written_in_place_arrive_as_written() {
+    use std::io::Write;
+
+    let fx = fixture().await;
+    let (client, server) = fx.session_pair("/in-place").await;
+    let got = datagram_through(&client, &server, |s| {
+        let mut buf = s.datagram_buffer(16);
+        assert_eq!(buf.capacity(), 16);
+        write!(buf, "in place {}", 42).unwrap();
+        buf[..2].copy_from_slice(b"IN");
+        assert_eq!(&buf[..], b"IN place 42");
+        s.send_datagram_buffer(buf)
+    })
+    .await;
+    assert_eq!(&got[..], b"IN place 42");
+
+    let big = pattern(1000, 7);
+    let got = datagram_through(&client, &server, |s| {
+        let mut buf = s.datagram_buffer(10);
+        buf.extend_from_slice(&big);
+        s.send_datagram_buffer(buf)
+    })
+    .await;
+    assert_eq!(got, big);
+
+    // Lent by the connection's second session, whose id is written in front of it.
+    let conn = client.connection().clone();
+    let req = fx.request("/other");
+    let open = tokio::spawn(async move { conn.open_session(req).await });
+    let request = tokio::time::timeout(T, fx.server.accept()).await.unwrap();
+    let _other_server = request.unwrap().accept().unwrap();
+    let other = open.await.unwrap().unwrap();
+    assert_ne!(other.id(), client.id());
+    let got = datagram_through(&client, &server, |s| {
+        let mut buf = other.datagram_buffer(8);
+        buf.resize(5, b'x');
+        s.send_datagram_buffer(buf)
+    })
+    .await;
+    assert_eq!(&got[..], b"xxxxx");
+    assert!(client.stats().datagrams_sent >= 3);
+    assert_eq!(other.stats().datagrams_sent, 0);
+
+    client.close(0, "done").unwrap();
+    let mut buf = client.datagram_buffer(4);
+    buf.extend_from_slice(b"late");
+    let err = client.send_datagram_buffer(buf).unwrap_err();
+    assert!(
+        matches!(err, DatagramError::Session(SessionError::Closed { .. })),
+        "{err:?}"
+    );
+    assert!(matches!(
+        client.send_datagram(b"late").unwrap_err(),
+        DatagramError::Session(SessionError::Closed { .. })
+    ));
+}
+
 #[tokio::test(start_paused = true)]
 async fn idle_timeout_closes_the_connection() {
     let fx = fixture_with(|c| {

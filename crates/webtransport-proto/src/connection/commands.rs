@@ -360,14 +360,22 @@ impl Connection {
         payload: &[u8],
         out: &mut B,
     ) -> Result<(), CommandError> {
+        self.may_send_datagram(session)?;
+        datagram::encode_header(session, out);
+        out.put_slice(payload);
+        Ok(())
+    }
+
+    /// Whether a datagram of `session` may be sent now: the session is established and the
+    /// peer's SETTINGS accept HTTP datagrams. For a datagram built elsewhere (its header
+    /// from [`datagram::encode_header`]).
+    pub fn may_send_datagram(&self, session: SessionId) -> Result<(), CommandError> {
         if !self.is_established(session) {
             return Err(CommandError::NotEstablished(session));
         }
         if !self.peer_datagrams {
             return Err(CommandError::DatagramsDisabled);
         }
-        datagram::encode_header(session, out);
-        out.put_slice(payload);
         Ok(())
     }
 

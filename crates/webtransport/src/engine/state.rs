@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use std::task::Waker;
 use std::time::{Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use webtransport_proto::connection::{
     self as core, CommandError, Feed, RejectReason, SessionEnd, SessionStatus, StreamHalf,
@@ -501,19 +501,62 @@ impl State {
         config: &super::EngineConfig,
     ) -> Result<Bytes, DatagramError> {
         let len = webtransport_proto::datagram::header_len(session) + payload.len();
-        let arena = self.arena.get_or_insert_with(|| {
+        let room = Self::arena(&mut self.arena, config).room(len);
+        let built = self.core.encode_datagram_into(session, payload, room);
+        self.datagram_built(session, built, config)?;
+        Ok(Self::arena(&mut self.arena, config).take())
+    }
+
+    /// Room in the connection's arena for a datagram of `session` with up to `capacity`
+    /// bytes of payload, its header already written (see `DatagramBuffer`).
+    pub(crate) fn lend_datagram(
+        &mut self,
+        session: SessionId,
+        capacity: usize,
+        config: &super::EngineConfig,
+    ) -> BytesMut {
+        let header = webtransport_proto::datagram::header_len(session);
+        let mut buf = Self::arena(&mut self.arena, config).lend(header + capacity);
+        webtransport_proto::datagram::encode_header(session, &mut buf);
+        buf
+    }
+
+    /// A datagram of `session` written in a buffer from [`State::lend_datagram`], ready
+    /// for QUIC if the session may send it.
+    pub(crate) fn seal_datagram(
+        &mut self,
+        session: SessionId,
+        datagram: BytesMut,
+        config: &super::EngineConfig,
+    ) -> Result<Bytes, DatagramError> {
+        let checked = self.core.may_send_datagram(session);
+        self.datagram_built(session, checked, config)?;
+        Ok(datagram.freeze())
+    }
+
+    fn arena<'a>(
+        arena: &'a mut Option<Box<DatagramArena>>,
+        config: &super::EngineConfig,
+    ) -> &'a mut DatagramArena {
+        arena.get_or_insert_with(|| {
             let send_buffer = config.source.transport().datagram_send_buffer;
             Box::new(DatagramArena::new(send_buffer))
-        });
-        match self
-            .core
-            .encode_datagram_into(session, payload, arena.room(len))
-        {
+        })
+    }
+
+    /// Counts a datagram the core let `session` send, or says why it may not.
+    fn datagram_built(
+        &mut self,
+        session: SessionId,
+        built: Result<(), CommandError>,
+        config: &super::EngineConfig,
+    ) -> Result<(), DatagramError> {
+        match built {
             Ok(()) => {
                 if let Some(slot) = self.slots.get_mut(&session) {
                     slot.stats.datagrams_sent += 1;
                 }
-                Ok(arena.take())
+                Ok(())
             }
             Err(CommandError::DatagramsDisabled) => Err(DatagramError::Unsupported),
             Err(_) => Err(self

@@ -1,5 +1,6 @@
 //! [`Session`]: one WebTransport session — streams, datagrams, close and drain.
 
+mod datagram;
 mod events;
 
 use std::future::Future;
@@ -25,6 +26,7 @@ use crate::events::ConnectionEvent;
 use crate::stream::{RecvStream, SendStream, StreamLink};
 
 pub use crate::info::{CloseInfo, SessionInfo, SessionStats};
+pub use datagram::DatagramBuffer;
 pub use events::{SessionEvent, SessionEvents};
 
 impl Connection {
@@ -394,6 +396,9 @@ impl Session {
 
     /// Sends a datagram. Unreliable: it may be lost, and it is dropped locally when the
     /// send buffer is full.
+    ///
+    /// The payload is copied behind the session's id; to write it in place instead, see
+    /// [`Session::datagram_buffer`].
     pub fn send_datagram(&self, payload: &[u8]) -> Result<(), DatagramError> {
         // No size check of our own up front: quinn checks the whole datagram anyway, and
         // asking it for the limit first costs a second lock of its connection state on
@@ -401,16 +406,44 @@ impl Session {
         let engine = self.engine();
         let config = engine.config();
         let datagram = engine.read_mut(|st| st.encode_datagram(self.id, payload, config))?;
+        self.send_built_datagram(datagram, payload.len())
+    }
+
+    /// A buffer to write a datagram's payload of up to `capacity` bytes in, for
+    /// [`Session::send_datagram_buffer`]: the datagram is sent from where it is written,
+    /// without the copy [`Session::send_datagram`] makes.
+    pub fn datagram_buffer(&self, capacity: usize) -> DatagramBuffer {
+        let engine = self.engine();
+        let config = engine.config();
+        let buf = engine.read_mut(|st| st.lend_datagram(self.id, capacity, config));
+        DatagramBuffer::new(self.id, buf)
+    }
+
+    /// Sends a datagram written in a buffer from [`Session::datagram_buffer`]; as
+    /// [`Session::send_datagram`] otherwise. A buffer lent by another session is sent as
+    /// this session's (by copy).
+    pub fn send_datagram_buffer(&self, buffer: DatagramBuffer) -> Result<(), DatagramError> {
+        if buffer.session() != self.id {
+            return self.send_datagram(&buffer);
+        }
+        let len = buffer.len();
+        let engine = self.engine();
+        let config = engine.config();
+        let datagram =
+            engine.read_mut(|st| st.seal_datagram(self.id, buffer.into_datagram(), config))?;
+        self.send_built_datagram(datagram, len)
+    }
+
+    /// Hands QUIC a datagram the engine built and counted (`len` bytes of payload).
+    fn send_built_datagram(&self, datagram: Bytes, len: usize) -> Result<(), DatagramError> {
+        let engine = self.engine();
         let error = match engine.quic().send_datagram(datagram) {
             Ok(()) => {
-                engine.activity().sent(payload.len());
+                engine.activity().sent(len);
                 return Ok(());
             }
             Err(quinn::SendDatagramError::TooLarge) => match self.max_datagram_size() {
-                Some(max) => DatagramError::TooLarge {
-                    size: payload.len(),
-                    max,
-                },
+                Some(max) => DatagramError::TooLarge { size: len, max },
                 None => DatagramError::Unsupported,
             },
             Err(quinn::SendDatagramError::ConnectionLost(e)) => {
