@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use tokio::sync::{mpsc, Mutex};
 
-use crate::api::{Conn, Listener, RecvHalf, SendHalf, Stack};
+use crate::api::{Conn, DatagramSource, Listener, RecvHalf, SendHalf, Stack};
 use crate::ours::Configs;
 
 fn quinn_configs(configs: &Configs) -> Result<(quinn::ClientConfig, quinn::ServerConfig)> {
@@ -92,8 +92,8 @@ impl Conn for wtransport::Connection {
         Ok(wtransport::Connection::accept_bi(self).await?)
     }
 
-    fn send_datagram(&self, payload: &Bytes) -> Result<()> {
-        Ok(wtransport::Connection::send_datagram(self, payload)?)
+    fn send_datagram(&self, source: &mut DatagramSource) -> Result<()> {
+        Ok(wtransport::Connection::send_datagram(self, source.next())?)
     }
 
     async fn read_datagram(&self) -> Result<Bytes> {
@@ -210,10 +210,10 @@ impl Conn for web_transport_quinn::Session {
         Ok(web_transport_quinn::Session::accept_bi(self).await?)
     }
 
-    fn send_datagram(&self, payload: &Bytes) -> Result<()> {
+    fn send_datagram(&self, source: &mut DatagramSource) -> Result<()> {
         Ok(web_transport_quinn::Session::send_datagram(
             self,
-            payload.clone(),
+            source.next().clone(),
         )?)
     }
 

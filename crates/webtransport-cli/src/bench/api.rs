@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use anyhow::Result;
 use bytes::Bytes;
 
+pub use super::scenarios::DatagramSource;
+
 /// One benchmarked implementation: how to start its server and connect its client.
 pub trait Stack: Send + Sync + 'static {
     /// A session (or a QUIC connection for the raw-quinn baseline).
@@ -65,8 +67,10 @@ pub trait Conn: Clone + Send + Sync + 'static {
     /// Waits for the peer's next bidirectional stream.
     fn accept_bi(&self) -> impl Future<Output = Result<(Self::Send, Self::Recv)>> + Send;
 
-    /// Queues one datagram; never waits (a full send buffer drops the oldest).
-    fn send_datagram(&self, payload: &Bytes) -> Result<()>;
+    /// Queues the next datagram of `source`; never waits (a full send buffer drops the
+    /// oldest). A stack that lends buffers to write datagrams in has `source` write it
+    /// there; the others are handed the buffer `source` wrote it in.
+    fn send_datagram(&self, source: &mut DatagramSource) -> Result<()>;
 
     /// Waits for the next datagram.
     fn read_datagram(&self) -> impl Future<Output = Result<Bytes>> + Send;

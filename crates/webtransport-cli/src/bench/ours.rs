@@ -18,7 +18,7 @@ use webtransport::app::{
     AppLimits, HandlerError, OriginAllowList, RateLimit, RequestContext, ServerApp,
 };
 
-use super::api::{Conn, Listener, RecvHalf, SendHalf, Stack};
+use super::api::{Conn, DatagramSource, Listener, RecvHalf, SendHalf, Stack};
 
 /// The configuration of a benchmark run.
 #[derive(Debug, Clone)]
@@ -244,8 +244,10 @@ impl Conn for Session {
         Ok(Session::accept_bi(self).await?)
     }
 
-    fn send_datagram(&self, payload: &Bytes) -> Result<()> {
-        Ok(Session::send_datagram(self, payload)?)
+    fn send_datagram(&self, source: &mut DatagramSource) -> Result<()> {
+        let mut buf = self.datagram_buffer(source.size());
+        source.next_into(&mut buf);
+        Ok(self.send_datagram_buffer(buf)?)
     }
 
     async fn read_datagram(&self) -> Result<Bytes> {

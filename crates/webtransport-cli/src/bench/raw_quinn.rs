@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use tokio::sync::{mpsc, Mutex};
 
-use super::api::{Conn, Listener, RecvHalf, SendHalf, Stack};
+use super::api::{Conn, DatagramSource, Listener, RecvHalf, SendHalf, Stack};
 use super::ours::Configs;
 
 /// quinn with one client endpoint for every connection, as a quinn application has.
@@ -121,8 +121,11 @@ impl Conn for quinn::Connection {
         Ok(quinn::Connection::accept_bi(self).await?)
     }
 
-    fn send_datagram(&self, payload: &Bytes) -> Result<()> {
-        Ok(quinn::Connection::send_datagram(self, payload.clone())?)
+    fn send_datagram(&self, source: &mut DatagramSource) -> Result<()> {
+        Ok(quinn::Connection::send_datagram(
+            self,
+            source.next().clone(),
+        )?)
     }
 
     async fn read_datagram(&self) -> Result<Bytes> {

@@ -388,7 +388,7 @@ pub async fn datagrams<C: Conn>(conn: &C, duration: Duration, size: usize) -> Re
     while start.elapsed() < duration {
         let mut queued = 0;
         while queued < DATAGRAM_BURST && conn.datagram_send_buffer_space() >= needed {
-            if conn.send_datagram(source.next()).is_ok() {
+            if conn.send_datagram(&mut source).is_ok() {
                 sent += 1;
             }
             queued += 1;
@@ -510,7 +510,7 @@ pub async fn resumed<S: Stack>(
 /// round a ring longer than the send buffer holds, so that the allocator plays no part
 /// (freeing and allocating a buffer per datagram makes glibc hand pages back to the
 /// kernel and fault them in again, which would measure the allocator, not the stack).
-struct DatagramSource {
+pub struct DatagramSource {
     ring: Vec<Bytes>,
     template: Vec<u8>,
     sent: u64,
@@ -528,19 +528,36 @@ impl DatagramSource {
         }
     }
 
+    /// Bytes in each datagram.
+    pub fn size(&self) -> usize {
+        self.template.len()
+    }
+
     /// The next datagram, written into the ring's oldest buffer (a new one if the
     /// transport still holds that).
-    fn next(&mut self) -> &Bytes {
+    pub fn next(&mut self) -> &Bytes {
         let slot = (self.sent % self.ring.len() as u64) as usize;
-        self.sent += 1;
         let old = std::mem::take(&mut self.ring[slot]);
         let mut d = old.try_into_mut().unwrap_or_else(|_| BytesMut::new());
         d.clear();
         d.extend_from_slice(&self.template);
-        let n = d.len().min(8);
-        d[..n].copy_from_slice(&self.sent.to_be_bytes()[..n]);
+        self.number(&mut d);
         self.ring[slot] = d.freeze();
         &self.ring[slot]
+    }
+
+    /// The next datagram, written into a buffer our stack lent (the same bytes as
+    /// [`DatagramSource::next`] writes, with no ring).
+    pub fn next_into(&mut self, buf: &mut webtransport::DatagramBuffer) {
+        buf.extend_from_slice(&self.template);
+        self.number(buf);
+    }
+
+    /// Counts a datagram and writes its number over the filler it starts with.
+    fn number(&mut self, d: &mut [u8]) {
+        self.sent += 1;
+        let n = d.len().min(8);
+        d[..n].copy_from_slice(&self.sent.to_be_bytes()[..n]);
     }
 }
 
