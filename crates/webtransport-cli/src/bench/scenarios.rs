@@ -522,7 +522,7 @@ impl DatagramSource {
         let len = fit_in_buffer.min(DATAGRAM_RING_MAX) + 2 * DATAGRAM_BURST;
         let template = vec![0x5a_u8; size];
         DatagramSource {
-            ring: (0..len).map(|_| Bytes::from(template.clone())).collect(),
+            ring: (0..len).map(|_| counted_buffer(size).freeze()).collect(),
             template,
             sent: 0,
         }
@@ -538,7 +538,9 @@ impl DatagramSource {
     pub fn next(&mut self) -> &Bytes {
         let slot = (self.sent % self.ring.len() as u64) as usize;
         let old = std::mem::take(&mut self.ring[slot]);
-        let mut d = old.try_into_mut().unwrap_or_else(|_| BytesMut::new());
+        let mut d = old
+            .try_into_mut()
+            .unwrap_or_else(|_| counted_buffer(self.template.len()));
         d.clear();
         d.extend_from_slice(&self.template);
         self.number(&mut d);
@@ -559,6 +561,17 @@ impl DatagramSource {
         let n = d.len().min(8);
         d[..n].copy_from_slice(&self.sent.to_be_bytes()[..n]);
     }
+}
+
+/// An empty buffer of `capacity` bytes whose `Bytes` are shared by a reference count from
+/// the start. A buffer made from a `Vec` is not: each clone of its `Bytes` (the one a
+/// transport keeps) first allocates the count, and taking it back as `BytesMut` once
+/// unique frees the count again, so a ring of them would allocate on every datagram.
+fn counted_buffer(capacity: usize) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(capacity);
+    // Splitting off nothing moves the buffer to a shared count, kept from then on.
+    drop(buf.split());
+    buf
 }
 
 /// `count` idle sessions held at once on the server at `addr`; the server reports its
