@@ -540,6 +540,19 @@ async fn datagrams_written_in_place_arrive_as_written() {
     assert!(client.stats().datagrams_sent >= 3);
     assert_eq!(other.stats().datagrams_sent, 0);
 
+    // Too large for QUIC: refused as `send_datagram` refuses it, and not counted.
+    let max = client.max_datagram_size().unwrap();
+    let sent = client.stats().datagrams_sent;
+    let mut buf = client.datagram_buffer(usize::MAX);
+    assert_eq!(buf.capacity(), 65_535);
+    buf.resize(max + 1, 0);
+    let err = client.send_datagram_buffer(buf).unwrap_err();
+    assert!(
+        matches!(err, DatagramError::TooLarge { size, max: m } if size == max + 1 && m == max),
+        "{err:?}"
+    );
+    assert_eq!(client.stats().datagrams_sent, sent);
+
     client.close(0, "done").unwrap();
     let mut buf = client.datagram_buffer(4);
     buf.extend_from_slice(b"late");

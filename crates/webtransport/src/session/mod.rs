@@ -411,8 +411,10 @@ impl Session {
 
     /// A buffer to write a datagram's payload of up to `capacity` bytes in, for
     /// [`Session::send_datagram_buffer`]: the datagram is sent from where it is written,
-    /// without the copy [`Session::send_datagram`] makes.
+    /// without the copy [`Session::send_datagram`] makes. `capacity` is held to 65,535
+    /// (no QUIC datagram is larger; [`Session::max_datagram_size`] is what fits now).
     pub fn datagram_buffer(&self, capacity: usize) -> DatagramBuffer {
+        let capacity = capacity.min(usize::from(u16::MAX));
         let engine = self.engine();
         let config = engine.config();
         let buf = engine.read_mut(|st| st.lend_datagram(self.id, capacity, config));
