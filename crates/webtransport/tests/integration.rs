@@ -89,6 +89,17 @@ impl Fixture {
         (connect.await.unwrap().unwrap(), server)
     }
 
+    /// Another session on `client`'s connection, for `path`, seen from both ends as
+    /// [`Fixture::session_pair`] gives them.
+    async fn second_session(&self, client: &Session, path: &str) -> (Session, Session) {
+        let conn = client.connection().clone();
+        let req = self.request(path);
+        let open = tokio::spawn(async move { conn.open_session(req).await });
+        let request = tokio::time::timeout(T, self.server.accept()).await.unwrap();
+        let server = request.unwrap().accept().unwrap();
+        (open.await.unwrap().unwrap(), server)
+    }
+
     /// Serves `/echo` like `wt serve` does: a `ServerApp` with the echo route (accepting
     /// the first subprotocol offered) and its default limits (100 sessions per address),
     /// every other path 404. Ends when the server shuts down.
@@ -523,12 +534,7 @@ async fn datagrams_written_in_place_arrive_as_written() {
     assert_eq!(got, big);
 
     // Lent by the connection's second session, whose id is written in front of it.
-    let conn = client.connection().clone();
-    let req = fx.request("/other");
-    let open = tokio::spawn(async move { conn.open_session(req).await });
-    let request = tokio::time::timeout(T, fx.server.accept()).await.unwrap();
-    let _other_server = request.unwrap().accept().unwrap();
-    let other = open.await.unwrap().unwrap();
+    let (other, _other_server) = fx.second_session(&client, "/other").await;
     assert_ne!(other.id(), client.id());
     let got = datagram_through(&client, &server, |s| {
         let mut buf = other.datagram_buffer(8);
@@ -1262,12 +1268,7 @@ async fn a_waiting_accept_leaves_other_sessions_their_streams_and_requests() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     driver_turn(&first, &a).await;
 
-    let conn = first.connection().clone();
-    let req = fx.request("/b");
-    let open_b = tokio::spawn(async move { conn.open_session(req).await });
-    let request = tokio::time::timeout(T, fx.server.accept()).await.unwrap();
-    let b = request.unwrap().accept().unwrap();
-    let second = open_b.await.unwrap().unwrap();
+    let (second, b) = fx.second_session(&first, "/b").await;
 
     let (mut send, _recv) = second.open_bi().await.unwrap();
     send.write_all(b"bi for b").await.unwrap();
