@@ -506,10 +506,12 @@ pub async fn resumed<S: Stack>(
 
 /// The datagrams the sender sends, written one by one as an application writes its own:
 /// each the next number followed by filler, in memory of its own, so that no
-/// implementation sends the same cached bytes over and over. Their buffers are reused
-/// round a ring longer than the send buffer holds, so that the allocator plays no part
-/// (freeing and allocating a buffer per datagram makes glibc hand pages back to the
-/// kernel and fault them in again, which would measure the allocator, not the stack).
+/// implementation sends the same cached bytes over and over. Written where the stack
+/// sends it from: a buffer our session lends ([`DatagramSource::next_into`]), or for the
+/// others a buffer of the ring ([`DatagramSource::next`]), reused round a ring longer than
+/// the send buffer holds, so that the allocator plays no part (freeing and allocating a
+/// buffer per datagram makes glibc hand pages back to the kernel and fault them in again,
+/// which would measure the allocator, not the stack).
 pub struct DatagramSource {
     ring: Vec<Bytes>,
     template: Vec<u8>,
