@@ -199,6 +199,22 @@ async fn one_port_on_ipv4_and_ipv6_wildcards() {
     }
 }
 
+/// Sends a datagram from `from` with `send` until `to` reads one (loopback rarely loses
+/// one) and returns what it read.
+async fn datagram_through(
+    from: &Session,
+    to: &Session,
+    mut send: impl FnMut(&Session) -> Result<(), DatagramError>,
+) -> bytes::Bytes {
+    for _ in 0..20 {
+        send(from).unwrap();
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(200), to.read_datagram()).await {
+            return r.unwrap();
+        }
+    }
+    panic!("no datagram arrived");
+}
+
 #[tokio::test]
 async fn bidi_uni_and_datagram_echo() {
     let fx = fixture().await;
@@ -217,16 +233,8 @@ async fn bidi_uni_and_datagram_echo() {
 
     let max = s.max_datagram_size().unwrap();
     assert!(max >= 1000, "max datagram {max}");
-    let mut got = None;
-    for _ in 0..20 {
-        s.send_datagram(b"dgram").unwrap();
-        if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_millis(200), s.read_datagram()).await
-        {
-            got = Some(d);
-            break;
-        }
-    }
-    assert_eq!(got.as_deref(), Some(&b"dgram"[..]));
+    let got = datagram_through(&s, &s, |s| s.send_datagram(b"dgram")).await;
+    assert_eq!(&got[..], b"dgram");
     assert!(s.stats().datagrams_sent >= 1 && s.stats().datagrams_received >= 1);
 }
 
@@ -485,22 +493,6 @@ async fn datagram_too_large_is_refused_clearly() {
     );
     assert!(err.to_string().contains("exceeds the maximum"), "{err}");
     s.send_datagram(&vec![0u8; max]).unwrap();
-}
-
-/// Sends a datagram with `send` until the peer reads one (loopback rarely loses one) and
-/// returns what it read.
-async fn datagram_through(
-    from: &Session,
-    to: &Session,
-    mut send: impl FnMut(&Session) -> Result<(), DatagramError>,
-) -> bytes::Bytes {
-    for _ in 0..20 {
-        send(from).unwrap();
-        if let Ok(r) = tokio::time::timeout(Duration::from_millis(200), to.read_datagram()).await {
-            return r.unwrap();
-        }
-    }
-    panic!("no datagram arrived");
 }
 
 /// A datagram written in a buffer the session lends arrives as written: through
