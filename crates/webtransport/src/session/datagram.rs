@@ -86,11 +86,6 @@ impl std::io::Write for DatagramBuffer {
         Ok(data.len())
     }
 
-    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.extend_from_slice(data);
-        Ok(())
-    }
-
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
