@@ -33,6 +33,7 @@ pub mod manage;
 mod quic;
 pub mod server;
 pub mod session;
+pub mod socket;
 pub mod stream;
 pub mod tls;
 mod weak_list;

@@ -209,14 +209,13 @@ pub struct Server {
 /// dual-stack by default, so `0.0.0.0:4433` and `[::]:4433` together would otherwise
 /// fail with "address in use". Alone, `[::]` keeps the system's default (dual-stack on
 /// Linux), so that one address can serve both families.
-fn udp_socket(addr: SocketAddr, all: &[SocketAddr]) -> std::io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() && all.iter().any(|a| a.is_ipv4() && a.port() == addr.port()) {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
+fn udp_socket(
+    addr: SocketAddr,
+    all: &[SocketAddr],
+    transport: &crate::config::TransportConfig,
+) -> std::io::Result<std::net::UdpSocket> {
+    let only_v6 = addr.is_ipv6() && all.iter().any(|a| a.is_ipv4() && a.port() == addr.port());
+    crate::socket::bind_with(addr, only_v6, transport)
 }
 
 /// Connections a server's endpoints took on and turned away.
@@ -248,7 +247,7 @@ impl Server {
                 addr: *addr,
                 source,
             };
-            let socket = udp_socket(*addr, &config.bind).map_err(bind_error)?;
+            let socket = udp_socket(*addr, &config.bind, &config.transport).map_err(bind_error)?;
             let ep = quinn::Endpoint::new(
                 quinn::EndpointConfig::default(),
                 Some(quinn_config.clone()),

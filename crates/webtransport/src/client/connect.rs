@@ -176,11 +176,14 @@ async fn connect(
     let (quinn_config, endpoint) = match reuse {
         Some(r) => (
             r.quinn_config(config)?,
-            EndpointUse::Shared(r.endpoint(addr.is_ipv6())?),
+            EndpointUse::Shared(r.endpoint(addr.is_ipv6(), &config.transport)?),
         ),
         None => (
             crate::tls::quinn_client_config(config)?,
-            EndpointUse::Own(Arc::new(super::bind_endpoint(addr.is_ipv6())?)),
+            EndpointUse::Own(Arc::new(super::bind_endpoint(
+                addr.is_ipv6(),
+                &config.transport,
+            )?)),
         ),
     };
     let (EndpointUse::Own(ep) | EndpointUse::Shared(ep)) = &endpoint;

@@ -8,7 +8,7 @@ pub mod stats;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, TransportConfig};
 use crate::connection::Connection;
 use crate::error::ConnectError;
 use crate::session::Session;
@@ -38,25 +38,38 @@ impl Reuse {
         Ok(c)
     }
 
-    fn endpoint(&self, ipv6: bool) -> Result<Arc<quinn::Endpoint>, ConnectError> {
+    fn endpoint(
+        &self,
+        ipv6: bool,
+        transport: &TransportConfig,
+    ) -> Result<Arc<quinn::Endpoint>, ConnectError> {
         let slot = if ipv6 { &self.v6 } else { &self.v4 };
         let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = &*slot {
             return Ok(e.clone());
         }
-        let e = Arc::new(bind_endpoint(ipv6)?);
+        let e = Arc::new(bind_endpoint(ipv6, transport)?);
         *slot = Some(e.clone());
         Ok(e)
     }
 }
 
-fn bind_endpoint(ipv6: bool) -> Result<quinn::Endpoint, ConnectError> {
+/// A client endpoint on a socket of its own, for one address family.
+fn bind_endpoint(ipv6: bool, transport: &TransportConfig) -> Result<quinn::Endpoint, ConnectError> {
     let bind: SocketAddr = if ipv6 {
         "[::]:0".parse().expect("literal")
     } else {
         "0.0.0.0:0".parse().expect("literal")
     };
-    quinn::Endpoint::client(bind).map_err(|e| ConnectError::Bind(Arc::new(e)))
+    let bound = |e| ConnectError::Bind(Arc::new(e));
+    let socket = crate::socket::bind(bind, transport).map_err(bound)?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(bound)
 }
 
 /// A parsed `https://host:port/path` WebTransport URL.

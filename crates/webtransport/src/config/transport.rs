@@ -74,6 +74,16 @@ pub struct TransportConfig {
     /// at once when the next halving step would be under [`MTU_SEARCH_STEP`] bytes: two
     /// probes on an Ethernet-sized path instead of quinn's default four.
     pub mtu_discovery: bool,
+    /// Bytes the kernel may queue on the endpoint's UDP socket before it drops what arrives
+    /// (SO_RCVBUF); 0 keeps the system's default. Packets that arrive faster than the
+    /// endpoint reads them in a burst are lost before QUIC sees them: 32 handshakes at once
+    /// overflowed Linux's usual default (208 KiB), and every lost Initial cost its client a
+    /// probe timeout of about a second (docs/benchmarks.md). The system caps the size (Linux:
+    /// `net.core.rmem_max`; a capped size is logged at debug level). Default 2 MiB.
+    pub socket_receive_buffer: usize,
+    /// Bytes the kernel may queue to send on the endpoint's UDP socket (SO_SNDBUF); 0, the
+    /// default, keeps the system's (a full buffer makes quinn wait, it loses nothing).
+    pub socket_send_buffer: usize,
 }
 
 /// The smallest MTU change the path-MTU search probes for (quinn's `minimum_change`,
@@ -98,6 +108,8 @@ impl Default for TransportConfig {
             congestion_controller: CongestionController::Cubic,
             initial_rtt: Duration::from_millis(333),
             mtu_discovery: true,
+            socket_receive_buffer: 2 * MIB as usize,
+            socket_send_buffer: 0,
         }
     }
 }
@@ -200,6 +212,21 @@ impl TransportConfig {
             ));
         }
         positive(P, "initial_rtt", self.initial_rtt)?;
+        // setsockopt takes a C int.
+        for (field, size) in [
+            (
+                "transport.socket_receive_buffer",
+                self.socket_receive_buffer,
+            ),
+            ("transport.socket_send_buffer", self.socket_send_buffer),
+        ] {
+            if i32::try_from(size).is_err() {
+                return Err(ConfigError::invalid(
+                    field,
+                    format!("{size} is more than a socket buffer can be (2^31 - 1 bytes)"),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -269,6 +296,12 @@ mod tests {
         });
         client_fails("transport.initial_rtt", |c| {
             c.transport.initial_rtt = Duration::ZERO
+        });
+        client_fails("transport.socket_receive_buffer", |c| {
+            c.transport.socket_receive_buffer = 1 << 31
+        });
+        client_fails("transport.socket_send_buffer", |c| {
+            c.transport.socket_send_buffer = usize::MAX
         });
     }
 }
