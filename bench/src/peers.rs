@@ -2,6 +2,9 @@
 //! the quinn configs of `webtransport::tls` (same transport settings, certificate, ALPN
 //! and verifier as our stack and the raw-quinn baseline).
 //!
+//! Every endpoint's UDP socket has the kernel buffers our stack's have
+//! (`webtransport::socket::bind`).
+//!
 //! Where a crate offers a zero-copy path it is used: reads take quinn's chunks directly
 //! (web-transport-quinn's `read_chunk`; wtransport's stream exposes its quinn stream, and
 //! its own `read` would add a copy), and `finish` does not wait for acknowledgements
@@ -30,17 +33,21 @@ fn quinn_configs(configs: &Configs) -> Result<(quinn::ClientConfig, quinn::Serve
 pub struct Wtransport {
     client: wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>,
     server_config: quinn::ServerConfig,
+    configs: Configs,
 }
 
 impl Wtransport {
     pub fn new(configs: &Configs) -> Result<Self> {
         let (client_config, server_config) = quinn_configs(configs)?;
+        let any = SocketAddr::from(([0, 0, 0, 0], 0));
+        let socket = webtransport::socket::bind(any, &configs.client.transport)?;
         let config = wtransport::ClientConfig::builder()
-            .with_bind_default()
+            .with_bind_socket(socket)
             .build_with_quic_config(client_config);
         Ok(Wtransport {
             client: wtransport::Endpoint::client(config)?,
             server_config,
+            configs: configs.clone(),
         })
     }
 }
@@ -54,8 +61,9 @@ impl Stack for Wtransport {
     }
 
     async fn bind(&self, addr: SocketAddr) -> Result<Self::Server> {
+        let socket = webtransport::socket::bind(addr, &self.configs.server.transport)?;
         let config = wtransport::ServerConfig::builder()
-            .with_bind_address(addr)
+            .with_bind_socket(socket)
             .build_with_quic_config(self.server_config.clone());
         let endpoint = wtransport::Endpoint::server(config)?;
         let local = endpoint.local_addr()?;
@@ -142,15 +150,17 @@ impl RecvHalf for wtransport::RecvStream {
 pub struct WebTransportQuinn {
     client: web_transport_quinn::Client,
     server_config: quinn::ServerConfig,
+    configs: Configs,
 }
 
 impl WebTransportQuinn {
     pub fn new(configs: &Configs) -> Result<Self> {
         let (client_config, server_config) = quinn_configs(configs)?;
-        let endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))?;
+        let endpoint = crate::raw_quinn::client_endpoint(configs)?;
         Ok(WebTransportQuinn {
             client: web_transport_quinn::Client::new(endpoint, client_config),
             server_config,
+            configs: configs.clone(),
         })
     }
 }
@@ -164,7 +174,8 @@ impl Stack for WebTransportQuinn {
     }
 
     async fn bind(&self, addr: SocketAddr) -> Result<Self::Server> {
-        let endpoint = quinn::Endpoint::server(self.server_config.clone(), addr)?;
+        let endpoint =
+            crate::raw_quinn::server_endpoint(addr, self.server_config.clone(), &self.configs)?;
         let local = endpoint.local_addr()?;
         let mut server = web_transport_quinn::Server::new(endpoint);
         let (tx, rx) = mpsc::unbounded_channel();

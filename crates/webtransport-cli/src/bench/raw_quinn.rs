@@ -12,6 +12,34 @@ use tokio::sync::{mpsc, Mutex};
 use super::api::{Conn, DatagramSource, Listener, RecvHalf, SendHalf, Stack};
 use super::ours::Configs;
 
+/// A quinn client endpoint on a socket with the kernel buffers our client's sockets have
+/// (`webtransport::socket`), so that every implementation drops or keeps the same bursts.
+pub fn client_endpoint(configs: &Configs) -> std::io::Result<quinn::Endpoint> {
+    let any = SocketAddr::from(([0, 0, 0, 0], 0));
+    let socket = webtransport::socket::bind(any, &configs.client.transport)?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        std::sync::Arc::new(quinn::TokioRuntime),
+    )
+}
+
+/// A quinn server endpoint at `addr` on a socket with our server's kernel buffers.
+pub fn server_endpoint(
+    addr: SocketAddr,
+    config: quinn::ServerConfig,
+    configs: &Configs,
+) -> std::io::Result<quinn::Endpoint> {
+    let socket = webtransport::socket::bind(addr, &configs.server.transport)?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        std::sync::Arc::new(quinn::TokioRuntime),
+    )
+}
+
 /// quinn with one client endpoint for every connection, as a quinn application has.
 #[derive(Debug)]
 pub struct RawQuinn {
@@ -26,8 +54,7 @@ impl RawQuinn {
     pub fn new(configs: &Configs) -> Result<Self> {
         let client_config = webtransport::tls::quinn_client_config(&configs.client)?;
         let (server_config, _) = webtransport::tls::quinn_server_config(&configs.server)?;
-        let client = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
-            .context("cannot bind the quinn client endpoint")?;
+        let client = client_endpoint(configs).context("cannot bind the quinn client endpoint")?;
         Ok(RawQuinn {
             configs: configs.clone(),
             client,
@@ -46,7 +73,7 @@ impl Stack for RawQuinn {
     }
 
     async fn bind(&self, addr: SocketAddr) -> Result<QuinnServer> {
-        let endpoint = quinn::Endpoint::server(self.server_config.clone(), addr)
+        let endpoint = server_endpoint(addr, self.server_config.clone(), &self.configs)
             .with_context(|| format!("cannot bind {addr}"))?;
         let local = endpoint.local_addr()?;
         let (tx, rx) = mpsc::unbounded_channel();
