@@ -1240,6 +1240,43 @@ async fn several_readers_of_a_session_share_a_burst_of_datagrams() {
     }
 }
 
+/// A task waiting in `read_datagram` takes what arrives from QUIC itself (as the driver
+/// does): another session's datagrams still reach that session (in some order: the
+/// driver and the task may each take some), the waiting task is given none of them, and
+/// the connection's end reaches it.
+#[tokio::test]
+async fn a_waiting_datagram_reader_leaves_other_sessions_their_datagrams() {
+    let fx = fixture().await;
+    let (first, a) = fx.session_pair("/a").await;
+    let a_read = tokio::spawn({
+        let a = a.clone();
+        async move { a.read_datagram().await }
+    });
+    let (second, b) = fx.second_session(&first, "/b").await;
+    assert_eq!(
+        datagram_through(&second, &b, |s| s.send_datagram(b"first")).await,
+        &b"first"[..]
+    );
+    // A burst while b does not read: queued for b, none of it for a.
+    for i in 0..32u8 {
+        second.send_datagram(&[i]).unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 32 {
+        let d = tokio::time::timeout(T, b.read_datagram()).await;
+        let d = d.expect("the burst reached b").unwrap();
+        if d != b"first"[..] {
+            got.push(d[0]);
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..32).collect::<Vec<u8>>());
+    assert!(!a_read.is_finished(), "nothing came for a");
+    first.connection().close(0, "done").await;
+    let r = tokio::time::timeout(T, a_read).await.unwrap().unwrap();
+    assert!(r.is_err(), "{r:?}");
+}
+
 /// A server task waiting in `accept_bi`/`accept_uni` takes the peer's new streams from
 /// QUIC itself; while it waits, streams for another session and another session's
 /// CONNECT request still get where they belong, and it is not given them.

@@ -6,9 +6,9 @@
 //! an application task takes itself while it waits are left to it, see `accept`),
 //! datagrams go to the core, the core's timer and the idle timer fire, and the
 //! connection's end is seen.
-//! Datagrams are read here rather than by a task of their own: a task costs every
-//! connection ~450 bytes for its life, and the core takes them under the same lock
-//! either way.
+//! Datagrams are read here rather than by a task of their own (a task costs every
+//! connection ~450 bytes for its life), and also by a session's `read_datagram` while it
+//! waits: whoever takes one hands it to the core, which queues it with its session.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -19,13 +19,9 @@ use futures_util::FutureExt;
 use tokio::time::Instant;
 
 use super::reader::Readers;
-use super::state::State;
 use super::Engine;
 use crate::error::ConnectionError;
 use crate::events::ConnectionEvent;
-
-/// Datagrams handed to the core under one lock and one `pump`.
-const DATAGRAM_BATCH: usize = 64;
 
 pub(super) async fn run(engine: Arc<Engine>) {
     let quic = engine.quic().clone();
@@ -96,7 +92,7 @@ pub(super) async fn run(engine: Arc<Engine>) {
                 }
             },
             r = quic.read_datagram() => match r {
-                Ok(d) => take_datagrams(&engine, &quic, d),
+                Ok(d) => engine.take_datagrams(&quic, d),
                 Err(e) => {
                     lost(&engine, &e);
                     break;
@@ -175,19 +171,4 @@ fn lost(engine: &Arc<Engine>, e: &quinn::ConnectionError) {
     });
     tracing::debug!(conn = %engine.id(), %error, "connection closed");
     engine.events().emit(ConnectionEvent::Closed { error });
-}
-
-/// Hands a datagram to the core, with whatever else has already arrived: one lock and one
-/// pump per burst instead of per datagram.
-fn take_datagrams(engine: &Arc<Engine>, quic: &quinn::Connection, first: bytes::Bytes) {
-    engine.update(|st| {
-        let now = State::now();
-        st.handle_datagram(now, first);
-        for _ in 1..DATAGRAM_BATCH {
-            match quic.read_datagram().now_or_never() {
-                Some(Ok(d)) => st.handle_datagram(now, d),
-                _ => break,
-            }
-        }
-    });
 }

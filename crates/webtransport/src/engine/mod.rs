@@ -56,6 +56,9 @@ use crate::events::{ConnectionEvent, EventHub};
 use crate::lifecycle::{ConnectionState, Lifecycle, LiveCount};
 use crate::quic::quinn_code;
 
+/// Datagrams handed to the core under one lock and one `pump`.
+const DATAGRAM_BATCH: usize = 64;
+
 use activity::Activity;
 use state::State;
 use writer::Writer;
@@ -414,6 +417,24 @@ impl Engine {
         st.pump(self);
         after(&mut st, &r);
         r
+    }
+
+    /// Hands `first`, a datagram just taken from QUIC, to the core with whatever else has
+    /// already arrived (up to [`DATAGRAM_BATCH`]): one lock and one `pump` per burst
+    /// instead of per datagram. The core queues each with its session. Called by the
+    /// driver and by a session's reader while it waits (`Session::read_datagram`).
+    pub(crate) fn take_datagrams(self: &Arc<Self>, quic: &quinn::Connection, first: bytes::Bytes) {
+        use futures_util::FutureExt;
+        self.update(|st| {
+            let now = State::now();
+            st.handle_datagram(now, first);
+            for _ in 1..DATAGRAM_BATCH {
+                match quic.read_datagram().now_or_never() {
+                    Some(Ok(d)) => st.handle_datagram(now, d),
+                    _ => break,
+                }
+            }
+        });
     }
 
     /// Reads the state.

@@ -42,6 +42,13 @@ pub(crate) struct SessionNotify {
     /// here instead of taking the connection's lock, and one of them takes the lock to
     /// hand it over once it is large (see [`Deferred`]).
     deferred: Mutex<Deferred>,
+    /// Received datagrams until the application reads them. Here rather than under the
+    /// connection's lock: the driver holds that lock for a whole burst of arrivals, and a
+    /// reader that needed it for every datagram fell behind the burst and lost a quarter
+    /// of a flood at the queue's cap where raw quinn's reader kept up (docs/benchmarks.md).
+    /// Filled only under the connection's lock (so that the session's end, which empties
+    /// it there, is final); read without it.
+    datagrams: Mutex<VecDeque<Bytes>>,
 }
 
 /// Reports of one session's streams waiting for the core: payload arrived and read
@@ -118,6 +125,15 @@ impl SessionNotify {
         )
     }
 
+    /// The oldest queued datagram.
+    pub(crate) fn take_datagram(&self) -> Option<Bytes> {
+        self.lock_datagrams().pop_front()
+    }
+
+    fn lock_datagrams(&self) -> std::sync::MutexGuard<'_, VecDeque<Bytes>> {
+        self.datagrams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Puts credit here: only under the connection's lock (see the field).
     fn add_send_credit(&self, n: u64) {
         self.send_credit.fetch_add(n, Ordering::AcqRel);
@@ -168,7 +184,6 @@ pub(crate) struct SessionSlot {
     guard: Weak<SessionGuard>,
     incoming_bi: VecDeque<Incoming>,
     incoming_uni: VecDeque<Incoming>,
-    datagrams: VecDeque<Bytes>,
     /// Writers blocked on the peer's WT_MAX_DATA.
     credit_waiters: Vec<Waker>,
     pub(crate) request: Option<ConnectRequest>,
@@ -186,7 +201,6 @@ impl SessionSlot {
             guard: Weak::new(),
             incoming_bi: VecDeque::new(),
             incoming_uni: VecDeque::new(),
-            datagrams: VecDeque::new(),
             credit_waiters: Vec::new(),
             request,
             response: None,
@@ -237,18 +251,20 @@ impl SessionSlot {
     /// Queues a datagram, dropping the oldest beyond `cap`; returns whether one was
     /// dropped.
     pub(crate) fn queue_datagram(&mut self, payload: Bytes, cap: usize) -> bool {
-        let dropped = self.datagrams.len() >= cap.max(1);
+        let mut queue = self.notify.lock_datagrams();
+        let dropped = queue.len() >= cap.max(1);
         if dropped {
-            self.datagrams.pop_front();
+            queue.pop_front();
             self.stats.datagrams_dropped += 1;
         }
         self.stats.datagrams_received += 1;
-        let was_empty = self.datagrams.is_empty();
-        self.datagrams.push_back(payload);
+        let was_empty = queue.is_empty();
+        queue.push_back(payload);
+        drop(queue);
         // A reader waits only after finding the queue empty (with its wake-up registered
-        // first, under the engine's lock as this push is): waking them when a datagram
-        // lands in an empty queue is enough, and spares the `Notify`'s lock for every
-        // other datagram of a burst.
+        // first, see `Session::read_datagram`): waking them when a datagram lands in an
+        // empty queue is enough, and spares the `Notify`'s lock for every other datagram
+        // of a burst.
         if was_empty {
             self.notify.datagram.notify_waiters();
         }
@@ -257,16 +273,12 @@ impl SessionSlot {
 
     /// Datagrams queued for the application.
     pub(crate) fn queued_datagrams(&self) -> usize {
-        self.datagrams.len()
+        self.notify.lock_datagrams().len()
     }
 
     /// Incoming streams queued for the application, of both kinds.
     pub(crate) fn queued_streams(&self) -> usize {
         self.incoming_bi.len() + self.incoming_uni.len()
-    }
-
-    pub(crate) fn take_datagram(&mut self) -> Option<Bytes> {
-        self.datagrams.pop_front()
     }
 
     /// Credit for a writer that found none in [`SessionNotify`]: what is held there now,
@@ -331,7 +343,7 @@ impl SessionSlot {
         self.closed_at = Some(SystemTime::now());
         self.incoming_bi.clear();
         self.incoming_uni.clear();
-        self.datagrams.clear();
+        self.notify.lock_datagrams().clear();
         for w in self.credit_waiters.drain(..) {
             w.wake();
         }

@@ -478,19 +478,17 @@ impl State {
         self.session_error(session, config).map(Err)
     }
 
-    /// Takes the next datagram of a session, or says why there is none to wait for.
-    pub(crate) fn take_datagram(
-        &mut self,
+    /// Why a session with no datagram queued will have none to read (it is unknown or
+    /// over); `None` while one may still come.
+    pub(crate) fn datagrams_over(
+        &self,
         session: SessionId,
         config: &super::EngineConfig,
-    ) -> Option<Result<Bytes, SessionError>> {
-        let Some(slot) = self.slots.get_mut(&session) else {
-            return Some(Err(SessionError::Unknown));
-        };
-        if let Some(d) = slot.take_datagram() {
-            return Some(Ok(d));
+    ) -> Option<SessionError> {
+        if !self.slots.contains_key(&session) {
+            return Some(SessionError::Unknown);
         }
-        self.session_error(session, config).map(Err)
+        self.session_error(session, config)
     }
 
     /// Builds the QUIC datagram for `payload` in the connection's arena.
