@@ -194,7 +194,7 @@ impl State {
             }
             Event::SessionDraining { session } => {
                 if let Some(slot) = self.slots.get(&session) {
-                    slot.notify().state.notify_waiters();
+                    slot.notify().changed.notify_waiters();
                 }
                 engine
                     .events()

@@ -22,16 +22,16 @@ use crate::info::SessionStats;
 /// its waiters, and the send credit taken from the core for its writers.
 #[derive(Debug, Default)]
 pub(crate) struct SessionNotify {
-    /// Established, draining or ended.
-    pub(crate) state: Notify,
+    /// The rare events, in one `Notify` whose waiters each check what they wait for: the
+    /// session was established, began draining or ended, or the peer raised a
+    /// flow-control limit (stream openers wait for that).
+    pub(crate) changed: Notify,
     /// An incoming bidirectional stream is queued.
     pub(crate) bi: Notify,
     /// An incoming unidirectional stream is queued.
     pub(crate) uni: Notify,
     /// A datagram is queued.
     pub(crate) datagram: Notify,
-    /// The peer raised a flow-control limit (stream openers wait for it).
-    pub(crate) credit: Notify,
     /// Session flow control's send credit (draft-ietf-webtrans-http3 §5.4) that the core
     /// has handed out and no write has used yet. The core counts it as sent; writers take
     /// from here without the connection's lock and go to the core (`refill_send_credit`)
@@ -140,11 +140,10 @@ impl SessionNotify {
     }
 
     fn all(&self) {
-        self.state.notify_waiters();
+        self.changed.notify_waiters();
         self.bi.notify_waiters();
         self.uni.notify_waiters();
         self.datagram.notify_waiters();
-        self.credit.notify_waiters();
     }
 }
 
@@ -327,14 +326,14 @@ impl SessionSlot {
         for w in self.credit_waiters.drain(..) {
             w.wake();
         }
-        self.notify.credit.notify_waiters();
+        self.notify.changed.notify_waiters();
     }
 
     /// The session is established.
     pub(crate) fn established(&mut self, response: ConnectResponse) {
         self.response = Some(response);
         self.established_at = Some(SystemTime::now());
-        self.notify.state.notify_waiters();
+        self.notify.changed.notify_waiters();
     }
 
     /// The session ended: queued streams and datagrams are dropped (the core has reset

@@ -154,7 +154,7 @@ impl Session {
         // then opened and registered under the same lock as the credit is taken, and no
         // timer is set up.
         let fast = loop {
-            let credit = self.notify.credit.notified();
+            let credit = self.notify.changed.notified();
             tokio::pin!(credit);
             credit.as_mut().enable();
             let step = engine.update(|st| {
@@ -465,35 +465,44 @@ impl Session {
         let engine = self.engine();
         let config = engine.config();
         let quic = engine.quic();
+        let mut reading = true;
         loop {
             // The queue is the session's own: the connection's lock only when it is empty.
             if let Some(d) = self.notify.take_datagram() {
                 return Ok(d);
             }
-            if let Some(e) = engine.read(|st| st.datagrams_over(self.id, config)) {
-                return Err(e);
-            }
-            let queued = self.notify.datagram.notified();
-            tokio::pin!(queued);
-            queued.as_mut().enable();
-            if let Some(d) = self.notify.take_datagram() {
-                return Ok(d);
-            }
-            // While it waits, this task takes what arrives from QUIC itself, as the
-            // driver does, so that a datagram reaches it without a turn of the driver in
-            // between: under a flood, that hop made the reader fall behind and lose what
-            // overflowed its queue (docs/benchmarks.md). Datagrams of other sessions go
-            // to their queues. A datagram taken is queued before the next await (cancel
-            // safe).
-            tokio::select! {
-                biased;
-                () = &mut queued => {}
-                r = quic.read_datagram() => match r {
-                    Ok(d) => engine.take_datagrams(quic, d),
-                    // The connection is gone: the driver meets the same error and ends
-                    // the session, which wakes this task.
-                    Err(_) => queued.await,
-                },
+            // The registration ends with this block, before a datagram taken here is
+            // queued (see `accept_or_wait`).
+            let taken = {
+                let queued = self.notify.datagram.notified();
+                tokio::pin!(queued);
+                queued.as_mut().enable();
+                if let Some(d) = self.notify.take_datagram() {
+                    return Ok(d);
+                }
+                // After the registration: the session's end wakes it.
+                if let Some(e) = engine.read(|st| st.datagrams_over(self.id, config)) {
+                    return Err(e);
+                }
+                if !reading {
+                    queued.await;
+                    continue;
+                }
+                // While it waits, this task takes what arrives from QUIC itself, as the
+                // driver does, so that a datagram reaches it without a turn of the driver
+                // in between: under a flood, that hop made the reader fall behind and
+                // lose what overflowed its queue (docs/benchmarks.md). Datagrams of other
+                // sessions go to their queues. A datagram taken is queued before the next
+                // await (cancel safe).
+                let read = std::pin::pin!(quic.read_datagram());
+                unless_notified(queued, read).await
+            };
+            match taken {
+                Some(Ok(d)) => engine.take_datagrams(quic, d),
+                // The connection is gone: the driver meets the same error and ends the
+                // session, which wakes this task.
+                Some(Err(_)) => reading = false,
+                None => {}
             }
         }
     }
@@ -531,7 +540,7 @@ impl Session {
     pub async fn closed(&self) -> Result<CloseInfo, SessionError> {
         let engine = self.engine();
         let config = engine.config();
-        let end = wait_for(&self.notify.state, || {
+        let end = wait_for(&self.notify.changed, || {
             engine.read(|st| st.session_error(self.id, config).map(Ok))
         })
         .await;
@@ -555,7 +564,7 @@ impl Session {
     pub(crate) async fn ready(&self) -> Result<(), SessionError> {
         let engine = self.engine();
         let config = engine.config();
-        wait_for(&self.notify.state, || {
+        wait_for(&self.notify.changed, || {
             engine.read(|st| {
                 if st.is_established(self.id) {
                     return Some(Ok(()));
@@ -628,18 +637,18 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// `accept`'s output, or `None` once `notified` fires (looked at first). A hand-written
-/// race rather than `select!`: an idle session's accept waits here for as long as it
-/// lives, and this keeps its future small.
+/// `work`'s output, or `None` once `notified` fires (looked at first). A hand-written
+/// race rather than `select!`: an idle session's accept and datagram reader wait here for
+/// as long as it lives, and this keeps their futures small.
 fn unless_notified<'a, 'n, F: Future>(
     mut notified: Pin<&'a mut tokio::sync::futures::Notified<'n>>,
-    mut accept: Pin<&'a mut F>,
+    mut work: Pin<&'a mut F>,
 ) -> impl Future<Output = Option<F::Output>> + use<'a, 'n, F> {
     std::future::poll_fn(move |cx| {
         if notified.as_mut().poll(cx).is_ready() {
             return Poll::Ready(None);
         }
-        accept.as_mut().poll(cx).map(Some)
+        work.as_mut().poll(cx).map(Some)
     })
 }
 
