@@ -1277,6 +1277,40 @@ async fn a_waiting_datagram_reader_leaves_other_sessions_their_datagrams() {
     assert!(r.is_err(), "{r:?}");
 }
 
+/// The session's end reaches a task waiting in `read_datagram` while the connection
+/// lives on (quinn's datagram read, which it also waits on, stays pending): it gets the
+/// peer's close, and a read after the end gets it at once.
+#[tokio::test]
+async fn a_waiting_datagram_reader_sees_its_session_closed() {
+    let fx = fixture().await;
+    let (client, server) = fx.session_pair("/closing").await;
+    let read = tokio::spawn({
+        let s = server.clone();
+        async move { s.read_datagram().await }
+    });
+    // Let it wait first.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!read.is_finished());
+    client.close(7, "bye").unwrap();
+    let r = tokio::time::timeout(T, read).await.expect("woken").unwrap();
+    let by_peer = |e: &SessionError| {
+        matches!(
+            e,
+            SessionError::Closed {
+                code: 7,
+                remote: true,
+                ..
+            }
+        )
+    };
+    assert!(r.as_ref().is_err_and(by_peer), "{r:?}");
+    let again = tokio::time::timeout(T, server.read_datagram())
+        .await
+        .unwrap();
+    assert!(again.as_ref().is_err_and(by_peer), "{again:?}");
+    assert!(!client.connection().is_closed(), "the connection lives on");
+}
+
 /// A server task waiting in `accept_bi`/`accept_uni` takes the peer's new streams from
 /// QUIC itself; while it waits, streams for another session and another session's
 /// CONNECT request still get where they belong, and it is not given them.
