@@ -56,31 +56,26 @@ fn granted(addr: SocketAddr, which: &str, asked: usize, got: usize) {
 mod tests {
     use super::*;
 
+    /// Binds a socket asking for these buffer sizes; the sizes it got.
+    fn bound_with(receive: usize, send: usize) -> (usize, usize) {
+        let config = TransportConfig {
+            socket_receive_buffer: receive,
+            socket_send_buffer: send,
+            ..TransportConfig::default()
+        };
+        let s = bind("127.0.0.1:0".parse().unwrap(), &config).unwrap();
+        assert!(s.local_addr().unwrap().port() != 0);
+        let r = socket2::SockRef::from(&s);
+        (r.recv_buffer_size().unwrap(), r.send_buffer_size().unwrap())
+    }
+
     /// The sizes asked for reach the socket (within what the system allows), and zero
     /// leaves the system's default.
     #[test]
     fn buffers_are_asked_of_the_kernel_and_zero_keeps_its_default() {
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let default = TransportConfig {
-            socket_receive_buffer: 0,
-            socket_send_buffer: 0,
-            ..TransportConfig::default()
-        };
-        let plain = bind(any, &default).unwrap();
-        let plain = socket2::SockRef::from(&plain);
-        let (plain_recv, plain_send) = (
-            plain.recv_buffer_size().unwrap(),
-            plain.send_buffer_size().unwrap(),
-        );
+        let (plain_recv, plain_send) = bound_with(0, 0);
         // Smaller than any system's default and above Linux's floor, so never capped.
-        let small = TransportConfig {
-            socket_receive_buffer: 8192,
-            socket_send_buffer: 8192,
-            ..TransportConfig::default()
-        };
-        let s = bind(any, &small).unwrap();
-        let r = socket2::SockRef::from(&s);
-        let (recv, send) = (r.recv_buffer_size().unwrap(), r.send_buffer_size().unwrap());
+        let (recv, send) = bound_with(8192, 8192);
         assert!(
             recv != plain_recv && recv >= 8192,
             "{recv} (default {plain_recv})"
@@ -89,6 +84,5 @@ mod tests {
             send != plain_send && send >= 8192,
             "{send} (default {plain_send})"
         );
-        assert!(s.local_addr().unwrap().port() != 0);
     }
 }
