@@ -43,11 +43,10 @@ pub(crate) struct SessionNotify {
     /// hand it over once it is large (see [`Deferred`]).
     deferred: Mutex<Deferred>,
     /// Received datagrams until the application reads them. Here rather than under the
-    /// connection's lock: the driver holds that lock for a whole burst of arrivals, and a
-    /// reader that needed it for every datagram fell behind the burst and lost a quarter
-    /// of a flood at the queue's cap where raw quinn's reader kept up (docs/benchmarks.md).
-    /// Filled only under the connection's lock (so that the session's end, which empties
-    /// it there, is final); read without it.
+    /// connection's lock, so that a reader takes each one without that lock (which the
+    /// driver, or another reader, holds for a whole burst of arrivals). Filled only under
+    /// the connection's lock (so that the session's end, which empties it there, is
+    /// final); read without it.
     datagrams: Mutex<VecDeque<Bytes>>,
 }
 
