@@ -1288,8 +1288,8 @@ async fn a_waiting_datagram_reader_sees_its_session_closed() {
         let s = server.clone();
         async move { s.read_datagram().await }
     });
-    // Let it wait first.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Let it run until it waits (one thread: it runs on this yield, up to its wait).
+    tokio::task::yield_now().await;
     assert!(!read.is_finished());
     client.close(7, "bye").unwrap();
     let r = tokio::time::timeout(T, read).await.expect("woken").unwrap();
