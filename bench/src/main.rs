@@ -12,8 +12,18 @@
 //!
 //! ```text
 //! cargo run --release --manifest-path bench/Cargo.toml -- [--quick] [--json]
-//!     [--impl a,b] [--scenario x,y] [--rounds N]
+//!     [--impl a,b] [--scenario x,y] [--rounds N] [--against IMPL]
 //! ```
+//!
+//! Two implementations are there only to read the others' figures by:
+//!
+//! - `quinn-again` is raw quinn measured a second time, as a stack of its own: its ratio
+//!   to `quinn` is what two identical stacks differ by in one run on this machine, the
+//!   noise floor every other ratio sits in;
+//! - `--against IMPL` runs every client against IMPL's server instead of its own, so that
+//!   a gap between two stacks can be split between their clients and their servers (quinn
+//!   and `quinn-again` speak raw QUIC, not WebTransport: they run against each other
+//!   only).
 
 // The files shared with `wt bench` carry items only the CLI uses.
 #[allow(dead_code)]
@@ -54,7 +64,15 @@ use raw_quinn::RawQuinn;
 use report::{Metric, Results};
 use scenarios::{Sizes, SCENARIOS};
 
-const RUST_IMPLS: &[&str] = &["webtransport", "quinn", "wtransport", "web-transport-quinn"];
+const RUST_IMPLS: &[&str] = &[
+    "webtransport",
+    "quinn",
+    "wtransport",
+    "web-transport-quinn",
+    report::BASELINE_AGAIN,
+];
+/// The implementations that speak raw QUIC (the baseline), not WebTransport.
+const RAW_QUIC: &[&str] = &[report::BASELINE, report::BASELINE_AGAIN];
 /// Ours, which the closing lines compare with every other implementation.
 const OURS: &str = "webtransport";
 /// Python implementations: the name in tables, and the virtual environments tried in turn
@@ -80,6 +98,7 @@ struct Args {
     impls: Vec<String>,
     scenarios: Vec<String>,
     server: Option<String>,
+    against: Option<String>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -90,6 +109,7 @@ fn parse_args() -> Result<Args> {
         impls: Vec::new(),
         scenarios: Vec::new(),
         server: None,
+        against: None,
     };
     let mut it = std::env::args().skip(1);
     let list = |v: Option<String>| -> Result<Vec<String>> {
@@ -106,10 +126,14 @@ fn parse_args() -> Result<Args> {
             "--impl" => args.impls = list(it.next())?,
             "--scenario" => args.scenarios = list(it.next())?,
             "--server" => args.server = Some(it.next().context("--server IMPL")?),
+            "--against" => args.against = Some(it.next().context("--against IMPL")?),
             "-h" | "--help" => {
                 println!(
-                    "peer-bench [--quick] [--json] [--rounds N] [--impl LIST] [--scenario LIST]\n\
-                     implementations: {}, {}\nscenarios: {}",
+                    "peer-bench [--quick] [--json] [--rounds N] [--impl LIST] [--scenario LIST] \
+                     [--against IMPL]\n\
+                     implementations: {}, {}\nscenarios: {}\n\
+                     quinn-again: raw quinn a second time (the noise floor of a ratio)\n\
+                     --against IMPL: every client against IMPL's server (Rust only)",
                     RUST_IMPLS.join(", "),
                     PYTHON_IMPLS
                         .iter()
@@ -133,7 +157,18 @@ fn parse_args() -> Result<Args> {
             bail!("no implementation {i:?}");
         }
     }
+    if let Some(a) = &args.against {
+        if !RUST_IMPLS.contains(&a.as_str()) {
+            bail!("--against takes a Rust implementation, not {a:?}");
+        }
+    }
     Ok(args)
+}
+
+/// Whether `client` can run the scenarios against `server`'s server: WebTransport with
+/// WebTransport, raw QUIC with raw QUIC.
+fn speaks_with(client: &str, server: &str) -> bool {
+    RAW_QUIC.contains(&client) == RAW_QUIC.contains(&server)
 }
 
 fn main() -> ExitCode {
@@ -181,7 +216,12 @@ async fn run(args: Args) -> Result<ExitCode> {
             .filter(|s| args.scenarios.iter().any(|a| a == s))
             .collect()
     };
-    let wanted = |name: &str| args.impls.is_empty() || args.impls.iter().any(|i| i == name);
+    // `quinn-again` only when asked for: it measures the bench, not a stack.
+    let wanted = |name: &str| {
+        args.impls.iter().any(|i| i == name)
+            || (args.impls.is_empty() && name != report::BASELINE_AGAIN)
+    };
+    let against = args.against.as_deref();
 
     let configs = Configs::new()?;
     let mut results = Results::default();
@@ -196,23 +236,30 @@ async fn run(args: Args) -> Result<ExitCode> {
             order.rotate_left(turn);
         }
         for &scenario in &scenarios {
-            for name in &order {
-                let ok = match *name {
+            for &name in &order {
+                if let Some(server) = against.filter(|&a| !speaks_with(name, a)) {
+                    eprintln!("peer-bench: {name} cannot run against {server}'s server, skipped");
+                    continue;
+                }
+                let run = Run {
+                    name,
+                    server: against,
+                    scenario,
+                    sizes: &sizes,
+                    configs: &configs,
+                };
+                let ok = match name {
                     "webtransport" => {
-                        let s = Arc::new(WebTransport::new(&configs)?);
-                        measure(&s, scenario, &sizes, &configs, &mut results).await
+                        run.measure(WebTransport::new(&configs)?, &mut results)
+                            .await
                     }
-                    "quinn" => {
-                        let s = Arc::new(RawQuinn::new(&configs)?);
-                        measure(&s, scenario, &sizes, &configs, &mut results).await
+                    "quinn" | "quinn-again" => {
+                        run.measure(RawQuinn::new(&configs)?, &mut results).await
                     }
-                    "wtransport" => {
-                        let s = Arc::new(Wtransport::new(&configs)?);
-                        measure(&s, scenario, &sizes, &configs, &mut results).await
-                    }
+                    "wtransport" => run.measure(Wtransport::new(&configs)?, &mut results).await,
                     _ => {
-                        let s = Arc::new(WebTransportQuinn::new(&configs)?);
-                        measure(&s, scenario, &sizes, &configs, &mut results).await
+                        run.measure(WebTransportQuinn::new(&configs)?, &mut results)
+                            .await
                     }
                 };
                 failed |= !ok;
@@ -256,6 +303,9 @@ async fn run(args: Args) -> Result<ExitCode> {
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             if args.quick { "quick" } else { "full" },
         );
+        if let Some(server) = against {
+            println!("every client against {server}'s server\n");
+        }
         print!("{}", report::table(&results));
         print!("{}", report::versus_summary(&results, OURS));
     }
@@ -266,47 +316,56 @@ async fn run(args: Args) -> Result<ExitCode> {
     })
 }
 
-/// Runs one scenario of one Rust implementation against its own server in this process
-/// (and, for sessions, against a child process). False when it failed.
-async fn measure<S: Stack>(
-    stack: &Arc<S>,
+/// One scenario of one Rust implementation, filed under `name`.
+struct Run<'a> {
+    name: &'a str,
+    /// Whose server the client runs against: its own when `None`.
+    server: Option<&'a str>,
     scenario: &'static str,
-    sizes: &Sizes,
-    configs: &Configs,
-    results: &mut Results,
-) -> bool {
-    eprintln!("peer-bench: {scenario} ({})", stack.name());
-    let r = async {
-        let server = Arc::new(
-            stack
-                .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-                .await?,
-        );
-        let addr = server.local_addr();
-        let serving = tokio::spawn(scenarios::serve(server));
-        let child = if scenario == "sessions" {
-            Some(ChildServer::start(stack.name(), configs).await?)
-        } else {
-            None
-        };
-        let r = scenarios::run(stack, addr, scenario, sizes, child.as_ref().map(|c| c.addr)).await;
-        serving.abort();
-        r
-    }
-    .await;
-    match r {
-        Ok(metrics) => {
-            for m in metrics {
-                results.add(stack.name(), m);
-            }
-            true
+    sizes: &'a Sizes,
+    configs: &'a Configs,
+}
+
+impl Run<'_> {
+    /// Runs the scenario with `stack`'s client against its own server in this process
+    /// (or the one of `--against`; for sessions, a server in a child process). False
+    /// when it failed.
+    async fn measure<S: Stack>(&self, stack: S, results: &mut Results) -> bool {
+        let (name, scenario) = (self.name, self.scenario);
+        match self.server {
+            Some(server) => eprintln!("peer-bench: {scenario} ({name} against {server})"),
+            None => eprintln!("peer-bench: {scenario} ({name})"),
         }
-        Err(e) => {
-            eprintln!(
-                "peer-bench: warning: {scenario} ({}) failed: {e:#}",
-                stack.name()
-            );
-            false
+        let stack = Arc::new(stack);
+        let r = async {
+            let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+            let (addr, serving) = match self.server {
+                Some(server) => start_named(server, self.configs, any).await?,
+                None => start(stack.clone(), any).await?,
+            };
+            let child = if scenario == "sessions" {
+                let server = self.server.unwrap_or(name);
+                Some(ChildServer::start(server, self.configs).await?)
+            } else {
+                None
+            };
+            let sessions_server = child.as_ref().map(|c| c.addr);
+            let r = scenarios::run(&stack, addr, scenario, self.sizes, sessions_server).await;
+            serving.abort();
+            r
+        }
+        .await;
+        match r {
+            Ok(metrics) => {
+                for m in metrics {
+                    results.add(name, m);
+                }
+                true
+            }
+            Err(e) => {
+                eprintln!("peer-bench: warning: {scenario} ({name}) failed: {e:#}");
+                false
+            }
         }
     }
 }
@@ -324,14 +383,8 @@ async fn serve_child(name: &str) -> Result<ExitCode> {
         },
         sha256,
     );
-    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let addr = match name {
-        "webtransport" => start(Arc::new(WebTransport::new(&configs)?), any).await?,
-        "quinn" => start(Arc::new(RawQuinn::new(&configs)?), any).await?,
-        "wtransport" => start(Arc::new(Wtransport::new(&configs)?), any).await?,
-        "web-transport-quinn" => start(Arc::new(WebTransportQuinn::new(&configs)?), any).await?,
-        other => bail!("no implementation {other:?}"),
-    };
+    let (addr, _serving) =
+        start_named(name, &configs, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
     println!("{}", serde_json::json!({ "addr": addr.to_string() }));
     std::io::stdout().flush()?;
     tokio::task::spawn_blocking(|| {
@@ -348,11 +401,30 @@ async fn serve_child(name: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn start<S: Stack>(stack: Arc<S>, addr: SocketAddr) -> Result<SocketAddr> {
+/// Binds `stack`'s server at `addr` and serves the scenarios on it until the returned
+/// task is aborted; returns the address it bound.
+async fn start<S: Stack>(
+    stack: Arc<S>,
+    addr: SocketAddr,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let server = Arc::new(stack.bind(addr).await?);
     let local = server.local_addr();
-    tokio::spawn(scenarios::serve(server));
-    Ok(local)
+    Ok((local, tokio::spawn(scenarios::serve(server))))
+}
+
+/// [`start`] for the implementation called `name`.
+async fn start_named(
+    name: &str,
+    configs: &Configs,
+    addr: SocketAddr,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    match name {
+        "webtransport" => start(Arc::new(WebTransport::new(configs)?), addr).await,
+        "quinn" | "quinn-again" => start(Arc::new(RawQuinn::new(configs)?), addr).await,
+        "wtransport" => start(Arc::new(Wtransport::new(configs)?), addr).await,
+        "web-transport-quinn" => start(Arc::new(WebTransportQuinn::new(configs)?), addr).await,
+        other => bail!("no implementation {other:?}"),
+    }
 }
 
 /// A `peer-bench --server` child process, ended when dropped.
@@ -362,7 +434,8 @@ struct ChildServer {
 }
 
 impl ChildServer {
-    async fn start(name: &'static str, configs: &Configs) -> Result<Self> {
+    async fn start(name: &str, configs: &Configs) -> Result<Self> {
+        let name = name.to_owned();
         let webtransport::CertificateSource::Pem { cert, key } = &configs.server.certificate else {
             bail!("the child server needs the certificate as PEM");
         };
@@ -372,7 +445,7 @@ impl ChildServer {
         );
         tokio::task::spawn_blocking(move || {
             let mut child = std::process::Command::new(std::env::current_exe()?)
-                .args(["--server", name])
+                .args(["--server", &name])
                 .env(CERT_ENV, cert)
                 .env(KEY_ENV, key)
                 .stdin(std::process::Stdio::piped())

@@ -185,6 +185,10 @@ fn target_of(scenario: &str, metric: &str) -> Option<Target> {
 /// The name of the baseline implementation.
 pub const BASELINE: &str = "quinn";
 
+/// The baseline measured a second time as a stack of its own (peer-bench's
+/// `quinn-again`): its ratio is the noise floor of every other, and it is no peer.
+pub const BASELINE_AGAIN: &str = "quinn-again";
+
 /// `implementation`'s value over quinn's.
 pub fn ratio(results: &Results, implementation: &str, scenario: &str, metric: &str) -> Option<f64> {
     let v = results.value(implementation, scenario, metric)?;
@@ -292,13 +296,14 @@ impl Versus {
     }
 }
 
-/// How `ours` compares with every other implementation but quinn, metric by metric, peer
+/// How `ours` compares with every other implementation but quinn (measured once or
+/// twice), metric by metric, peer
 /// by peer. Used by peer-bench (bench/), which includes this file; `wt bench` has no peers.
 #[allow(dead_code)]
 pub fn versus(results: &Results, ours: &str) -> Vec<Versus> {
     let mut out = Vec::new();
     for peer in results.implementations() {
-        if peer == BASELINE || peer == ours {
+        if peer == BASELINE || peer == BASELINE_AGAIN || peer == ours {
             continue;
         }
         for s in results.samples.iter().filter(|s| s.implementation == ours) {
