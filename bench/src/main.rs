@@ -15,7 +15,7 @@
 //!     [--impl a,b] [--scenario x,y] [--rounds N] [--against IMPL]
 //! ```
 //!
-//! Two implementations are there only to read the others' figures by:
+//! Two additions serve only to read the others' figures by:
 //!
 //! - `quinn-again` is raw quinn measured a second time, as a stack of its own: its ratio
 //!   to `quinn` is what two identical stacks differ by in one run on this machine, the
@@ -268,6 +268,12 @@ async fn run(args: Args) -> Result<ExitCode> {
         // Python runs every scenario in one process per round.
         for (name, venvs) in PYTHON_IMPLS {
             if !wanted(name) {
+                continue;
+            }
+            if let Some(server) = against {
+                eprintln!(
+                    "peer-bench: {name} runs against its own server only, not {server}'s: skipped"
+                );
                 continue;
             }
             eprintln!("peer-bench: round {}/{rounds}: {name}", round + 1);

@@ -297,8 +297,8 @@ impl Versus {
 }
 
 /// How `ours` compares with every other implementation but quinn (measured once or
-/// twice), metric by metric, peer
-/// by peer. Used by peer-bench (bench/), which includes this file; `wt bench` has no peers.
+/// twice), metric by metric, peer by peer. Used by peer-bench (bench/), which includes
+/// this file; `wt bench` has no peers.
 #[allow(dead_code)]
 pub fn versus(results: &Results, ours: &str) -> Vec<Versus> {
     let mut out = Vec::new();
