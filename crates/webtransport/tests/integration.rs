@@ -199,6 +199,14 @@ async fn one_port_on_ipv4_and_ipv6_wildcards() {
     }
 }
 
+/// A task reading `session`'s next datagram.
+fn spawn_datagram_read(
+    session: &Session,
+) -> tokio::task::JoinHandle<Result<bytes::Bytes, SessionError>> {
+    let s = session.clone();
+    tokio::spawn(async move { s.read_datagram().await })
+}
+
 /// Sends a datagram from `from` with `send` until `to` reads one (loopback rarely loses
 /// one) and returns what it read.
 async fn datagram_through(
@@ -1214,12 +1222,7 @@ async fn driver_turn(from: &Session, to: &Session) {
 async fn several_readers_of_a_session_share_a_burst_of_datagrams() {
     let fx = fixture().await;
     let (client, server) = fx.session_pair("/burst").await;
-    let readers: Vec<_> = (0..3)
-        .map(|_| {
-            let s = server.clone();
-            tokio::spawn(async move { s.read_datagram().await })
-        })
-        .collect();
+    let readers: Vec<_> = (0..3).map(|_| spawn_datagram_read(&server)).collect();
     // Let all three wait before the burst.
     tokio::time::sleep(Duration::from_millis(50)).await;
     // Sent again until every reader has one (loopback rarely loses one).
@@ -1248,10 +1251,7 @@ async fn several_readers_of_a_session_share_a_burst_of_datagrams() {
 async fn a_waiting_datagram_reader_leaves_other_sessions_their_datagrams() {
     let fx = fixture().await;
     let (first, a) = fx.session_pair("/a").await;
-    let a_read = tokio::spawn({
-        let a = a.clone();
-        async move { a.read_datagram().await }
-    });
+    let a_read = spawn_datagram_read(&a);
     let (second, b) = fx.second_session(&first, "/b").await;
     assert_eq!(
         datagram_through(&second, &b, |s| s.send_datagram(b"first")).await,
@@ -1284,10 +1284,7 @@ async fn a_waiting_datagram_reader_leaves_other_sessions_their_datagrams() {
 async fn a_waiting_datagram_reader_sees_its_session_closed() {
     let fx = fixture().await;
     let (client, server) = fx.session_pair("/closing").await;
-    let read = tokio::spawn({
-        let s = server.clone();
-        async move { s.read_datagram().await }
-    });
+    let read = spawn_datagram_read(&server);
     // Let it run until it waits (one thread: it runs on this yield, up to its wait).
     tokio::task::yield_now().await;
     assert!(!read.is_finished());
