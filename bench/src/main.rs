@@ -171,6 +171,33 @@ fn speaks_with(client: &str, server: &str) -> bool {
     RAW_QUIC.contains(&client) == RAW_QUIC.contains(&server)
 }
 
+/// Evaluates `$body` with `$stack` a new stack of the Rust implementation called `$name`
+/// (each is a type of its own, so the table is a macro), or returns an error for a name
+/// that is none.
+macro_rules! with_stack {
+    ($name:expr, $configs:expr, |$stack:ident| $body:expr) => {
+        match $name {
+            "webtransport" => {
+                let $stack = WebTransport::new($configs)?;
+                $body
+            }
+            report::BASELINE | report::BASELINE_AGAIN => {
+                let $stack = RawQuinn::new($configs)?;
+                $body
+            }
+            "wtransport" => {
+                let $stack = Wtransport::new($configs)?;
+                $body
+            }
+            "web-transport-quinn" => {
+                let $stack = WebTransportQuinn::new($configs)?;
+                $body
+            }
+            other => bail!("no implementation {other:?}"),
+        }
+    };
+}
+
 fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -248,20 +275,9 @@ async fn run(args: Args) -> Result<ExitCode> {
                     sizes: &sizes,
                     configs: &configs,
                 };
-                let ok = match name {
-                    "webtransport" => {
-                        run.measure(WebTransport::new(&configs)?, &mut results)
-                            .await
-                    }
-                    "quinn" | "quinn-again" => {
-                        run.measure(RawQuinn::new(&configs)?, &mut results).await
-                    }
-                    "wtransport" => run.measure(Wtransport::new(&configs)?, &mut results).await,
-                    _ => {
-                        run.measure(WebTransportQuinn::new(&configs)?, &mut results)
-                            .await
-                    }
-                };
+                let ok = with_stack!(name, &configs, |stack| run
+                    .measure(stack, &mut results)
+                    .await);
                 failed |= !ok;
             }
         }
@@ -424,13 +440,7 @@ async fn start_named(
     configs: &Configs,
     addr: SocketAddr,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    match name {
-        "webtransport" => start(Arc::new(WebTransport::new(configs)?), addr).await,
-        "quinn" | "quinn-again" => start(Arc::new(RawQuinn::new(configs)?), addr).await,
-        "wtransport" => start(Arc::new(Wtransport::new(configs)?), addr).await,
-        "web-transport-quinn" => start(Arc::new(WebTransportQuinn::new(configs)?), addr).await,
-        other => bail!("no implementation {other:?}"),
-    }
+    with_stack!(name, configs, |stack| start(Arc::new(stack), addr).await)
 }
 
 /// A `peer-bench --server` child process, ended when dropped.
