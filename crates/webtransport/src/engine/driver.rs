@@ -3,7 +3,8 @@
 //! The driver polls every source and never awaits anything the peer controls inside its
 //! loop: queued HTTP/3 writes are polled stream by stream (a stream without credit only
 //! registers a wake-up), accepted streams are handed to readers (streams of a direction
-//! an application task takes itself while it waits are left to it, see `accept`),
+//! an application task takes itself while it waits are left to it, and the others come
+//! through their watches, see `accept`),
 //! datagrams go to the core, the core's timer and the idle timer fire, and the
 //! connection's end is seen.
 //! Datagrams are read here rather than by a task of their own (a task costs every
@@ -15,9 +16,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::FutureExt;
 use tokio::time::Instant;
 
+use super::accept::ACCEPT_BATCH;
 use super::reader::Readers;
 use super::Engine;
 use crate::error::ConnectionError;
@@ -36,9 +37,8 @@ pub(super) async fn run(engine: Arc<Engine>) {
     let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut armed_at = None;
     let mut readers = Readers::new(engine.reader_inbox().clone());
-    // Streams are accepted only after a yield (below); `yielded` is that yield's state.
-    let mut accept_later = false;
-    let mut yielded = false;
+    // The first turn takes what QUIC has and watches both directions.
+    engine.reader_inbox().wake_unattended();
     loop {
         if std::mem::take(&mut rearm) {
             deadline = engine.update(|st| st.arm()).map(Instant::from_std);
@@ -59,38 +59,17 @@ pub(super) async fn run(engine: Arc<Engine>) {
             armed_at = Some(at);
         }
         tokio::select! {
-            () = poll_fn(|cx| engine.wake.poll_take(cx)) => {
-                rearm = true;
-                // The last application task accepting a direction left: the tasks already
-                // woken run before this one looks at QUIC's streams again (an accept loop
-                // is usually back by then, see `accept`).
-                accept_later |= engine.acceptors().take_vacated();
-            }
-            () = yield_once(&mut yielded), if accept_later => accept_later = false,
+            () = poll_fn(|cx| engine.wake.poll_take(cx)) => rearm = true,
             _ = poll_fn(|cx| poll_writes(&engine, cx)) => {}
             _ = poll_fn(|cx| readers.poll(&engine, cx)) => {}
-            // Left to an application task that takes them itself while it waits (see
-            // `accept`); when the last one goes, it wakes this task.
-            r = quic.accept_uni(), if !accept_later && !engine.acceptors().any(false) => match r {
-                Ok(recv) => {
-                    readers.start(&engine, recv, None);
-                    accept_more(&engine, &quic, &mut readers);
-                }
-                Err(e) => {
+            // Woken by the watch of a direction no application task takes (see
+            // `accept`), through the readers' inbox, whose waker is this task's.
+            () = poll_fn(|_| ready_if(engine.reader_inbox().take_unattended())) => {
+                if let Err(e) = take_unattended(&engine, &mut readers) {
                     lost(&engine, &e);
                     break;
                 }
-            },
-            r = quic.accept_bi(), if !accept_later && !engine.acceptors().any(true) => match r {
-                Ok((send, recv)) => {
-                    readers.start(&engine, recv, Some(send));
-                    accept_more(&engine, &quic, &mut readers);
-                }
-                Err(e) => {
-                    lost(&engine, &e);
-                    break;
-                }
-            },
+            }
             r = quic.read_datagram() => match r {
                 Ok(d) => engine.take_datagrams(&quic, d),
                 Err(e) => {
@@ -116,36 +95,38 @@ pub(super) async fn run(engine: Arc<Engine>) {
     readers.close(&engine);
 }
 
-/// `Pending` once, having woken its own task, then `Ready`: the task is polled again after
-/// those already woken (tokio queues a task that woke itself behind them). A
-/// `yield_now().await` in the loop would add its own state to the driver's future.
-fn yield_once(yielded: &mut bool) -> impl Future<Output = ()> + '_ {
-    poll_fn(move |cx| {
-        if std::mem::take(yielded) {
-            Poll::Ready(())
-        } else {
-            *yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
+/// `Ready` when `ready`: a source whose wake-up comes through another one's waker.
+fn ready_if(ready: bool) -> Poll<()> {
+    if ready {
+        Poll::Ready(())
+    } else {
+        Poll::Pending
+    }
 }
 
-/// Streams accepted at once, at most, before the driver looks at its other sources.
-const ACCEPT_BATCH: usize = 32;
-
-/// Starts readers for the streams that arrived with the one just accepted, without going
-/// round the loop for each (an error is left for the loop to see).
-fn accept_more(engine: &Arc<Engine>, quic: &quinn::Connection, readers: &mut Readers) {
-    for _ in 1..ACCEPT_BATCH {
-        if let Some(Ok((send, recv))) = quic.accept_bi().now_or_never() {
-            readers.start(engine, recv, Some(send));
-        } else if let Some(Ok(recv)) = quic.accept_uni().now_or_never() {
-            readers.start(engine, recv, None);
-        } else {
-            return;
+/// Starts readers for the peer's new streams of the directions no application task takes
+/// (a batch at most: the rest on the next turn), leaving both directions watched.
+fn take_unattended(
+    engine: &Arc<Engine>,
+    readers: &mut Readers,
+) -> Result<(), quinn::ConnectionError> {
+    let mut taken = 0;
+    for bidi in [false, true] {
+        while taken < ACCEPT_BATCH {
+            match engine.take_unattended(bidi) {
+                Poll::Ready(Ok((recv, send))) => {
+                    readers.start(engine, recv, send);
+                    taken += 1;
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
         }
     }
+    if taken == ACCEPT_BATCH {
+        engine.reader_inbox().wake_unattended();
+    }
+    Ok(())
 }
 
 /// Writes what can be written now; always pending (it makes progress when polled).

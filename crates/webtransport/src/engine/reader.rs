@@ -226,11 +226,14 @@ pub(super) struct Readers {
 }
 
 /// What reaches the driver's readers from elsewhere: readers started outside the driver,
-/// and which readers were woken.
+/// and which readers were woken. As a waker, it tells the driver that QUIC has a stream
+/// no application task takes (see `accept`).
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
     /// Something below is waiting; wakes the driver.
     pending: WakeFlag,
+    /// A watched direction of QUIC's new streams has one for the driver to take.
+    unattended: AtomicBool,
     new: Mutex<NewReaders>,
     woken: Mutex<Vec<u64>>,
 }
@@ -256,6 +259,29 @@ impl Inbox {
 
     fn wake_driver(&self) {
         self.pending.set();
+    }
+
+    /// Has the driver take the peer's new streams that no application task takes.
+    pub(crate) fn wake_unattended(&self) {
+        self.unattended.store(true, Ordering::Release);
+        self.wake_driver();
+    }
+
+    /// Whether the driver should take the peer's new streams (once per wake-up). The
+    /// driver's waker is the one [`Readers::poll`] registers.
+    pub(crate) fn take_unattended(&self) -> bool {
+        self.unattended.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// The waker of QUIC's accept while no application task waits for a direction's streams.
+impl Wake for Inbox {
+    fn wake(self: Arc<Self>) {
+        self.wake_unattended();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wake_unattended();
     }
 }
 
