@@ -12,7 +12,7 @@
 //!
 //! ```text
 //! cargo run --release --manifest-path bench/Cargo.toml -- [--quick] [--json]
-//!     [--impl a,b] [--scenario x,y] [--rounds N] [--against IMPL]
+//!     [--impl a,b] [--scenario x,y] [--rounds N] [--against IMPL] [--server-process]
 //! ```
 //!
 //! Two additions serve only to read the others' figures by:
@@ -24,6 +24,11 @@
 //!   a gap between two stacks can be split between their clients and their servers (quinn
 //!   and `quinn-again` speak raw QUIC, not WebTransport: they run against each other
 //!   only).
+//!
+//! `--server-process` runs every scenario's server in a child process of its own (the
+//! sessions scenario's always is), as client and server are deployed: by default they
+//! share this process's two tokio workers, where how one side's tasks interleave with the
+//! other's moves streams/s and latency by more than the stacks differ in the work they do.
 
 // The files shared with `wt bench` carry items only the CLI uses.
 #[allow(dead_code)]
@@ -99,6 +104,8 @@ struct Args {
     scenarios: Vec<String>,
     server: Option<String>,
     against: Option<String>,
+    /// Every scenario's server in a child process.
+    server_process: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -110,6 +117,7 @@ fn parse_args() -> Result<Args> {
         scenarios: Vec::new(),
         server: None,
         against: None,
+        server_process: false,
     };
     let mut it = std::env::args().skip(1);
     let list = |v: Option<String>| -> Result<Vec<String>> {
@@ -127,13 +135,15 @@ fn parse_args() -> Result<Args> {
             "--scenario" => args.scenarios = list(it.next())?,
             "--server" => args.server = Some(it.next().context("--server IMPL")?),
             "--against" => args.against = Some(it.next().context("--against IMPL")?),
+            "--server-process" => args.server_process = true,
             "-h" | "--help" => {
                 println!(
                     "peer-bench [--quick] [--json] [--rounds N] [--impl LIST] [--scenario LIST] \
-                     [--against IMPL]\n\
+                     [--against IMPL] [--server-process]\n\
                      implementations: {}, {}\nscenarios: {}\n\
                      quinn-again: raw quinn a second time (the noise floor of a ratio)\n\
-                     --against IMPL: every client against IMPL's server (Rust only)",
+                     --against IMPL: every client against IMPL's server (Rust only)\n\
+                     --server-process: every server in a process of its own (Rust only)",
                     RUST_IMPLS.join(", "),
                     PYTHON_IMPLS
                         .iter()
@@ -271,6 +281,7 @@ async fn run(args: Args) -> Result<ExitCode> {
                 let run = Run {
                     name,
                     server: against,
+                    server_process: args.server_process,
                     scenario,
                     sizes: &sizes,
                     configs: &configs,
@@ -328,6 +339,9 @@ async fn run(args: Args) -> Result<ExitCode> {
         if let Some(server) = against {
             println!("every client against {server}'s server\n");
         }
+        if args.server_process {
+            println!("every server in a process of its own (Python: as always)\n");
+        }
         print!("{}", report::table(&results));
         print!("{}", report::versus_summary(&results, OURS));
     }
@@ -343,15 +357,17 @@ struct Run<'a> {
     name: &'a str,
     /// Whose server the client runs against: its own when `None`.
     server: Option<&'a str>,
+    /// The server runs in a child process for every scenario, not only sessions.
+    server_process: bool,
     scenario: &'static str,
     sizes: &'a Sizes,
     configs: &'a Configs,
 }
 
 impl Run<'_> {
-    /// Runs the scenario with `stack`'s client against its own server in this process
-    /// (or the one of `--against`; for sessions, a server in a child process). False
-    /// when it failed.
+    /// Runs the scenario with `stack`'s client against its own server (or the one of
+    /// `--against`), in this process or, for sessions and with `--server-process`, in a
+    /// child process. False when it failed.
     async fn measure<S: Stack>(&self, stack: S, results: &mut Results) -> bool {
         let (name, scenario) = (self.name, self.scenario);
         match self.server {
@@ -360,20 +376,29 @@ impl Run<'_> {
         }
         let stack = Arc::new(stack);
         let r = async {
-            let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-            let (addr, serving) = match self.server {
-                Some(server) => start_named(server, self.configs, any).await?,
-                None => start(stack.clone(), any).await?,
-            };
-            let child = if scenario == "sessions" {
+            let child = if self.server_process || scenario == "sessions" {
                 let server = self.server.unwrap_or(name);
                 Some(ChildServer::start(server, self.configs).await?)
             } else {
                 None
             };
+            let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+            let (addr, serving) = match (&child, self.server) {
+                (Some(child), _) if self.server_process => (child.addr, None),
+                (_, Some(server)) => {
+                    let (addr, task) = start_named(server, self.configs, any).await?;
+                    (addr, Some(task))
+                }
+                (_, None) => {
+                    let (addr, task) = start(stack.clone(), any).await?;
+                    (addr, Some(task))
+                }
+            };
             let sessions_server = child.as_ref().map(|c| c.addr);
             let r = scenarios::run(&stack, addr, scenario, self.sizes, sessions_server).await;
-            serving.abort();
+            if let Some(task) = serving {
+                task.abort();
+            }
             r
         }
         .await;
