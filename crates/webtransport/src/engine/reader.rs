@@ -445,6 +445,20 @@ impl Readers {
 mod tests {
     use super::*;
 
+    /// QUIC's accept, polled with the inbox as its waker, asks the driver once per wake-up
+    /// to take the streams no application task takes, and wakes it.
+    #[test]
+    fn the_inbox_as_a_waker_has_the_driver_take_unattended_streams() {
+        let inbox = Arc::new(Inbox::default());
+        let waker = Waker::from(inbox.clone());
+        assert!(!inbox.take_unattended());
+        waker.wake_by_ref();
+        waker.clone().wake();
+        assert!(inbox.pending.take(), "the driver is woken");
+        assert!(inbox.take_unattended());
+        assert!(!inbox.take_unattended(), "once per wake-up");
+    }
+
     /// A reader woken again and again before the driver polls it is listed once; once
     /// polled, a new wake-up lists it again and wakes the driver.
     #[test]
