@@ -453,7 +453,7 @@ mod tests {
         let waker = Waker::from(inbox.clone());
         assert!(!inbox.take_unattended());
         waker.wake_by_ref();
-        waker.clone().wake();
+        waker.wake();
         assert!(inbox.pending.take(), "the driver is woken");
         assert!(inbox.take_unattended());
         assert!(!inbox.take_unattended(), "once per wake-up");
