@@ -14,7 +14,7 @@
 //! wake the driver too, for every stream the task takes) and made again by the last task
 //! to leave, which starts what already waits in QUIC itself. So an accept loop, which
 //! leaves and comes back once per stream, costs the driver no wake-up per stream: it did
-//! until stop 31, about 17 µs of the server's CPU per new stream when the wake-up found
+//! until stop 31, about 20 µs of the server's CPU per new stream when the wake-up found
 //! the other tokio worker asleep (docs/benchmarks.md).
 
 use std::future::Future;
