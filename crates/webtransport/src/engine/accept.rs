@@ -27,8 +27,7 @@ use super::cells::lock;
 use super::{reader, Engine};
 
 /// A stream QUIC gave: the receiving half, and the sending half of a bidirectional one.
-pub(crate) type Taken =
-    Result<(quinn::RecvStream, Option<quinn::SendStream>), quinn::ConnectionError>;
+type Taken = Result<(quinn::RecvStream, Option<quinn::SendStream>), quinn::ConnectionError>;
 
 /// QUIC's accept of one direction, polled by whoever takes that direction's streams for
 /// the driver.
@@ -36,7 +35,7 @@ type Watch = Pin<Box<dyn Future<Output = Taken> + Send>>;
 
 /// Streams taken from QUIC at once, at most, before the driver looks at its other
 /// sources (or, for the last task leaving, before it leaves the rest to the driver).
-pub(crate) const ACCEPT_BATCH: usize = 32;
+const ACCEPT_BATCH: usize = 32;
 
 /// How many application tasks take streams from QUIC now, per direction, and the watches
 /// of the directions none takes.
@@ -79,7 +78,17 @@ impl Drop for Accepting<'_> {
     fn drop(&mut self) {
         let acceptors = &self.engine.acceptors;
         if acceptors.count[usize::from(self.bidi)].fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.engine.take_unattended_here(self.bidi);
+            // QUIC's streams of this direction are the driver's again: what already waits
+            // is started here, and the watch wakes the driver for the next.
+            let engine = self.engine;
+            let started = engine.take_unattended(&[self.bidi], |recv, send| {
+                engine.start_peer_stream(recv, send);
+            });
+            if started.is_err() {
+                // The connection is gone: the driver meets the same error and ends the
+                // sessions.
+                engine.reader_inbox().wake_unattended();
+            }
         }
     }
 }
@@ -109,10 +118,37 @@ impl Engine {
         }
     }
 
+    /// Starts (with `start`) the peer's new streams of the `directions` no application
+    /// task takes, a batch at most (the driver is woken for the rest), leaving each such
+    /// direction watched. `Err` once the connection is gone.
+    pub(crate) fn take_unattended(
+        self: &Arc<Self>,
+        directions: &[bool],
+        mut start: impl FnMut(quinn::RecvStream, Option<quinn::SendStream>),
+    ) -> Result<(), quinn::ConnectionError> {
+        let mut taken = 0;
+        for &bidi in directions {
+            while taken < ACCEPT_BATCH {
+                match self.poll_watch(bidi) {
+                    Poll::Ready(Ok((recv, send))) => {
+                        start(recv, send);
+                        taken += 1;
+                    }
+                    Poll::Ready(Err(e)) => return Err(e),
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if taken == ACCEPT_BATCH {
+            self.reader_inbox().wake_unattended();
+        }
+        Ok(())
+    }
+
     /// The next stream of `bidi`'s direction from its watch, if no application task
     /// takes that direction: `Pending` otherwise, and when QUIC has none (the watch then
     /// wakes the driver when one comes).
-    pub(crate) fn take_unattended(self: &Arc<Self>, bidi: bool) -> Poll<Taken> {
+    fn poll_watch(self: &Arc<Self>, bidi: bool) -> Poll<Taken> {
         let d = usize::from(bidi);
         let Some(link) = self.link() else {
             return Poll::Pending;
@@ -139,21 +175,6 @@ impl Engine {
         }
         taken
     }
-
-    /// The last application task taking `bidi`'s streams left: starts what waits in
-    /// QUIC (up to a batch; the driver takes the rest) and leaves the direction watched.
-    fn take_unattended_here(self: &Arc<Self>, bidi: bool) {
-        for _ in 0..ACCEPT_BATCH {
-            match self.take_unattended(bidi) {
-                Poll::Pending => return,
-                Poll::Ready(Ok((recv, send))) => self.start_peer_stream(recv, send),
-                // The connection is gone: the driver meets the same error and ends the
-                // sessions.
-                Poll::Ready(Err(_)) => break,
-            }
-        }
-        self.reader_inbox().wake_unattended();
-    }
 }
 
 #[cfg(test)]
@@ -176,7 +197,7 @@ mod tests {
         assert!(!engine.acceptors.any(false));
         assert_eq!(engine.acceptors.count[0].load(Ordering::SeqCst), 0);
         // Not linked to QUIC: nothing to watch, and no wake-up of the driver.
-        assert!(engine.take_unattended(true).is_pending());
+        assert!(engine.poll_watch(true).is_pending());
         assert!(!engine.reader_inbox().take_unattended());
     }
 }

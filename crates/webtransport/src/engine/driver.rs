@@ -18,7 +18,6 @@ use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
-use super::accept::ACCEPT_BATCH;
 use super::reader::Readers;
 use super::Engine;
 use crate::error::ConnectionError;
@@ -65,7 +64,10 @@ pub(super) async fn run(engine: Arc<Engine>) {
             // Woken by the watch of a direction no application task takes (see
             // `accept`), through the readers' inbox, whose waker is this task's.
             () = poll_fn(|_| ready_if(engine.reader_inbox().take_unattended())) => {
-                if let Err(e) = take_unattended(&engine, &mut readers) {
+                let started = engine.take_unattended(&[false, true], |recv, send| {
+                    readers.start(&engine, recv, send);
+                });
+                if let Err(e) = started {
                     lost(&engine, &e);
                     break;
                 }
@@ -102,31 +104,6 @@ fn ready_if(ready: bool) -> Poll<()> {
     } else {
         Poll::Pending
     }
-}
-
-/// Starts readers for the peer's new streams of the directions no application task takes
-/// (a batch at most: the rest on the next turn), leaving both directions watched.
-fn take_unattended(
-    engine: &Arc<Engine>,
-    readers: &mut Readers,
-) -> Result<(), quinn::ConnectionError> {
-    let mut taken = 0;
-    for bidi in [false, true] {
-        while taken < ACCEPT_BATCH {
-            match engine.take_unattended(bidi) {
-                Poll::Ready(Ok((recv, send))) => {
-                    readers.start(engine, recv, send);
-                    taken += 1;
-                }
-                Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => break,
-            }
-        }
-    }
-    if taken == ACCEPT_BATCH {
-        engine.reader_inbox().wake_unattended();
-    }
-    Ok(())
 }
 
 /// Writes what can be written now; always pending (it makes progress when polled).
