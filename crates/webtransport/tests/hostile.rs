@@ -685,8 +685,9 @@ async fn close_capsules_with_oversized_reasons() {
 /// RFC 9297 §5 lets a receiver drop datagrams), and other sessions are served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_datagram_flood_at_one_session() {
-    let fx = fixture(|_| {}).await;
-    let cap = SessionLimits::default().incoming_datagram_queue;
+    // A cap of its own, so that the flood (debug build, two cores) is well past it.
+    let cap = 1024;
+    let fx = fixture(|c| c.limits.incoming_datagram_queue = cap).await;
     let peer = fx.peer().await;
     let (status, _send, _recv) = peer.open_session("/sink").await;
     assert_eq!(status, 200);

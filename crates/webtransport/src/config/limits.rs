@@ -46,7 +46,12 @@ pub struct SessionLimits {
     /// Default 256 (the default stream concurrency, so QUIC flow control is the limit).
     pub incoming_stream_queue: usize,
     /// Received datagrams queued per session until the application reads them (the oldest are
-    /// dropped beyond). Default 1024.
+    /// dropped beyond). Default 4096: about what QUIC's own receive buffer
+    /// (`transport.datagram_receive_buffer`, 4 MiB) holds of 1 KB datagrams. The connection's
+    /// driver moves datagrams out of that buffer as they come, so a smaller queue loses
+    /// datagrams, while the reader is descheduled, that QUIC alone would have kept
+    /// (docs/benchmarks.md, stop 32). Each datagram is at most one QUIC packet (~1.4 KB on
+    /// the internet), so a session whose application reads none holds ~6 MB at most.
     pub incoming_datagram_queue: usize,
     /// Largest header section we accept, advertised as SETTINGS_MAX_FIELD_SECTION_SIZE
     /// (RFC 9114 §4.2.2). A server answers a larger request 431, from its HEADERS frame's
@@ -98,7 +103,7 @@ impl Default for SessionLimits {
             max_pending_datagrams: 64,
             pending_timeout: Duration::from_secs(5),
             incoming_stream_queue: 256,
-            incoming_datagram_queue: 1024,
+            incoming_datagram_queue: 4096,
             max_field_section_size: 16 * KIB,
             max_capsule_size: 64 * KIB,
             capsule_framing: CapsuleFraming::Auto,
