@@ -474,8 +474,7 @@ const RESUMED_BLOCKS: u64 = 10;
 /// Session setups one after another, each closed as soon as it is ready: `count` whose TLS
 /// handshake resumes an earlier connection's session, and `count` full ones from the same
 /// client with resumption off, alternating in [`RESUMED_BLOCKS`] blocks, so that a machine
-/// that drifts meanwhile (the thousands of connections the sessions scenario closed just
-/// before, draining) weighs on both alike. No 0-RTT: a WebTransport session may not be
+/// that drifts meanwhile weighs on both alike. No 0-RTT: a WebTransport session may not be
 /// requested in early data (draft-ietf-webtrans-http3 §3.2), so what resumption saves is
 /// the server's certificate and signature and the client's check of them, not a round
 /// trip.
@@ -652,6 +651,9 @@ async fn connect<S: Stack>(stack: &S, addr: std::net::SocketAddr) -> Result<S::C
         .unwrap_or_else(|_| Err(anyhow::anyhow!("connect took more than {CONNECT_LIMIT:?}")))
 }
 
+/// A session setup slower than this is reported by [`open_many`].
+const SLOW_SETUP: Duration = Duration::from_secs(1);
+
 async fn open_many<S: Stack>(
     stack: &Arc<S>,
     addr: std::net::SocketAddr,
@@ -670,9 +672,20 @@ async fn open_many<S: Stack>(
                 // measurement: two more tries, then the error.
                 let mut tries = 0;
                 let conn = loop {
+                    // Said, not hidden: a setup that stalls costs the rate the time it
+                    // took (up to CONNECT_LIMIT).
+                    let started = Instant::now();
                     match connect(stack.as_ref(), addr).await {
-                        Ok(c) => break c,
-                        Err(_) if tries < 2 => tries += 1,
+                        Ok(c) => {
+                            if started.elapsed() > SLOW_SETUP {
+                                eprintln!("warning: a session setup took {:?}", started.elapsed());
+                            }
+                            break c;
+                        }
+                        Err(e) if tries < 2 => {
+                            eprintln!("warning: a session setup failed, trying again: {e:#}");
+                            tries += 1;
+                        }
                         Err(e) => return Err(e),
                     }
                 };
