@@ -62,8 +62,8 @@ pub(super) async fn run(engine: Arc<Engine>) {
             _ = poll_fn(|cx| poll_writes(&engine, cx)) => {}
             _ = poll_fn(|cx| readers.poll(&engine, cx)) => {}
             // Woken by the watch of a direction no application task takes (see
-            // `accept`), through the readers' inbox, whose waker is this task's.
-            () = poll_fn(|_| ready_if(engine.reader_inbox().take_unattended())) => {
+            // `accept`), through the readers' inbox.
+            () = poll_fn(|cx| engine.reader_inbox().poll_unattended(cx)) => {
                 let started = engine.take_unattended(&[false, true], |recv, send| {
                     readers.start(&engine, recv, send);
                 });
@@ -95,15 +95,6 @@ pub(super) async fn run(engine: Arc<Engine>) {
     }
     // The streams still read learn that the connection is gone, as their own tasks would.
     readers.close(&engine);
-}
-
-/// `Ready` when `ready`: a source whose wake-up comes through another one's waker.
-fn ready_if(ready: bool) -> Poll<()> {
-    if ready {
-        Poll::Ready(())
-    } else {
-        Poll::Pending
-    }
 }
 
 /// Writes what can be written now; always pending (it makes progress when polled).
