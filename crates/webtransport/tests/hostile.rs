@@ -90,6 +90,17 @@ impl Fx {
         p
     }
 
+    /// A new peer with a session at `/sink` (whose application reads nothing): the peer,
+    /// the session's CONNECT stream (which keeps the session), and the server's side of
+    /// the connection.
+    async fn sink_session(&self) -> (Peer, (quinn::SendStream, quinn::RecvStream), Connection) {
+        let peer = self.peer().await;
+        let (status, send, recv) = peer.open_session("/sink").await;
+        assert_eq!(status, 200);
+        let conn = self.server_side(&peer).await;
+        (peer, (send, recv), conn)
+    }
+
     /// The server's side of `peer`'s connection, once the server has it up.
     async fn server_side(&self, peer: &Peer) -> Connection {
         let port = peer.endpoint.local_addr().unwrap().port();
@@ -688,11 +699,8 @@ async fn a_datagram_flood_at_one_session() {
     // A cap of its own, so that the flood (debug build, two cores) is well past it.
     let cap = 1024;
     let fx = fixture(|c| c.limits.incoming_datagram_queue = cap).await;
-    let peer = fx.peer().await;
-    let (status, _send, _recv) = peer.open_session("/sink").await;
-    assert_eq!(status, 200);
+    let (peer, _connect, conn) = fx.sink_session().await;
     let session = SessionId::from_stream_id(0).unwrap();
-    let conn = fx.server_side(&peer).await;
     let info = || conn.get_session_info(session).expect("the session");
     let flood = async {
         let started = Instant::now();
@@ -749,11 +757,8 @@ async fn a_datagram_flood_at_one_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_datagrams_waits_whole_for_its_reader() {
     let fx = fixture(|_| {}).await;
-    let peer = fx.peer().await;
-    let (status, _send, _recv) = peer.open_session("/sink").await;
-    assert_eq!(status, 200);
+    let (peer, _connect, conn) = fx.sink_session().await;
     let session = SessionId::from_stream_id(0).unwrap();
-    let conn = fx.server_side(&peer).await;
     let info = || conn.get_session_info(session).expect("the session");
     let payload = [0x5au8; 1000];
     let mut sent = 0u64;

@@ -458,13 +458,18 @@ mod tests {
         }
     }
 
+    /// An inbox, and a waker that counts its wake-ups for the driver's.
+    fn inbox_and_driver() -> (Arc<Inbox>, Arc<Count>, Waker) {
+        let driver = Arc::new(Count(Default::default()));
+        let waker = Waker::from(driver.clone());
+        (Arc::new(Inbox::default()), driver, waker)
+    }
+
     /// QUIC's accept, polled with the inbox as its waker, asks the driver once per wake-up
     /// to take the streams no application task takes, and wakes it.
     #[test]
     fn the_inbox_as_a_waker_has_the_driver_take_unattended_streams() {
-        let inbox = Arc::new(Inbox::default());
-        let driver = Arc::new(Count(Default::default()));
-        let driver_waker = Waker::from(driver.clone());
+        let (inbox, driver, driver_waker) = inbox_and_driver();
         let mut cx = Context::from_waker(&driver_waker);
         assert!(inbox.poll_unattended(&mut cx).is_pending());
         let waker = Waker::from(inbox.clone());
@@ -484,9 +489,7 @@ mod tests {
     /// the same turn. Told through the readers' flag, as until stop 32, it was lost.
     #[test]
     fn a_watch_wakes_the_driver_even_when_the_readers_take_their_flag() {
-        let inbox = Arc::new(Inbox::default());
-        let driver = Arc::new(Count(Default::default()));
-        let driver_waker = Waker::from(driver.clone());
+        let (inbox, driver, driver_waker) = inbox_and_driver();
         let mut cx = Context::from_waker(&driver_waker);
         // The driver's turn: the readers registered, and an earlier wake-up (a reader's)
         // used their waker up.
