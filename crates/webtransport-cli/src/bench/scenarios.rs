@@ -677,8 +677,9 @@ async fn open_many<S: Stack>(
                     let started = Instant::now();
                     match connect(stack.as_ref(), addr).await {
                         Ok(c) => {
-                            if started.elapsed() > SLOW_SETUP {
-                                eprintln!("warning: a session setup took {:?}", started.elapsed());
+                            let took = started.elapsed();
+                            if took > SLOW_SETUP {
+                                eprintln!("warning: a session setup took {took:?}");
                             }
                             break c;
                         }

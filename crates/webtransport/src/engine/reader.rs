@@ -449,19 +449,11 @@ impl Readers {
 mod tests {
     use super::*;
 
-    /// A waker that counts its wake-ups.
-    struct Count(std::sync::atomic::AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::engine::wake::CountingWaker;
 
     /// An inbox, and a waker that counts its wake-ups for the driver's.
-    fn inbox_and_driver() -> (Arc<Inbox>, Arc<Count>, Waker) {
-        let driver = Arc::new(Count(Default::default()));
-        let waker = Waker::from(driver.clone());
+    fn inbox_and_driver() -> (Arc<Inbox>, Arc<CountingWaker>, Waker) {
+        let (driver, waker) = CountingWaker::new();
         (Arc::new(Inbox::default()), driver, waker)
     }
 
@@ -475,7 +467,7 @@ mod tests {
         let waker = Waker::from(inbox.clone());
         waker.wake_by_ref();
         waker.wake();
-        assert_eq!(driver.0.load(Ordering::SeqCst), 1, "the driver is woken");
+        assert_eq!(driver.count(), 1, "the driver is woken");
         assert!(inbox.poll_unattended(&mut cx).is_ready());
         assert!(
             inbox.poll_unattended(&mut cx).is_pending(),
@@ -497,16 +489,13 @@ mod tests {
         inbox.wake_driver();
         assert!(inbox.pending.poll_take(&mut cx).is_ready());
         inbox.wake_driver();
-        let woken = driver.0.load(Ordering::SeqCst);
+        let woken = driver.count();
         // Next turn: no unattended stream yet...
         assert!(inbox.poll_unattended(&mut cx).is_pending());
         // ...then QUIC's accept wakes the inbox, and the readers take their flag.
         Waker::from(inbox.clone()).wake_by_ref();
         let _ = inbox.pending.poll_take(&mut cx);
-        assert!(
-            driver.0.load(Ordering::SeqCst) > woken,
-            "the driver is woken for the stream"
-        );
+        assert!(driver.count() > woken, "the driver is woken for the stream");
         assert!(inbox.poll_unattended(&mut cx).is_ready());
     }
 

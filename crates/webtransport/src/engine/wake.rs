@@ -40,31 +40,47 @@ impl WakeFlag {
     }
 }
 
+/// A waker that counts its wake-ups, standing for a task's in tests.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+#[cfg(test)]
+impl CountingWaker {
+    /// The counter, and a waker that counts on it.
+    pub(crate) fn new() -> (std::sync::Arc<Self>, std::task::Waker) {
+        let count = std::sync::Arc::new(CountingWaker::default());
+        let waker = std::task::Waker::from(count.clone());
+        (count, waker)
+    }
+
+    /// Wake-ups so far.
+    pub(crate) fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+impl std::task::Wake for CountingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
-    use std::sync::Arc;
-    use std::task::{Wake, Waker};
-
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 
     /// Sets before and while the task waits are each seen once, and wake it.
     #[test]
     fn a_set_wakes_the_poller_and_is_taken_once() {
         let flag = WakeFlag::default();
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
+        let (count, waker) = CountingWaker::new();
         let mut cx = Context::from_waker(&waker);
         assert!(flag.poll_take(&mut cx).is_pending());
         flag.set();
         flag.set();
-        assert!(count.0.load(Ordering::SeqCst) >= 1);
+        assert!(count.count() >= 1);
         assert!(flag.poll_take(&mut cx).is_ready());
         assert!(flag.poll_take(&mut cx).is_pending());
         flag.set();
